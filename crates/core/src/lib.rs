@@ -1,0 +1,13 @@
+//! DistriQueue's core: the job model, the lifecycle state machine (pure, no I/O) and the wire
+//! formats of CONTRACT.md. Every other crate meets through these types.
+
+pub mod machine;
+pub mod model;
+pub mod request;
+pub mod time;
+pub mod wire;
+
+pub use machine::{Batch, Command, Effect, Outcome, Refusal, Report, ReportKind, State};
+pub use model::{JobId, JobStatus, Priority, WorkerId};
+pub use time::Millis;
+pub use wire::{JobMessage, JobResponse, StatusEvent};

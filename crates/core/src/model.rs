@@ -1,0 +1,263 @@
+//! The job model: ids, priorities and the lifecycle states of CONTRACT.md.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A job's id: a UUID minted by the gateway (CONTRACT.md, "The id is a server-made UUID").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    /// A fresh random (v4) id.
+    pub fn new_random() -> JobId {
+        JobId(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+
+    /// Parses the hyphenated or simple UUID text form.
+    fn from_str(text: &str) -> Result<JobId, uuid::Error> {
+        Uuid::parse_str(text.trim()).map(JobId)
+    }
+}
+
+/// A worker's id as it reports itself (`workerId`); any non-empty text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkerId(pub String);
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A job's priority. Order: `Low < Medium < High < Critical`.
+///
+/// Wire forms (CONTRACT.md): the names in any case, or the numbers 1, 5, 10, 15; responses use
+/// the upper-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Priority {
+    /// All priorities, highest first: the order a worker starts them in.
+    pub const HIGHEST_FIRST: [Priority; 4] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Medium,
+        Priority::Low,
+    ];
+
+    /// The upper-case name (`"HIGH"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "LOW",
+            Priority::Medium => "MEDIUM",
+            Priority::High => "HIGH",
+            Priority::Critical => "CRITICAL",
+        }
+    }
+
+    /// The original system's number: LOW 1, MEDIUM 5, HIGH 10, CRITICAL 15.
+    pub fn number(self) -> u8 {
+        match self {
+            Priority::Low => 1,
+            Priority::Medium => 5,
+            Priority::High => 10,
+            Priority::Critical => 15,
+        }
+    }
+
+    /// Reads a number of the original system (1, 5, 10, 15).
+    pub fn from_number(number: i64) -> Option<Priority> {
+        match number {
+            1 => Some(Priority::Low),
+            5 => Some(Priority::Medium),
+            10 => Some(Priority::High),
+            15 => Some(Priority::Critical),
+            _ => None,
+        }
+    }
+
+    /// Reads a name in any case, or a number as text ("10").
+    pub fn parse(text: &str) -> Option<Priority> {
+        let text = text.trim();
+        match text.to_ascii_uppercase().as_str() {
+            "LOW" => Some(Priority::Low),
+            "MEDIUM" => Some(Priority::Medium),
+            "HIGH" => Some(Priority::High),
+            "CRITICAL" => Some(Priority::Critical),
+            _ => text.parse::<i64>().ok().and_then(Priority::from_number),
+        }
+    }
+
+    /// The RabbitMQ queue of CONTRACT.md: CRITICAL and HIGH share `job.high`.
+    pub fn queue_name(self) -> &'static str {
+        match self {
+            Priority::Critical | Priority::High => "job.high",
+            Priority::Medium => "job.medium",
+            Priority::Low => "job.low",
+        }
+    }
+
+    /// The AMQP message priority of CONTRACT.md: CRITICAL 10, HIGH 9, MEDIUM 5, LOW 1.
+    pub fn amqp_priority(self) -> u8 {
+        match self {
+            Priority::Critical => 10,
+            Priority::High => 9,
+            Priority::Medium => 5,
+            Priority::Low => 1,
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job's lifecycle state (CONTRACT.md and DESIGN.md "Lifecycle").
+///
+/// `PENDING -> QUEUED -> RUNNING -> COMPLETED`; `RUNNING -> RETRYING -> QUEUED`;
+/// `RUNNING -> FAILED | TIMEOUT`; any non-terminal `-> CANCELLED`. `ASSIGNED` is kept for
+/// compatibility with the original system and never entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobStatus {
+    Pending,
+    Queued,
+    Assigned,
+    Running,
+    Retrying,
+    Completed,
+    Failed,
+    Timeout,
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobStatus; 9] = [
+        JobStatus::Pending,
+        JobStatus::Queued,
+        JobStatus::Assigned,
+        JobStatus::Running,
+        JobStatus::Retrying,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Timeout,
+        JobStatus::Cancelled,
+    ];
+
+    /// The upper-case name (`"RUNNING"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "PENDING",
+            JobStatus::Queued => "QUEUED",
+            JobStatus::Assigned => "ASSIGNED",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Retrying => "RETRYING",
+            JobStatus::Completed => "COMPLETED",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Timeout => "TIMEOUT",
+            JobStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Reads a name in any case.
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        let upper = text.trim().to_ascii_uppercase();
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == upper)
+    }
+
+    /// Terminal states are final: COMPLETED, FAILED, TIMEOUT, CANCELLED (DESIGN.md, rule 5).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Timeout | JobStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_reads_names_in_any_case_and_numbers() {
+        for (text, expected) in [
+            ("high", Some(Priority::High)),
+            ("Critical", Some(Priority::Critical)),
+            (" LOW ", Some(Priority::Low)),
+            ("5", Some(Priority::Medium)),
+            ("15", Some(Priority::Critical)),
+            ("7", None),
+            ("urgent", None),
+        ] {
+            assert_eq!(Priority::parse(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn priority_maps_to_contract_queues() {
+        let routes: Vec<_> = Priority::HIGHEST_FIRST
+            .iter()
+            .map(|p| (p.queue_name(), p.amqp_priority(), p.number()))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("job.high", 10, 15),
+                ("job.high", 9, 10),
+                ("job.medium", 5, 5),
+                ("job.low", 1, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn status_parse_and_terminality() {
+        assert_eq!(JobStatus::parse("completed"), Some(JobStatus::Completed));
+        assert_eq!(JobStatus::parse("nope"), None);
+        let terminal: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            terminal,
+            [
+                JobStatus::Completed,
+                JobStatus::Failed,
+                JobStatus::Timeout,
+                JobStatus::Cancelled
+            ]
+        );
+    }
+}

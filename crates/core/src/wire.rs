@@ -1,0 +1,148 @@
+//! Wire formats of CONTRACT.md: the JobResponse snapshot, the broker's job message and the
+//! lifecycle event. Every format that is persisted or crosses a process carries `format`
+//! (DESIGN.md), distinct from a job's `version`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::model::{JobId, JobStatus, Priority};
+
+/// Current format tag of [`JobMessage`] and [`StatusEvent`].
+pub const WIRE_FORMAT: u32 = 1;
+
+/// A job as clients see it (CONTRACT.md "JobResponse"; nulls omitted; the mixed naming is the
+/// contract). Events carry it as the job's snapshot and the read model stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResponse {
+    pub id: JobId,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    #[serde(rename = "jobPriority")]
+    pub priority: Priority,
+    #[serde(rename = "jobStatus")]
+    pub status: JobStatus,
+    #[serde(rename = "workerId", default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    pub payload: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(
+        rename = "errorMessage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error_message: Option<String>,
+    #[serde(rename = "retryCount")]
+    pub retry_count: u32,
+    #[serde(rename = "maxRetries")]
+    pub max_retries: u32,
+    /// Seconds.
+    #[serde(rename = "executionTimeout")]
+    pub execution_timeout: u64,
+    /// ISO-8601 UTC with `Z`.
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(
+        rename = "parentJobId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub parent_job_id: Option<String>,
+    /// False until a webhook was delivered (webhooks come with a later issue).
+    pub callback_sent: bool,
+    /// From creation to the start of the current attempt; 0 before it starts.
+    pub queue_time_ms: i64,
+    /// From start to end of the current attempt; 0 unless both happened.
+    pub execution_time_ms: i64,
+    /// From creation to the terminal state; present once the job is terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_duration_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// 0..=100 as last reported by the handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
+    /// The current attempt's number, from 1.
+    pub attempt: u32,
+    /// Grows with every change of the job; the read model keeps the highest it has seen.
+    pub version: u64,
+}
+
+/// The job message a worker consumes from `job.<priority>` (CONTRACT.md "RabbitMQ": body
+/// snake_case, `priority` as 1/5/10/15, JSON null for absent values) plus `attempt` and `format`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobMessage {
+    pub id: JobId,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// 1, 5, 10 or 15.
+    pub priority: u8,
+    pub status: JobStatus,
+    pub worker_id: Option<String>,
+    pub payload: Map<String, Value>,
+    pub result: Option<Value>,
+    pub error_message: Option<String>,
+    pub retry_count: u32,
+    pub max_retries: u32,
+    /// Seconds.
+    pub execution_timeout: u64,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// The dispatch's attempt number; reports for it must name it.
+    pub attempt: u32,
+    #[serde(default = "default_format")]
+    pub format: u32,
+}
+
+impl JobMessage {
+    /// The priority as a [`Priority`]; unknown numbers read as MEDIUM.
+    pub fn priority(&self) -> Priority {
+        Priority::from_number(i64::from(self.priority)).unwrap_or(Priority::Medium)
+    }
+}
+
+/// A lifecycle event (CONTRACT.md `status.exchange` body): one per committed change.
+///
+/// `seq` orders all events (the SSE id and the watermark's unit); `version` orders one job's
+/// snapshots, so the read model applies `job` only when `version` is newer than what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    pub seq: u64,
+    #[serde(rename = "jobId")]
+    pub job_id: JobId,
+    #[serde(rename = "jobStatus")]
+    pub status: JobStatus,
+    #[serde(rename = "workerId", default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(
+        rename = "errorMessage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u8>,
+    pub attempt: u32,
+    pub version: u64,
+    /// The leader's time of the change, ISO-8601 UTC.
+    #[serde(rename = "occurredAt")]
+    pub occurred_at: String,
+    pub job: JobResponse,
+    #[serde(default = "default_format")]
+    pub format: u32,
+}
+
+fn default_format() -> u32 {
+    WIRE_FORMAT
+}
