@@ -1,0 +1,240 @@
+//! The in-process broker: four FIFO queues consumed highest priority first, and a lossless
+//! event channel.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use distriqueue_core::{JobMessage, Priority, StatusEvent};
+use tokio::sync::{mpsc, Notify};
+
+/// Jobs by priority, highest first within `Priority::HIGHEST_FIRST` order; FIFO within one.
+#[derive(Default)]
+struct JobQueues {
+    /// Index = position in `Priority::HIGHEST_FIRST`.
+    queues: [VecDeque<JobMessage>; 4],
+    closed: bool,
+}
+
+fn queue_index(priority: Priority) -> usize {
+    Priority::HIGHEST_FIRST
+        .iter()
+        .position(|candidate| *candidate == priority)
+        .expect("HIGHEST_FIRST lists every priority")
+}
+
+/// The in-process broker. Cheap to clone; all clones share the queues.
+#[derive(Clone)]
+pub struct InProcessBroker {
+    jobs: Arc<Mutex<JobQueues>>,
+    job_ready: Arc<Notify>,
+    events: mpsc::UnboundedSender<StatusEvent>,
+    event_receiver: Arc<Mutex<Option<mpsc::UnboundedReceiver<StatusEvent>>>>,
+}
+
+impl Default for InProcessBroker {
+    fn default() -> InProcessBroker {
+        InProcessBroker::new()
+    }
+}
+
+impl InProcessBroker {
+    /// An empty broker.
+    pub fn new() -> InProcessBroker {
+        let (events, event_receiver) = mpsc::unbounded_channel();
+        InProcessBroker {
+            jobs: Arc::default(),
+            job_ready: Arc::new(Notify::new()),
+            events,
+            event_receiver: Arc::new(Mutex::new(Some(event_receiver))),
+        }
+    }
+
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, JobQueues> {
+        // A panic while holding this lock leaves the queues consistent (push/pop only), so a
+        // poisoned lock is still usable.
+        self.jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Enqueues a job message on the queue of its priority.
+    pub fn publish_job(&self, message: JobMessage) {
+        let index = queue_index(message.priority());
+        self.lock_jobs().queues[index].push_back(message);
+        self.job_ready.notify_one();
+    }
+
+    /// Takes the oldest message of the highest priority held, without waiting.
+    pub fn try_next_job(&self) -> Option<JobMessage> {
+        let mut jobs = self.lock_jobs();
+        jobs.queues.iter_mut().find_map(VecDeque::pop_front)
+    }
+
+    /// Waits for the next job message (highest priority first, FIFO within one). Returns `None`
+    /// once [`InProcessBroker::close`] was called. Cancel-safe: a message is removed only when
+    /// this future returns it.
+    pub async fn next_job(&self) -> Option<JobMessage> {
+        loop {
+            let notified = self.job_ready.notified();
+            {
+                let mut jobs = self.lock_jobs();
+                if jobs.closed {
+                    return None;
+                }
+                if let Some(message) = jobs.queues.iter_mut().find_map(VecDeque::pop_front) {
+                    if jobs.queues.iter().any(|queue| !queue.is_empty()) {
+                        // Pass the wake-up on: more work is waiting for another consumer.
+                        self.job_ready.notify_one();
+                    }
+                    return Some(message);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Messages waiting, per priority (highest first).
+    pub fn depths(&self) -> [(Priority, usize); 4] {
+        let jobs = self.lock_jobs();
+        let mut depths = [(Priority::Critical, 0); 4];
+        for (slot, (priority, queue)) in depths
+            .iter_mut()
+            .zip(Priority::HIGHEST_FIRST.iter().zip(&jobs.queues))
+        {
+            *slot = (*priority, queue.len());
+        }
+        depths
+    }
+
+    /// Stops handing out jobs: every waiting and later `next_job` returns `None`.
+    pub fn close(&self) {
+        self.lock_jobs().closed = true;
+        self.job_ready.notify_waiters();
+    }
+
+    /// Publishes lifecycle events, in order. Never drops one: the channel is unbounded and the
+    /// orchestrator keeps unacknowledged events in its state anyway.
+    pub fn publish_events(&self, events: impl IntoIterator<Item = StatusEvent>) {
+        for event in events {
+            // The receiver lives as long as the gateway; after it is gone nobody needs events.
+            let _ = self.events.send(event);
+        }
+    }
+
+    /// The single consumer of lifecycle events (the read model's feed). `None` when it was
+    /// already taken.
+    pub fn take_event_receiver(&self) -> Option<EventReceiver> {
+        let mut slot = self
+            .event_receiver
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slot.take().map(|receiver| EventReceiver { receiver })
+    }
+}
+
+/// Receives lifecycle events in publish order.
+pub struct EventReceiver {
+    receiver: mpsc::UnboundedReceiver<StatusEvent>,
+}
+
+impl EventReceiver {
+    /// Waits for at least one event and returns it with up to `max - 1` more that are already
+    /// waiting. `None` when every sender is gone.
+    pub async fn recv_batch(&mut self, max: usize) -> Option<Vec<StatusEvent>> {
+        let mut batch = Vec::new();
+        let received = self.receiver.recv_many(&mut batch, max.max(1)).await;
+        (received > 0).then_some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use distriqueue_core::machine::JobRecord;
+    use distriqueue_core::request::parse_job_request;
+    use distriqueue_core::{JobId, JobStatus, Millis};
+    use serde_json::json;
+
+    use super::*;
+
+    fn message(priority: &str, n: u128) -> JobMessage {
+        let spec = parse_job_request(&json!({"type": "echo", "jobPriority": priority}), "")
+            .expect("valid");
+        JobRecord {
+            id: JobId(uuid::Uuid::from_u128(n)),
+            spec,
+            status: JobStatus::Queued,
+            version: 1,
+            attempt: 1,
+            worker_id: None,
+            result: None,
+            error_message: None,
+            retry_count: 0,
+            progress: None,
+            created_at: Millis(0),
+            started_at: None,
+            completed_at: None,
+            queued_seq: 1,
+        }
+        .message()
+    }
+
+    #[tokio::test]
+    async fn highest_priority_first_fifo_within() {
+        let broker = InProcessBroker::new();
+        for (priority, n) in [
+            ("LOW", 1),
+            ("MEDIUM", 2),
+            ("HIGH", 3),
+            ("LOW", 4),
+            ("CRITICAL", 5),
+            ("HIGH", 6),
+        ] {
+            broker.publish_job(message(priority, n));
+        }
+        let mut order = Vec::new();
+        while let Some(job) = broker.try_next_job() {
+            order.push(job.id.0.as_u128());
+        }
+        assert_eq!(order, [5, 3, 6, 2, 1, 4]);
+    }
+
+    #[tokio::test]
+    async fn waiting_consumer_wakes_and_close_ends_it() {
+        let broker = InProcessBroker::new();
+        let consumer = tokio::spawn({
+            let broker = broker.clone();
+            async move { broker.next_job().await.map(|job| job.id.0.as_u128()) }
+        });
+        broker.publish_job(message("LOW", 7));
+        assert_eq!(consumer.await.expect("joined"), Some(7));
+        broker.close();
+        assert_eq!(broker.next_job().await, None);
+    }
+
+    #[tokio::test]
+    async fn events_arrive_in_order_in_batches() {
+        let broker = InProcessBroker::new();
+        let mut receiver = broker.take_event_receiver().expect("first take");
+        assert!(broker.take_event_receiver().is_none());
+        let mut state = distriqueue_core::State::default();
+        let spec =
+            parse_job_request(&json!({"type": "echo", "jobPriority": 1}), "").expect("valid");
+        let commands = (0..3)
+            .map(|n| distriqueue_core::Command::Register {
+                id: JobId(uuid::Uuid::from_u128(n)),
+                spec: Box::new(spec.clone()),
+                max_queued: None,
+            })
+            .collect();
+        state.apply(&distriqueue_core::Batch {
+            now: Millis(0),
+            commands,
+        });
+        broker.publish_events(state.unpublished().cloned());
+        let batch = receiver.recv_batch(10).await.expect("events");
+        assert_eq!(
+            batch.iter().map(|event| event.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+    }
+}
