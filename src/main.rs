@@ -1,1 +1,187 @@
-fn main() {}
+//! The `distriqueue` binary: `serve` (the default) and the CLI verbs against a gateway.
+
+mod verbs;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use distriqueue::ServeConfig;
+use distriqueue_worker::Handlers;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// DistriQueue: a distributed job-processing platform. With no subcommand it runs `serve`.
+#[derive(Parser, Debug)]
+#[command(name = "distriqueue", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Verb>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Verb {
+    /// Run everything in one process: gateway, orchestrator, workers, read model, broker.
+    Serve(ServeArgs),
+    /// Submit a job and print it (or, with --wait, its final state).
+    Submit {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        args: verbs::SubmitArgs,
+    },
+    /// Print one job.
+    Get {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        args: verbs::GetArgs,
+    },
+    /// List jobs with filters, paging and sorting.
+    List {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        args: verbs::ListArgs,
+    },
+    /// Cancel a job.
+    Cancel {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        args: verbs::CancelArgs,
+    },
+    /// Print lifecycle updates as they happen (all jobs, or one).
+    Watch {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        args: verbs::WatchArgs,
+    },
+}
+
+/// The gateway a CLI verb talks to.
+#[derive(Args, Debug)]
+struct ServerArg {
+    /// Gateway base URL.
+    #[arg(long, env = "DQ_SERVER", default_value = "http://127.0.0.1:8082")]
+    server: String,
+}
+
+/// Settings of `serve`; each has one `DQ_*` environment variable.
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// Gateway (public REST API) address; port 0 picks a free port.
+    #[arg(long, env = "DQ_GATEWAY_ADDR", default_value = "127.0.0.1:8082")]
+    gateway_addr: SocketAddr,
+    /// Orchestrator API address; port 0 picks a free port.
+    #[arg(long, env = "DQ_ORCHESTRATOR_ADDR", default_value = "127.0.0.1:8081")]
+    orchestrator_addr: SocketAddr,
+    /// In-process job slots (default: 4 per CPU).
+    #[arg(long, env = "DQ_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// Where the raft log, snapshots and read model live.
+    #[arg(long, env = "DQ_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Seconds running jobs may take to finish after Ctrl-C or SIGTERM.
+    #[arg(long, env = "DQ_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
+    /// Testing aid: append a JSON line per handler start and finish to this file.
+    #[arg(long, env = "DQ_LEDGER")]
+    ledger: Option<PathBuf>,
+    /// Largest accepted request body in bytes (413 past it).
+    #[arg(long, env = "DQ_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Most jobs waiting to run, PENDING + QUEUED (429 past it).
+    #[arg(long, env = "DQ_MAX_QUEUED_JOBS", default_value_t = 100_000)]
+    max_queued_jobs: u64,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<ServeConfig> {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let concurrency = self.concurrency.unwrap_or(4 * cpus);
+        anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
+        Ok(ServeConfig {
+            gateway_addr: self.gateway_addr,
+            orchestrator_addr: self.orchestrator_addr,
+            concurrency,
+            data_dir: self.data_dir,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            ledger: self.ledger,
+            max_body_bytes: self.max_body_bytes,
+            max_queued_jobs: self.max_queued_jobs,
+        })
+    }
+}
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_env("DQ_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("DQ_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: no new jobs; running jobs may finish");
+    token.cancel();
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let shutdown = CancellationToken::new();
+    let served = distriqueue::serve::start(config, Handlers::builtin(), shutdown.clone()).await?;
+    println!(
+        "distriqueue serving: gateway=http://{} orchestrator=http://{}",
+        served.gateway_addr, served.orchestrator_addr
+    );
+    tokio::spawn(cancel_on_signal(shutdown));
+    served.stopped.await??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Verb::Serve(args)) => serve(args).await,
+        Some(Verb::Submit { server, args }) => verbs::submit(&server.server, args).await,
+        Some(Verb::Get { server, args }) => verbs::get(&server.server, args).await,
+        Some(Verb::List { server, args }) => verbs::list(&server.server, args).await,
+        Some(Verb::Cancel { server, args }) => verbs::cancel(&server.server, args).await,
+        Some(Verb::Watch { server, args }) => verbs::watch(&server.server, args).await,
+    }
+}

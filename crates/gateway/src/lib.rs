@@ -1,1 +1,164 @@
-//! placeholder
+//! The gateway role: the public REST API, SSE, and the read model fed by lifecycle events.
+//!
+//! The gateway validates requests, mints job ids, asks the orchestrator (through the
+//! [`Orchestrator`] trait, never its crate) to commit each write, and applies the snapshot of
+//! every reply to the read model before it answers, so a client reads its own writes. Lifecycle
+//! events feed the read model and SSE subscribers ([`Gateway::consume_events`]).
+//!
+//! Modules: `api` (routes), `error` ([`ApiError`]), `body` (JSON bodies), `query` (list
+//! parameters), `sse` (the event stream), `feed` (the event consumer), `state` ([`AppState`]).
+
+mod api;
+mod body;
+mod error;
+mod feed;
+mod query;
+mod sse;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distriqueue_broker::EventReceiver;
+use distriqueue_core::request::JobSpec;
+use distriqueue_core::{JobId, JobResponse, Refusal};
+use distriqueue_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use api::router;
+pub use error::ApiError;
+pub use feed::FEED_BATCH;
+pub use query::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use sse::SSE_BUFFER;
+pub use state::AppState;
+
+/// The orchestrator as the gateway needs it; the composition root plugs in an in-process or
+/// HTTP implementation (the gateway never depends on the orchestrator crate).
+#[async_trait::async_trait]
+pub trait Orchestrator: Send + Sync + 'static {
+    /// Commits `Register` for a gateway-minted id. `Ok(Some(snapshot))`: the committed job (its
+    /// snapshot, QUEUED); `Ok(None)`: the id is known but no longer held in full (a finished
+    /// job): answer from the read model.
+    async fn register(
+        &self,
+        id: JobId,
+        spec: JobSpec,
+    ) -> Result<Option<JobResponse>, OrchestratorError>;
+
+    /// Commits `Cancel`; `Ok` = the CANCELLED snapshot.
+    async fn cancel(&self, id: JobId) -> Result<JobResponse, OrchestratorError>;
+}
+
+/// Why the orchestrator did not commit a command.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// The state machine refused the command (unknown job, terminal job, full queue, ...).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// No orchestrator answered (no leader, connection refused, timeout): 503.
+    #[error("orchestrator unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The gateway's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Where to listen; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Largest accepted request body; larger ones get 413. Default 1 MiB.
+    pub body_limit_bytes: usize,
+    /// Interval of SSE keep-alive comments. Default 15 s.
+    pub sse_keep_alive: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            body_limit_bytes: 1024 * 1024,
+            sse_keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Why the gateway could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("gateway server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The gateway role, bound and ready to serve.
+pub struct Gateway {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+}
+
+impl Gateway {
+    /// Binds the listener (port 0 picks a free port).
+    pub async fn bind(
+        config: GatewayConfig,
+        store: Store,
+        orchestrator: Arc<dyn Orchestrator>,
+    ) -> Result<Gateway, GatewayError> {
+        let addr = config.addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| GatewayError::Bind { addr, source })?;
+        Ok(Gateway {
+            listener,
+            local_addr,
+            state: AppState::new(store, orchestrator, config),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The shared state the routes use (a cheap clone).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Spawns the task that feeds the read model and SSE from lifecycle events: it takes
+    /// batches of up to [`FEED_BATCH`] events, upserts their snapshots in one store call
+    /// (retrying with backoff on a store error, never dropping a batch), then sends each event
+    /// to SSE subscribers, then publishes the highest `seq` stored on the returned watch (the
+    /// composition root turns it into the orchestrator's "published up to" watermark). The task
+    /// ends when the receiver ends. Must be called within a Tokio runtime.
+    pub fn consume_events(&self, events: EventReceiver) -> tokio::sync::watch::Receiver<u64> {
+        self.state.consume_events(events)
+    }
+
+    /// Serves until `shutdown` is cancelled (axum graceful shutdown: the listener stops
+    /// accepting, open SSE streams end, in-flight requests finish).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
+        let streams_closed = self.state.streams_closed();
+        let app = router(self.state);
+        tracing::info!(addr = %self.local_addr, "gateway listening");
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.cancelled().await;
+                streams_closed.cancel();
+            })
+            .await
+            .map_err(GatewayError::Serve)
+    }
+}

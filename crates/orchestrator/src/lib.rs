@@ -1,1 +1,15 @@
-//! placeholder
+//! The orchestrator role: the single writer of job lifecycle. It hosts the state machine of
+//! `distriqueue-core` in openraft (one node in `serve`), carries out effects through an outbox
+//! after commit, and serves the orchestrator HTTP API.
+
+mod api;
+mod log_store;
+mod node;
+mod raft;
+mod state_machine;
+
+pub use api::router;
+pub use node::{
+    Orchestrator, OrchestratorConfig, OrchestratorError, OrchestratorHandle, SubmitError,
+};
+pub use raft::{NodeId, TypeConfig};

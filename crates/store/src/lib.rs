@@ -1,1 +1,418 @@
-//! placeholder
+//! The gateway's durable job record (DESIGN.md "The gateway owns the durable job record"): a read
+//! model of [`JobResponse`] snapshots in SQLite, answering `GET /api/jobs/{id}` and the filtered,
+//! paged, sorted `GET /api/jobs` of CONTRACT.md.
+//!
+//! A row changes only by a snapshot with a higher `version`, so duplicate, late and out-of-order
+//! snapshots are harmless. Writes go through one connection (SQLite has one writer anyway, and a
+//! single writer never waits on a lock held by another of its own connections); reads use a
+//! separate pool and, in WAL mode, never block on the writer.
+
+mod query;
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use distriqueue_core::model::{JobId, JobStatus};
+use distriqueue_core::time::parse_client_time;
+use distriqueue_core::wire::JobResponse;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite};
+
+pub use query::{JobQuery, Page, SortBy, SortDirection};
+
+/// The `format` of the snapshots this version writes (the `format` column).
+const SNAPSHOT_FORMAT: i64 = 1;
+
+/// Bound parameters SQLite accepts in one statement (`SQLITE_MAX_VARIABLE_NUMBER` of the SQLite
+/// bundled with sqlx, 3.32 and later).
+const MAX_BIND_PARAMS: usize = 32_766;
+
+/// Bound parameters per row of the upsert (every column of `jobs`).
+const UPSERT_COLUMNS: usize = 12;
+
+/// Rows per upsert statement, staying under [`MAX_BIND_PARAMS`].
+const UPSERT_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / UPSERT_COLUMNS;
+
+/// How long a connection waits for a lock held elsewhere before failing with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections of the read pool of a file database.
+const READ_CONNECTIONS: u32 = 8;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// [`Store::open`] was given a URL it cannot use (empty, or unknown parameters).
+    #[error("bad database URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The database failed: I/O, locking, SQL, a closed pool.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the migrations failed, or the database holds migrations this build lacks.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A snapshot given to [`Store::upsert`] cannot be stored: a timestamp that is not ISO-8601,
+    /// or a version above `i64::MAX`. Nothing of that call was stored.
+    #[error("job {id}: snapshot cannot be stored: {reason}")]
+    InvalidSnapshot {
+        /// The job of the snapshot.
+        id: JobId,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A stored row cannot be read back: unknown `format`, JSON that is not a JobResponse, or a
+    /// negative version.
+    #[error("job {id}: stored snapshot is corrupt: {reason}")]
+    CorruptSnapshot {
+        /// The row's `id` column as stored.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The job read model. Cloning is cheap: clones share the connection pools.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// One connection: every write.
+    writer: SqlitePool,
+    /// Every read. For an in-memory database, the writer's pool itself.
+    reader: SqlitePool,
+}
+
+/// The columns of one snapshot, ready to bind.
+struct JobRow<'a> {
+    id: String,
+    version: i64,
+    job_type: &'a str,
+    priority: i64,
+    status: &'static str,
+    status_rank: i64,
+    worker_id: Option<&'a str>,
+    created_at: i64,
+    started_at: Option<i64>,
+    completed_at: Option<i64>,
+    snapshot: String,
+}
+
+impl<'a> JobRow<'a> {
+    fn new(job: &'a JobResponse) -> Result<JobRow<'a>, StoreError> {
+        let invalid = |reason: String| StoreError::InvalidSnapshot { id: job.id, reason };
+        let time = |field: &str, text: &str| {
+            parse_client_time(text)
+                .map(|millis| millis.0)
+                .ok_or_else(|| invalid(format!("{field} {text:?} is not an ISO-8601 time")))
+        };
+        let snapshot = serde_json::to_string(job).map_err(|error| invalid(error.to_string()))?;
+        Ok(JobRow {
+            id: job.id.to_string(),
+            version: i64::try_from(job.version)
+                .map_err(|_| invalid(format!("version {} exceeds i64::MAX", job.version)))?,
+            job_type: &job.job_type,
+            priority: i64::from(job.priority.number()),
+            status: job.status.as_str(),
+            status_rank: status_rank(job.status),
+            worker_id: job.worker_id.as_deref(),
+            created_at: time("created_at", &job.created_at)?,
+            started_at: job
+                .started_at
+                .as_deref()
+                .map(|text| time("started_at", text))
+                .transpose()?,
+            completed_at: job
+                .completed_at
+                .as_deref()
+                .map(|text| time("completed_at", text))
+                .transpose()?,
+            snapshot,
+        })
+    }
+}
+
+/// Position of `status` in [`JobStatus::ALL`], so sorting by status follows the lifecycle.
+fn status_rank(status: JobStatus) -> i64 {
+    JobStatus::ALL
+        .iter()
+        .position(|candidate| *candidate == status)
+        .map_or(i64::MAX, |rank| rank as i64)
+}
+
+/// Reads a stored row back into the snapshot it holds.
+fn decode(id: String, format: i64, snapshot: &str) -> Result<JobResponse, StoreError> {
+    if format != SNAPSHOT_FORMAT {
+        return Err(StoreError::CorruptSnapshot {
+            id,
+            reason: format!("unknown snapshot format {format}"),
+        });
+    }
+    serde_json::from_str(snapshot).map_err(|error| StoreError::CorruptSnapshot {
+        id,
+        reason: error.to_string(),
+    })
+}
+
+/// Appends ` WHERE ...` for the filters of `query` (nothing when it has none), values bound.
+fn push_filters(sql: &mut QueryBuilder<Sqlite>, query: &JobQuery) {
+    let mut keyword = " WHERE ";
+    let mut condition = |sql: &mut QueryBuilder<Sqlite>, text: &str| {
+        sql.push(keyword).push(text);
+        keyword = " AND ";
+    };
+    if let Some(job_type) = &query.job_type {
+        condition(sql, "job_type = ");
+        sql.push_bind(job_type.clone());
+    }
+    if let Some(priority) = query.priority {
+        condition(sql, "priority = ");
+        sql.push_bind(i64::from(priority.number()));
+    }
+    if let Some(status) = query.status {
+        condition(sql, "status = ");
+        sql.push_bind(status.as_str());
+    }
+    if let Some(worker_id) = &query.worker_id {
+        condition(sql, "worker_id = ");
+        sql.push_bind(worker_id.clone());
+    }
+    if let Some(from) = query.created_from {
+        condition(sql, "created_at >= ");
+        sql.push_bind(from.0);
+    }
+    if let Some(to) = query.created_to {
+        condition(sql, "created_at <= ");
+        sql.push_bind(to.0);
+    }
+}
+
+/// Connect options for `url`: `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:` (with the URL
+/// parameters sqlx reads, such as `?mode=memory`), or a bare file path taken literally; and
+/// whether the database is in memory.
+fn connect_options(url: &str) -> Result<(SqliteConnectOptions, bool), StoreError> {
+    let bad = |reason: String| StoreError::BadUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let (options, in_memory) = if url.starts_with("sqlite:") || url == ":memory:" {
+        let rest = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+        let in_memory =
+            database == ":memory:" || params.split('&').any(|param| param == "mode=memory");
+        let options =
+            SqliteConnectOptions::from_str(url).map_err(|error| bad(error.to_string()))?;
+        (options, in_memory)
+    } else {
+        (SqliteConnectOptions::new().filename(url), false)
+    };
+    if options.get_filename().as_os_str().is_empty() {
+        return Err(bad("no database file named".to_owned()));
+    }
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT);
+    Ok((options, in_memory))
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `url`: `sqlite://PATH`, `sqlite:PATH`,
+    /// `sqlite::memory:`, or a bare file path (taken literally, no URL decoding). Applies the
+    /// migrations of `crates/store/migrations/`. Connections use the WAL journal,
+    /// `synchronous=NORMAL` and a 5 s busy timeout.
+    ///
+    /// A file database gets one write connection and a pool of 8 read connections. An in-memory
+    /// database lives as long as the store: one connection, never closed while the store is
+    /// open, serves reads and writes, and each `open` of `sqlite::memory:` is a new database.
+    ///
+    /// Errors: [`StoreError::BadUrl`] for an empty path or unknown URL parameters,
+    /// [`StoreError::Database`] when the file cannot be opened or created,
+    /// [`StoreError::Migrate`] when the migrations fail or the database is newer than this build.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let (options, in_memory) = connect_options(url)?;
+
+        let mut writer = SqlitePoolOptions::new().max_connections(1);
+        if in_memory {
+            // The database dies with its last connection: keep the one connection forever.
+            writer = writer
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let writer = writer.connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations").run(&writer).await?;
+
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(READ_CONNECTIONS)
+                .connect_with(options)
+                .await?
+        };
+        tracing::debug!(url, in_memory, "job store open");
+        Ok(Store { writer, reader })
+    }
+
+    /// Applies snapshots: each one is inserted, or replaces the stored row only when its
+    /// `version` is higher, so duplicate, late and out-of-order snapshots are harmless. Within
+    /// `jobs`, only the highest version of each id counts (the first one on a tie). All or
+    /// nothing: one transaction, in statements of up to 2,730 rows. Empty input is a no-op.
+    ///
+    /// Errors: [`StoreError::InvalidSnapshot`] (before anything is written) for a timestamp that
+    /// is not ISO-8601 or a version above `i64::MAX`; [`StoreError::Database`] otherwise.
+    pub async fn upsert(&self, jobs: &[JobResponse]) -> Result<(), StoreError> {
+        let mut slots: HashMap<JobId, usize> = HashMap::with_capacity(jobs.len());
+        let mut latest: Vec<&JobResponse> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match slots.entry(job.id) {
+                Entry::Vacant(slot) => {
+                    slot.insert(latest.len());
+                    latest.push(job);
+                }
+                Entry::Occupied(slot) => {
+                    let kept = &mut latest[*slot.get()];
+                    if job.version > kept.version {
+                        *kept = job;
+                    }
+                }
+            }
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let rows = latest
+            .into_iter()
+            .map(JobRow::new)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in rows.chunks(UPSERT_ROWS_PER_STATEMENT) {
+            let mut sql = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO jobs (id, version, job_type, priority, status, status_rank, \
+                 worker_id, created_at, started_at, completed_at, snapshot, format) ",
+            );
+            sql.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.id.as_str())
+                    .push_bind(row.version)
+                    .push_bind(row.job_type)
+                    .push_bind(row.priority)
+                    .push_bind(row.status)
+                    .push_bind(row.status_rank)
+                    .push_bind(row.worker_id)
+                    .push_bind(row.created_at)
+                    .push_bind(row.started_at)
+                    .push_bind(row.completed_at)
+                    .push_bind(row.snapshot.as_str())
+                    .push_bind(SNAPSHOT_FORMAT);
+            });
+            sql.push(
+                " ON CONFLICT(id) DO UPDATE SET version = excluded.version, \
+                 job_type = excluded.job_type, priority = excluded.priority, \
+                 status = excluded.status, status_rank = excluded.status_rank, \
+                 worker_id = excluded.worker_id, created_at = excluded.created_at, \
+                 started_at = excluded.started_at, completed_at = excluded.completed_at, \
+                 snapshot = excluded.snapshot, format = excluded.format \
+                 WHERE excluded.version > jobs.version",
+            );
+            sql.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The stored snapshot of `id` (the highest version seen), or `None` when the job is unknown.
+    ///
+    /// Errors: [`StoreError::CorruptSnapshot`] when the row cannot be read back;
+    /// [`StoreError::Database`] otherwise.
+    pub async fn get(&self, id: JobId) -> Result<Option<JobResponse>, StoreError> {
+        let row: Option<(String, i64, String)> =
+            sqlx::query_as("SELECT id, format, snapshot FROM jobs WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(|(id, format, snapshot)| decode(id, format, &snapshot))
+            .transpose()
+    }
+
+    /// One page of the jobs matching `query`'s filters, in its sort order (ties broken by id in
+    /// the same direction; NULL start or completion times last in both directions), with the
+    /// number of matching jobs over all pages. Page and count come from one read transaction,
+    /// so they agree. A page past the end has no content but still the total.
+    ///
+    /// Errors: [`StoreError::CorruptSnapshot`] when a row cannot be read back;
+    /// [`StoreError::Database`] otherwise.
+    pub async fn list(&self, query: &JobQuery) -> Result<Page, StoreError> {
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM jobs");
+        push_filters(&mut count, query);
+
+        let (column, nullable) = query.sort_by.column();
+        let direction = query.direction.sql();
+        let mut select = QueryBuilder::<Sqlite>::new("SELECT id, format, snapshot FROM jobs");
+        push_filters(&mut select, query);
+        select.push(" ORDER BY ");
+        if nullable {
+            select.push(format_args!("{column} IS NULL, "));
+        }
+        select
+            .push(format_args!("{column} {direction}, id {direction} LIMIT "))
+            .push_bind(i64::from(query.size))
+            .push(" OFFSET ")
+            .push_bind(i64::from(query.page) * i64::from(query.size));
+
+        let mut tx = self.reader.begin().await?;
+        let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
+        let rows: Vec<(String, i64, String)> = select.build_query_as().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+
+        let content = rows
+            .into_iter()
+            .map(|(id, format, snapshot)| decode(id, format, &snapshot))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            content,
+            total_elements: u64::try_from(total).unwrap_or_default(),
+        })
+    }
+
+    /// The stored version of each of `ids` that is known; unknown ids are absent from the map.
+    /// Any number of ids (queried in chunks).
+    ///
+    /// Errors: [`StoreError::CorruptSnapshot`] for a negative stored version;
+    /// [`StoreError::Database`] otherwise.
+    pub async fn versions(&self, ids: &[JobId]) -> Result<HashMap<JobId, u64>, StoreError> {
+        let by_text: HashMap<String, JobId> = ids.iter().map(|id| (id.to_string(), *id)).collect();
+        let texts: Vec<&str> = by_text.keys().map(String::as_str).collect();
+        let mut versions = HashMap::with_capacity(texts.len());
+        for chunk in texts.chunks(MAX_BIND_PARAMS) {
+            let mut sql = QueryBuilder::<Sqlite>::new("SELECT id, version FROM jobs WHERE id IN (");
+            let mut list = sql.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            sql.push(")");
+            let rows: Vec<(String, i64)> = sql.build_query_as().fetch_all(&self.reader).await?;
+            for (text, version) in rows {
+                let version = u64::try_from(version).map_err(|_| StoreError::CorruptSnapshot {
+                    id: text.clone(),
+                    reason: format!("negative version {version}"),
+                })?;
+                if let Some(id) = by_text.get(&text) {
+                    versions.insert(*id, version);
+                }
+            }
+        }
+        Ok(versions)
+    }
+}

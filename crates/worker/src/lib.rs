@@ -1,3 +1,12 @@
-//! placeholder
+//! The worker role: job slots that consume dispatches, take the lease, run handlers and report
+//! outcomes. Workers only execute; they never decide retries (DESIGN.md, "Who owns what").
 
-pub mod builtin;
+mod builtin;
+mod handler;
+mod ledger;
+mod runtime;
+
+pub use builtin::{Builtin, HandlerError};
+pub use handler::{Handler, Handlers, JobContext};
+pub use ledger::Ledger;
+pub use runtime::{ReportError, Reporter, Worker, WorkerConfig, WorkerError};

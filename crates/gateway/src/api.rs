@@ -1,0 +1,210 @@
+//! The REST routes of CONTRACT.md ("Gateway"), all under `/api`, and [`router`].
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use distriqueue_core::request::parse_job_request;
+use distriqueue_core::{JobId, JobResponse, Millis, Refusal};
+use serde_json::json;
+
+use crate::body::{check_json_content_type, read_json};
+use crate::error::ApiError;
+use crate::query::parse_list_query;
+use crate::sse;
+use crate::state::AppState;
+
+/// The header of idempotent submission, which a later issue implements.
+const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
+/// The gateway's routes over `state`, without a socket (tests call it directly).
+///
+/// Every answer that is not a success carries the contract's JSON error shape: unknown routes
+/// are 404, a known route with another method 405, and any other non-JSON error an axum layer
+/// might produce is rewritten into `{"error": ...}` by a last-resort mapper.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/jobs", post(submit_job).get(list_jobs))
+        .route("/api/jobs/stream", get(sse::stream))
+        .route("/api/jobs/{id}", get(get_job))
+        .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/actuator/health", get(health))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::map_response(json_errors_only))
+        .with_state(state)
+}
+
+/// `POST /api/jobs`: validate, mint the id, commit through the orchestrator, store the
+/// snapshot, answer 202 with `Location`.
+async fn submit_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if headers.contains_key(IDEMPOTENCY_KEY_HEADER) {
+        return Err(ApiError::violation(
+            IDEMPOTENCY_KEY_HEADER,
+            "is not supported yet by this server; resend without it",
+        ));
+    }
+    check_json_content_type(&headers)?;
+    let request = read_json(&headers, body, state.config.body_limit_bytes).await?;
+    let spec = parse_job_request(&request, "").map_err(ApiError::Validation)?;
+    let id = JobId::new_random();
+    let job = match state.orchestrator.register(id, spec).await? {
+        Some(job) => {
+            state.store.upsert(std::slice::from_ref(&job)).await?;
+            job
+        }
+        // The id is already known and finished: the read model has it.
+        None => state.store.get(id).await?.ok_or_else(|| {
+            ApiError::Internal(format!(
+                "job {id} is finished at the orchestrator but absent from the read model"
+            ))
+        })?,
+    };
+    tracing::debug!(job_id = %id, job_type = %job.job_type, "job accepted");
+    let location = HeaderValue::try_from(format!("/api/jobs/{id}"))
+        .map_err(|error| ApiError::Internal(format!("Location header: {error}")))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job),
+    )
+        .into_response())
+}
+
+/// `GET /api/jobs/{id}`: the read model's record; 404 also for an id that is not a UUID.
+async fn get_job(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobResponse>, ApiError> {
+    let id = job_id_of(path)?;
+    match state.store.get(id).await? {
+        Some(job) => Ok(Json(job)),
+        None => Err(job_not_found(&id.to_string())),
+    }
+}
+
+/// `POST /api/jobs/{id}/cancel`: 200 with the CANCELLED snapshot, stored first; 404 unknown;
+/// 409 terminal.
+async fn cancel_job(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobResponse>, ApiError> {
+    let id = job_id_of(path)?;
+    match state.orchestrator.cancel(id).await {
+        Ok(job) => {
+            state.store.upsert(std::slice::from_ref(&job)).await?;
+            tracing::debug!(job_id = %id, "job cancelled");
+            Ok(Json(job))
+        }
+        Err(crate::OrchestratorError::Refused(Refusal::NotFound(_))) => {
+            // The orchestrator forgets a finished job after its retention window; the read
+            // model still knows it was terminal, and that is a 409, not a 404.
+            match state.store.get(id).await? {
+                Some(job) if job.status.is_terminal() => {
+                    Err(ApiError::Refused(Refusal::Terminal {
+                        id,
+                        status: job.status,
+                    }))
+                }
+                _ => Err(job_not_found(&id.to_string())),
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// `GET /api/jobs`: filters, paging and sorting; every bad parameter is named.
+async fn list_jobs(
+    State(state): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(pairs) =
+        query.map_err(|error| ApiError::BadRequest(format!("bad query string: {error}")))?;
+    let query = parse_list_query(&pairs).map_err(ApiError::Validation)?;
+    let page = state.store.list(&query).await?;
+    let size = u64::from(query.size.max(1));
+    let total_pages = page.total_elements.div_ceil(size);
+    Ok(Json(json!({
+        "content": page.content,
+        "page": {
+            "size": query.size,
+            "number": query.page,
+            "totalElements": page.total_elements,
+            "totalPages": total_pages,
+        }
+    })))
+}
+
+/// `GET /api/actuator/health`: UP when the read model answers, else 503 DOWN.
+async fn health(State(state): State<AppState>) -> Response {
+    // A primary-key lookup of an id that is never minted: the cheapest real query.
+    let read_model = state.store.get(JobId(uuid::Uuid::nil())).await;
+    let (status, read_model_status) = match &read_model {
+        Ok(_) => (StatusCode::OK, "UP"),
+        Err(error) => {
+            tracing::warn!(%error, "health check: read model unavailable");
+            (StatusCode::SERVICE_UNAVAILABLE, "DOWN")
+        }
+    };
+    let overall = if status == StatusCode::OK {
+        "UP"
+    } else {
+        "DOWN"
+    };
+    (
+        status,
+        Json(json!({
+            "status": overall,
+            "components": { "readModel": { "status": read_model_status } },
+            "timestamp": Millis::now().to_iso(),
+        })),
+    )
+        .into_response()
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("No route for {method} {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("Method {method} is not allowed on {}", uri.path()))
+}
+
+/// Last resort: an error answer that is not JSON (from an axum layer, never from a handler)
+/// becomes `{"error": "<reason>"}` with the same status and headers.
+async fn json_errors_only(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|text| text.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let reason = status.canonical_reason().unwrap_or("request failed");
+    let body = json!({"error": reason}).to_string();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn job_id_of(path: Result<Path<String>, PathRejection>) -> Result<JobId, ApiError> {
+    let Path(text) = path.map_err(|error| ApiError::BadRequest(format!("bad path: {error}")))?;
+    text.parse::<JobId>().map_err(|_| job_not_found(&text))
+}
+
+fn job_not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("Job not found: {id}"))
+}

@@ -1,0 +1,162 @@
+//! `GET /api/jobs/stream`: Server-Sent Events of job lifecycle changes (CONTRACT.md).
+//!
+//! Each stream starts with a `connected` event, then one `job-update` event per committed
+//! change that the read model has stored, its `id:` the event's global `seq` and its `data:`
+//! one line of JSON. `?jobId=` and `?type=` filter. A subscriber that falls more than
+//! [`SSE_BUFFER`] events behind has its stream ended: the client reconnects (replay from
+//! `Last-Event-ID` comes with a later issue). Streams end at shutdown too.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use distriqueue_core::{JobId, JobStatus, Millis, StatusEvent};
+use futures::stream::{self, Stream, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Events held for slow SSE subscribers; one that falls further behind is disconnected.
+pub const SSE_BUFFER: usize = 4096;
+
+/// An event as SSE subscribers get it, serialized once for all of them.
+#[derive(Debug)]
+pub(crate) struct SseUpdate {
+    seq: u64,
+    job_id: JobId,
+    job_type: String,
+    /// The `job-update` data: one line of JSON.
+    data: String,
+}
+
+/// The `job-update` data of CONTRACT.md.
+#[derive(Serialize)]
+struct JobUpdateData<'a> {
+    #[serde(rename = "jobId")]
+    job_id: JobId,
+    status: JobStatus,
+    /// The leader's time of the change.
+    timestamp: &'a str,
+    #[serde(rename = "workerId")]
+    worker_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Value>,
+    #[serde(rename = "errorMessage", skip_serializing_if = "Option::is_none")]
+    error_message: Option<&'a str>,
+}
+
+impl SseUpdate {
+    /// Builds the update of one lifecycle event.
+    pub(crate) fn new(event: &StatusEvent) -> SseUpdate {
+        let data = JobUpdateData {
+            job_id: event.job_id,
+            status: event.status,
+            timestamp: &event.occurred_at,
+            worker_id: event.worker_id.as_deref(),
+            progress: event.progress,
+            result: event
+                .result
+                .as_ref()
+                .filter(|_| event.status == JobStatus::Completed),
+            error_message: event.error_message.as_deref(),
+        };
+        SseUpdate {
+            seq: event.seq,
+            job_id: event.job_id,
+            job_type: event.job.job_type.clone(),
+            // serde_json::to_string never writes a newline, so `data:` stays one line.
+            data: serde_json::to_string(&data).unwrap_or_else(|error| {
+                tracing::error!(seq = event.seq, %error, "cannot serialize an SSE update");
+                String::from("{}")
+            }),
+        }
+    }
+
+    /// The `seq` of the event.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// The filters of the stream.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct StreamFilter {
+    #[serde(rename = "jobId")]
+    job_id: Option<String>,
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+}
+
+/// `GET /api/jobs/stream`.
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    filter: Result<Query<StreamFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(filter) =
+        filter.map_err(|error| ApiError::BadRequest(format!("bad query string: {error}")))?;
+    let job_id = match filter.job_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<JobId>()
+                .map_err(|_| ApiError::violation("jobId", "must be a UUID"))?,
+        ),
+    };
+    let job_type = filter
+        .job_type
+        .map(|text| text.trim().to_string())
+        .filter(|text| !text.is_empty());
+
+    // Subscribe before reading the position, so the `connected` id never claims an event
+    // this stream will not see.
+    let receiver = state.updates.subscribe();
+    let position = state.last_broadcast_seq();
+    let client_id = uuid::Uuid::new_v4().to_string();
+    tracing::debug!(client_id = %client_id, "SSE client connected");
+    let connected = Event::default()
+        .event("connected")
+        .id(position.to_string())
+        .json_data(serde_json::json!({
+            "clientId": client_id,
+            "message": "Connected to job updates stream",
+            "timestamp": Millis::now().to_iso(),
+        }))
+        .map_err(|error| ApiError::Internal(format!("SSE connected event: {error}")))?;
+
+    let updates = BroadcastStream::new(receiver)
+        // A lagging subscriber (`Err(Lagged)`) has lost events: end its stream.
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(move |item| {
+            let wanted = item.ok().filter(|update: &Arc<SseUpdate>| {
+                job_id.is_none_or(|id| update.job_id == id)
+                    && job_type.as_ref().is_none_or(|t| &update.job_type == t)
+            });
+            std::future::ready(wanted.map(|update| {
+                Ok::<Event, Infallible>(
+                    Event::default()
+                        .event("job-update")
+                        .id(update.seq.to_string())
+                        .data(update.data.as_str()),
+                )
+            }))
+        });
+    let events = stream::once(std::future::ready(Ok(connected)))
+        .chain(updates)
+        .take_until(state.streams_closed().cancelled_owned());
+    Ok(sse_response(events, &state))
+}
+
+fn sse_response(
+    events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    state: &AppState,
+) -> Response {
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(state.config.sse_keep_alive))
+        .into_response()
+}

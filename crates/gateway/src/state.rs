@@ -1,0 +1,61 @@
+//! [`AppState`]: what every route shares — the read model, the orchestrator, the settings and
+//! the SSE fan-out.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use distriqueue_broker::EventReceiver;
+use distriqueue_store::Store;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::sse::{SseUpdate, SSE_BUFFER};
+use crate::{GatewayConfig, Orchestrator};
+
+/// The routes' shared state. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) store: Store,
+    pub(crate) orchestrator: Arc<dyn Orchestrator>,
+    pub(crate) config: Arc<GatewayConfig>,
+    pub(crate) updates: broadcast::Sender<Arc<SseUpdate>>,
+    /// The `seq` of the last event sent to SSE subscribers (0 before the first).
+    pub(crate) last_broadcast_seq: Arc<AtomicU64>,
+    /// Cancelled at shutdown: every open SSE stream ends.
+    streams_closed: CancellationToken,
+}
+
+impl AppState {
+    /// State over a read model and an orchestrator. `config.addr` is not used here.
+    pub fn new(
+        store: Store,
+        orchestrator: Arc<dyn Orchestrator>,
+        config: GatewayConfig,
+    ) -> AppState {
+        let (updates, _) = broadcast::channel(SSE_BUFFER);
+        AppState {
+            store,
+            orchestrator,
+            config: Arc::new(config),
+            updates,
+            last_broadcast_seq: Arc::new(AtomicU64::new(0)),
+            streams_closed: CancellationToken::new(),
+        }
+    }
+
+    /// Spawns the event consumer of [`crate::Gateway::consume_events`] over this state (tests
+    /// call it without a socket).
+    pub fn consume_events(&self, events: EventReceiver) -> watch::Receiver<u64> {
+        crate::feed::spawn(self.clone(), events)
+    }
+
+    /// A token that ends every open SSE stream when cancelled (the gateway's `run` cancels it
+    /// at shutdown).
+    pub fn streams_closed(&self) -> CancellationToken {
+        self.streams_closed.clone()
+    }
+
+    pub(crate) fn last_broadcast_seq(&self) -> u64 {
+        self.last_broadcast_seq.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,134 @@
+//! The orchestrator's HTTP API for people and tools (CONTRACT.md, "Orchestrator"): health,
+//! live jobs, raft status, cancel. The worker protocol routes come with the distributed issue.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use distriqueue_core::machine::Applied;
+use distriqueue_core::{Command, JobId, JobStatus, Millis};
+use openraft::ServerState;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::node::OrchestratorHandle;
+
+/// The orchestrator's router, without a socket (tests call it directly).
+pub fn router(handle: OrchestratorHandle) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/jobs", get(list_jobs))
+        .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/raft/status", get(raft_status))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(handle)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn health(State(handle): State<OrchestratorHandle>) -> Json<Value> {
+    Json(json!({"status": "UP", "timestamp": Millis::now().to_iso(), "node": handle.node_id()}))
+}
+
+/// Query of `GET /api/jobs`: `status` (any case), `limit` (default 100, at most 1000), `offset`.
+#[derive(Deserialize)]
+struct LiveJobsQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+async fn list_jobs(
+    State(handle): State<OrchestratorHandle>,
+    Query(query): Query<LiveJobsQuery>,
+) -> Response {
+    let status = match query.status.as_deref().map(JobStatus::parse) {
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "status must be a job status such as QUEUED",
+            )
+        }
+        Some(Some(status)) => Some(status),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(100).min(1000);
+    let offset = query.offset.unwrap_or(0);
+    let jobs: Vec<Value> = handle.read(|state| {
+        let live = state.jobs().map(|job| {
+            json!({
+                "id": job.id, "type": job.spec.job_type, "status": job.status,
+                "priority": job.spec.priority.number(),
+                "worker_id": job.worker_id, "result": job.result,
+                "created_at": job.created_at.to_iso(),
+                "started_at": job.started_at.map(Millis::to_iso),
+                "completed_at": job.completed_at.map(Millis::to_iso),
+                "version": job.version, "attempt": job.attempt,
+            })
+        });
+        let held = state.tombstones().map(|job| {
+            json!({
+                "id": job.id, "type": job.job_type, "status": job.status,
+                "worker_id": job.worker_id,
+                "created_at": job.created_at.to_iso(),
+                "started_at": job.started_at.map(Millis::to_iso),
+                "completed_at": job.completed_at.to_iso(),
+                "version": job.version, "attempt": job.attempt,
+            })
+        });
+        live.chain(held)
+            .filter(|job| status.is_none_or(|wanted| job["status"] == json!(wanted)))
+            .skip(offset)
+            .take(limit)
+            .collect()
+    });
+    let count = jobs.len();
+    Json(json!({"jobs": jobs, "count": count})).into_response()
+}
+
+async fn cancel(State(handle): State<OrchestratorHandle>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<JobId>() else {
+        return error(StatusCode::NOT_FOUND, format!("Job not found: {id}"));
+    };
+    match handle.submit(Command::Cancel { id }).await {
+        Ok(Ok(Applied { job, .. })) => {
+            Json(json!({"status": "cancelled", "job": job})).into_response()
+        }
+        Ok(Err(refusal)) => {
+            let status =
+                StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::CONFLICT);
+            error(status, refusal.to_string())
+        }
+        Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
+    }
+}
+
+async fn raft_status(State(handle): State<OrchestratorHandle>) -> Json<Value> {
+    let metrics = handle.metrics();
+    let role = match metrics.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    let members: Vec<Value> = metrics
+        .membership_config
+        .nodes()
+        .map(|(id, node)| json!({"id": id, "addr": node.addr}))
+        .collect();
+    Json(json!({
+        "role": role,
+        "term": metrics.current_term,
+        "leader": metrics.current_leader,
+        "commitIndex": metrics.last_applied.map(|log_id| log_id.index),
+        "lastApplied": metrics.last_applied.map(|log_id| log_id.index),
+        "lastLogIndex": metrics.last_log_index,
+        "snapshot": metrics.snapshot.map(|log_id| log_id.index),
+        "members": members,
+        "node": handle.node_id(),
+    }))
+}

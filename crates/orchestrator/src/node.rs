@@ -1,0 +1,346 @@
+//! The orchestrator node: opens the log and state machine, starts openraft, and runs the
+//! proposer (commands in, batched log entries out) and the outbox (effects after commit).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distriqueue_broker::InProcessBroker;
+use distriqueue_core::machine::MachineConfig;
+use distriqueue_core::{Batch, Command, Effect, Millis, Outcome, State};
+use openraft::error::ClientWriteError;
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::log_store::LogStore;
+use crate::raft::{NoPeers, NodeId, TypeConfig};
+use crate::state_machine::StateMachineStore;
+
+/// Settings of one orchestrator node.
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    /// Where the HTTP API listens; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Holds `raft-log.redb` and `snapshot.json`.
+    pub data_dir: PathBuf,
+    /// This node's id in the Raft cluster.
+    pub node_id: NodeId,
+    /// The admission cap on PENDING + QUEUED jobs; `None` for no cap.
+    pub max_queued: Option<u64>,
+    /// Most commands in one log entry.
+    pub max_batch: usize,
+    /// Log entries between two snapshots.
+    pub snapshot_every: u64,
+}
+
+impl OrchestratorConfig {
+    /// Defaults for a node at `addr` keeping its data in `data_dir`.
+    pub fn new(addr: SocketAddr, data_dir: PathBuf) -> OrchestratorConfig {
+        OrchestratorConfig {
+            addr,
+            data_dir,
+            node_id: 1,
+            max_queued: Some(100_000),
+            max_batch: 1024,
+            snapshot_every: 2_000,
+        }
+    }
+}
+
+/// Why the orchestrator could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the raft log: {0}")]
+    LogStore(#[from] redb::DatabaseError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("http server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Why a command got no outcome.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    /// The node is shutting down, is not the leader, or raft failed; the command may or may not
+    /// have been committed only in the `Raft` case after a timeout (never here: the proposer
+    /// answers after commit or failure).
+    #[error("orchestrator unavailable: {0}")]
+    Unavailable(String),
+}
+
+type Proposal = (Command, oneshot::Sender<Result<Outcome, SubmitError>>);
+
+/// A cheap handle to submit commands to the node and read its state.
+#[derive(Clone)]
+pub struct OrchestratorHandle {
+    proposals: mpsc::Sender<Proposal>,
+    state_machine: StateMachineStore,
+    raft: Raft<TypeConfig>,
+    node_id: NodeId,
+    max_queued: Option<u64>,
+}
+
+impl OrchestratorHandle {
+    /// Commits `command` (batched with others into one log entry) and returns its outcome.
+    ///
+    /// Errors: [`SubmitError::Unavailable`] when the node stops or raft refuses the write.
+    pub async fn submit(&self, command: Command) -> Result<Outcome, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.proposals
+            .send((command, reply))
+            .await
+            .map_err(|_| SubmitError::Unavailable("orchestrator is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| SubmitError::Unavailable("orchestrator is shutting down".into()))?
+    }
+
+    /// Reads the state machine's current state (this node's applied state).
+    pub fn read<R>(&self, read: impl FnOnce(&State) -> R) -> R {
+        self.state_machine.read(read)
+    }
+
+    /// The admission cap on PENDING + QUEUED jobs that `Register` commands should carry.
+    pub fn max_queued(&self) -> Option<u64> {
+        self.max_queued
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// openraft's current metrics (role, term, leader, log indexes, membership).
+    pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+}
+
+/// A started orchestrator node: raft is up, this node leads, the outbox runs.
+pub struct Orchestrator {
+    handle: OrchestratorHandle,
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Orchestrator {
+    /// Opens the data directory, starts raft (initializing a one-node cluster on first start),
+    /// waits until this node leads, then resumes every QUEUED dispatch and every event past the
+    /// watermark through `broker`, and binds the HTTP API.
+    pub async fn start(
+        config: OrchestratorConfig,
+        broker: InProcessBroker,
+    ) -> Result<Orchestrator, OrchestratorError> {
+        let data_dir_error = |source| OrchestratorError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
+        let log_store = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
+        let state_machine = StateMachineStore::open(&config.data_dir, MachineConfig::default())
+            .map_err(data_dir_error)?;
+        let listener =
+            TcpListener::bind(config.addr)
+                .await
+                .map_err(|source| OrchestratorError::Bind {
+                    addr: config.addr,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| OrchestratorError::Bind {
+                addr: config.addr,
+                source,
+            })?;
+
+        let raft_config = Config {
+            cluster_name: "distriqueue".into(),
+            heartbeat_interval: 250,
+            election_timeout_min: 600,
+            election_timeout_max: 1200,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: 500,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            NoPeers,
+            log_store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
+        if !initialized {
+            let members = BTreeMap::from([(
+                config.node_id,
+                BasicNode {
+                    addr: local_addr.to_string(),
+                },
+            )]);
+            raft.initialize(members)
+                .await
+                .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
+        } else {
+            // A one-node cluster restarting need not wait out an election timeout.
+            let _ = raft.trigger().elect().await;
+        }
+        raft.wait(Some(Duration::from_secs(30)))
+            .state(ServerState::Leader, "become leader")
+            .await
+            .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
+
+        let (effects_sender, effects) = mpsc::unbounded_channel();
+        state_machine.go_live(effects_sender);
+        let (proposals_sender, proposals) = mpsc::channel(16 * 1024);
+        let tasks = vec![
+            tokio::spawn(run_outbox(effects, broker)),
+            tokio::spawn(run_proposer(raft.clone(), proposals, config.max_batch)),
+        ];
+        let handle = OrchestratorHandle {
+            proposals: proposals_sender,
+            state_machine,
+            raft: raft.clone(),
+            node_id: config.node_id,
+            max_queued: config.max_queued,
+        };
+        Ok(Orchestrator {
+            handle,
+            listener,
+            raft,
+            tasks,
+        })
+    }
+
+    /// A handle to submit commands and read state.
+    pub fn handle(&self) -> OrchestratorHandle {
+        self.handle.clone()
+    }
+
+    /// The bound address of the HTTP API.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves the HTTP API until `shutdown` is cancelled, then stops raft.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), OrchestratorError> {
+        let Orchestrator {
+            handle,
+            listener,
+            raft,
+            tasks,
+        } = self;
+        let served = axum::serve(listener, api::router(handle))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(OrchestratorError::Serve);
+        if let Err(error) = raft.shutdown().await {
+            tracing::warn!(%error, "raft did not shut down cleanly");
+        }
+        for task in tasks {
+            task.abort();
+        }
+        served
+    }
+}
+
+/// Carries out effects after commit, in commit order: dispatches to the job queues, events to the
+/// event feed. In-process publishing cannot fail; the RabbitMQ outbox retries until confirmed.
+async fn run_outbox(mut effects: mpsc::UnboundedReceiver<Vec<Effect>>, broker: InProcessBroker) {
+    let mut batch = Vec::new();
+    while effects.recv_many(&mut batch, 256).await > 0 {
+        let mut events = Vec::new();
+        for effect in batch.drain(..).flatten() {
+            match effect {
+                Effect::Dispatch(message) => broker.publish_job(*message),
+                Effect::Emit(event) => events.push(*event),
+            }
+        }
+        broker.publish_events(events);
+    }
+}
+
+/// Most log entries proposed but not yet committed at once.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Turns submitted commands into log entries: whatever is waiting (up to `max_batch`) becomes one
+/// entry stamped with the leader's time, never earlier than the previous entry's time.
+async fn run_proposer(
+    raft: Raft<TypeConfig>,
+    mut proposals: mpsc::Receiver<Proposal>,
+    max_batch: usize,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut last_now = Millis(0);
+    let mut waiting = Vec::with_capacity(max_batch);
+    while proposals.recv_many(&mut waiting, max_batch).await > 0 {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            break;
+        };
+        let (commands, replies): (Vec<Command>, Vec<_>) = waiting.drain(..).unzip();
+        last_now = last_now.max(Millis::now());
+        let batch = Batch {
+            now: last_now,
+            commands,
+        };
+        let receiver = match raft.client_write_ff(batch).await {
+            Ok(receiver) => receiver,
+            Err(fatal) => {
+                answer_all(replies, &SubmitError::Unavailable(fatal.to_string()));
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let result = receiver.await;
+            drop(permit);
+            match result {
+                Ok(Ok(response)) => {
+                    for (reply, outcome) in replies.into_iter().zip(response.data) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Ok(Err(error)) => answer_all(replies, &unavailable(&error)),
+                Err(_) => answer_all(replies, &SubmitError::Unavailable("raft stopped".into())),
+            }
+        });
+    }
+}
+
+fn unavailable(error: &ClientWriteError<NodeId, BasicNode>) -> SubmitError {
+    SubmitError::Unavailable(match error {
+        ClientWriteError::ForwardToLeader(forward) => {
+            format!("not the leader; leader is {:?}", forward.leader_id)
+        }
+        other => other.to_string(),
+    })
+}
+
+fn answer_all(replies: Vec<oneshot::Sender<Result<Outcome, SubmitError>>>, error: &SubmitError) {
+    for reply in replies {
+        let _ = reply.send(Err(error.clone()));
+    }
+}

@@ -1,0 +1,259 @@
+//! The state machine's host: applies committed batches to [`State`], hands their effects to the
+//! outbox once the node is live, and keeps snapshots in a file beside the log.
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use distriqueue_core::machine::MachineConfig;
+use distriqueue_core::{Effect, State};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::raft::{NodeId, TypeConfig};
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// Current format tag of the snapshot file.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+/// The snapshot file's content.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    format: u32,
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    state: State,
+}
+
+/// What the host holds under one lock.
+struct Inner {
+    state: State,
+    last_applied: Option<LogId<NodeId>>,
+    last_membership: StoredMembership<NodeId, BasicNode>,
+    /// Where effects go once the node is live; `None` while replaying the log at start-up, whose
+    /// effects the recovery scan of [`StateMachineStore::go_live`] replaces.
+    effects: Option<mpsc::UnboundedSender<Vec<Effect>>>,
+    current_snapshot: Option<SnapshotFile>,
+}
+
+/// The state machine store handed to openraft. Cheap to clone; clones share the state.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    inner: Arc<Mutex<Inner>>,
+    snapshot_path: PathBuf,
+}
+
+fn snapshot_error(error: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write_snapshot(None, AnyError::new(&error)).into()
+}
+
+impl StateMachineStore {
+    /// Opens the host over `data_dir`, starting from the snapshot file when there is one.
+    ///
+    /// Errors: the snapshot file exists but cannot be read or decoded.
+    pub fn open(
+        data_dir: &Path,
+        config: MachineConfig,
+    ) -> Result<StateMachineStore, std::io::Error> {
+        let snapshot_path = data_dir.join("snapshot.json");
+        let snapshot: Option<SnapshotFile> = match std::fs::read(&snapshot_path) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(std::io::Error::other)?),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(error),
+        };
+        let inner = match snapshot {
+            Some(file) => Inner {
+                state: file.state.clone(),
+                last_applied: file.meta.last_log_id,
+                last_membership: file.meta.last_membership.clone(),
+                effects: None,
+                current_snapshot: Some(file),
+            },
+            None => Inner {
+                state: State::new(config),
+                last_applied: None,
+                last_membership: StoredMembership::default(),
+                effects: None,
+                current_snapshot: None,
+            },
+        };
+        Ok(StateMachineStore {
+            inner: Arc::new(Mutex::new(inner)),
+            snapshot_path,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // `apply` mutates the state only through `State::apply`, which does not panic on input;
+        // a poisoned lock still holds a consistent state.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the current state.
+    pub fn read<R>(&self, read: impl FnOnce(&State) -> R) -> R {
+        read(&self.lock().state)
+    }
+
+    /// Switches to live operation: from now on every applied batch's effects go to `effects`.
+    /// First, in the same critical section, it sends what a restarted node must carry out again:
+    /// every QUEUED attempt and every event past the committed watermark (DESIGN.md, rule 6).
+    pub fn go_live(&self, effects: mpsc::UnboundedSender<Vec<Effect>>) {
+        let mut inner = self.lock();
+        let mut recovery: Vec<Effect> = inner
+            .state
+            .unpublished()
+            .map(|event| Effect::Emit(Box::new(event.clone())))
+            .collect();
+        recovery.extend(
+            inner
+                .state
+                .pending_dispatches()
+                .into_iter()
+                .map(|message| Effect::Dispatch(Box::new(message))),
+        );
+        if !recovery.is_empty() {
+            tracing::info!(
+                n_effects = recovery.len(),
+                "resuming dispatches and events after start"
+            );
+            let _ = effects.send(recovery);
+        }
+        inner.effects = Some(effects);
+    }
+
+    fn write_snapshot_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let temporary = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    async fn persist(&self, file: &SnapshotFile) -> StorageResult<Vec<u8>> {
+        let bytes = serde_json::to_vec(file).map_err(snapshot_error)?;
+        let path = self.snapshot_path.clone();
+        let to_write = bytes.clone();
+        tokio::task::spawn_blocking(move || {
+            StateMachineStore::write_snapshot_file(&path, &to_write)
+        })
+        .await
+        .map_err(snapshot_error)?
+        .map_err(snapshot_error)?;
+        Ok(bytes)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let file = {
+            let inner = self.lock();
+            let snapshot_id = match inner.last_applied {
+                Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
+                None => "empty".to_string(),
+            };
+            SnapshotFile {
+                format: SNAPSHOT_FORMAT,
+                meta: SnapshotMeta {
+                    last_log_id: inner.last_applied,
+                    last_membership: inner.last_membership.clone(),
+                    snapshot_id,
+                },
+                state: inner.state.clone(),
+            }
+        };
+        let bytes = self.persist(&file).await?;
+        let meta = file.meta.clone();
+        self.lock().current_snapshot = Some(file);
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let inner = self.lock();
+        Ok((inner.last_applied, inner.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Vec<distriqueue_core::Outcome>>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut inner = self.lock();
+        let mut responses = Vec::new();
+        for entry in entries {
+            inner.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(Vec::new()),
+                EntryPayload::Membership(membership) => {
+                    inner.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    responses.push(Vec::new());
+                }
+                EntryPayload::Normal(batch) => {
+                    let (outcomes, effects) = inner.state.apply(&batch);
+                    if let (Some(sender), false) = (&inner.effects, effects.is_empty()) {
+                        // The outbox lives as long as the node; after shutdown nothing needs effects.
+                        let _ = sender.send(effects);
+                    }
+                    responses.push(outcomes);
+                }
+            }
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachineStore {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let mut file: SnapshotFile =
+            serde_json::from_slice(snapshot.get_ref()).map_err(snapshot_error)?;
+        file.meta = meta.clone();
+        self.persist(&file).await?;
+        let mut inner = self.lock();
+        inner.state = file.state.clone();
+        inner.last_applied = meta.last_log_id;
+        inner.last_membership = meta.last_membership.clone();
+        inner.current_snapshot = Some(file);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let inner = self.lock();
+        let Some(file) = &inner.current_snapshot else {
+            return Ok(None);
+        };
+        let bytes = serde_json::to_vec(file).map_err(snapshot_error)?;
+        Ok(Some(Snapshot {
+            meta: file.meta.clone(),
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}

@@ -1,0 +1,257 @@
+//! The worker runtime: job slots that take messages highest priority first, take the lease with
+//! a `running` report, run the handler only once that report is accepted, and report the outcome.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distriqueue_broker::InProcessBroker;
+use distriqueue_core::{JobMessage, Refusal, Report, ReportKind, WorkerId};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::builtin::HandlerError;
+use crate::handler::{Handlers, JobContext};
+use crate::ledger::Ledger;
+
+/// Why a report got no `accepted`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReportError {
+    /// The orchestrator refused it (lease held elsewhere, superseded attempt, terminal job).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The orchestrator could not be reached or could not commit; the report may be sent again.
+    #[error("orchestrator unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where a worker sends its reports. The composition root plugs in the in-process orchestrator
+/// handle; the distributed issue adds HTTP and AMQP.
+#[async_trait]
+pub trait Reporter: Send + Sync + 'static {
+    /// Returns once the report is committed (or refused).
+    async fn report(&self, report: Report) -> Result<(), ReportError>;
+}
+
+/// Settings of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub worker_id: WorkerId,
+    /// Job slots: how many handlers run at once.
+    pub concurrency: usize,
+    /// `--ledger FILE`: append a line per handler start and finish.
+    pub ledger: Option<PathBuf>,
+    /// How long running jobs may go on after shutdown begins before they are aborted.
+    pub shutdown_grace: Duration,
+}
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot open ledger {path}: {source}")]
+    Ledger {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("concurrency must be at least 1")]
+    NoSlots,
+}
+
+/// A worker: `concurrency` slots consuming from the broker.
+pub struct Worker {
+    shared: Arc<Shared>,
+    concurrency: usize,
+    shutdown_grace: Duration,
+}
+
+struct Shared {
+    worker_id: WorkerId,
+    handlers: Handlers,
+    broker: InProcessBroker,
+    reporter: Arc<dyn Reporter>,
+    ledger: Option<Ledger>,
+    /// Cancelled when the shutdown grace runs out: handlers must stop.
+    abort: CancellationToken,
+}
+
+/// Pause between two tries of a report the orchestrator could not take.
+const REPORT_RETRY: Duration = Duration::from_millis(200);
+
+impl Worker {
+    /// Builds a worker; opens the ledger when configured.
+    pub fn new(
+        config: WorkerConfig,
+        handlers: Handlers,
+        broker: InProcessBroker,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Worker, WorkerError> {
+        if config.concurrency == 0 {
+            return Err(WorkerError::NoSlots);
+        }
+        let ledger = match &config.ledger {
+            Some(path) => Some(Ledger::open(path).map_err(|source| WorkerError::Ledger {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let shared = Shared {
+            worker_id: config.worker_id,
+            handlers,
+            broker,
+            reporter,
+            ledger,
+            abort: CancellationToken::new(),
+        };
+        Ok(Worker {
+            shared: Arc::new(shared),
+            concurrency: config.concurrency,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// Runs the slots until `shutdown` is cancelled; then takes no new job, lets running ones
+    /// finish and report within the shutdown grace, and aborts what is left after it.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut slots = JoinSet::new();
+        for _ in 0..self.concurrency {
+            let shared = Arc::clone(&self.shared);
+            let shutdown = shutdown.clone();
+            slots.spawn(async move { shared.run_slot(shutdown).await });
+        }
+        shutdown.cancelled().await;
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            while slots.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                n_running = slots.len(),
+                "shutdown grace over: stopping running handlers"
+            );
+            self.shared.abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while slots.join_next().await.is_some() {}
+            })
+            .await;
+            slots.abort_all();
+        }
+    }
+}
+
+impl Shared {
+    async fn run_slot(&self, shutdown: CancellationToken) {
+        loop {
+            let message = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                message = self.broker.next_job() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            self.process(message, &shutdown).await;
+        }
+    }
+
+    /// One job message: take the lease, run, report.
+    async fn process(&self, message: JobMessage, shutdown: &CancellationToken) {
+        let report = |kind| Report {
+            job_id: message.id,
+            attempt: Some(message.attempt),
+            worker_id: self.worker_id.clone(),
+            kind,
+        };
+        // The lease rule: start only after `running` is accepted; drop the message on refusal.
+        loop {
+            match self.reporter.report(report(ReportKind::Running)).await {
+                Ok(()) => break,
+                Err(ReportError::Refused(refusal)) => {
+                    tracing::debug!(job_id = %message.id, attempt = message.attempt, %refusal, "not starting");
+                    return;
+                }
+                Err(ReportError::Unavailable(reason)) => {
+                    if shutdown.is_cancelled() {
+                        // Not started: hand it back so it is not lost before the restart resumes it.
+                        self.broker.publish_job(message);
+                        return;
+                    }
+                    tracing::warn!(job_id = %message.id, %reason, "cannot report running; retrying");
+                    tokio::time::sleep(REPORT_RETRY).await;
+                }
+            }
+        }
+        if let Some(ledger) = &self.ledger {
+            ledger.record("start", message.id, message.attempt, &self.worker_id);
+        }
+        let outcome = self.run_handler(&message).await;
+        if let Some(ledger) = &self.ledger {
+            ledger.record("finish", message.id, message.attempt, &self.worker_id);
+        }
+        let kind = match outcome {
+            Ok(result) => ReportKind::Completed { result },
+            Err(HandlerError::Permanent(error)) => ReportKind::Failed {
+                error,
+                permanent: true,
+            },
+            Err(HandlerError::Retryable(error)) => ReportKind::Failed {
+                error,
+                permanent: false,
+            },
+        };
+        let report = report(kind);
+        loop {
+            match self.reporter.report(report.clone()).await {
+                Ok(()) => return,
+                Err(ReportError::Refused(refusal)) => {
+                    tracing::info!(job_id = %message.id, attempt = message.attempt, %refusal, "outcome refused");
+                    return;
+                }
+                Err(ReportError::Unavailable(reason)) => {
+                    if self.abort.is_cancelled() {
+                        tracing::warn!(job_id = %message.id, %reason, "outcome not reported before shutdown");
+                        return;
+                    }
+                    tokio::time::sleep(REPORT_RETRY).await;
+                }
+            }
+        }
+    }
+
+    async fn run_handler(&self, message: &JobMessage) -> Result<serde_json::Value, HandlerError> {
+        let Some(handler) = self.handlers.find(&message.job_type) else {
+            return Err(HandlerError::Permanent(format!(
+                "No handler for job type '{}'",
+                message.job_type
+            )));
+        };
+        let context = JobContext {
+            id: message.id,
+            job_type: message.job_type.clone(),
+            payload: message.payload.clone(),
+            attempt: message.attempt,
+            cancel: self.abort.child_token(),
+        };
+        let timeout = Duration::from_secs(message.execution_timeout.max(1));
+        // The handler runs in its own task so a panic in user code fails the job, not the slot.
+        let task = tokio::spawn(async move { handler.handle(context).await });
+        let abort_handle = task.abort_handle();
+        tokio::select! {
+            joined = tokio::time::timeout(timeout, task) => match joined {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(join_error)) => Err(HandlerError::Retryable(format!("handler panicked: {join_error}"))),
+                Err(_) => {
+                    abort_handle.abort();
+                    Err(HandlerError::Retryable(format!("execution timed out after {} s", timeout.as_secs())))
+                }
+            },
+            () = self.abort.cancelled() => {
+                // Give the handler a moment to see its token, then stop it.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                abort_handle.abort();
+                Err(HandlerError::Retryable("worker shut down before the handler finished".into()))
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! `distriqueue serve`: gateway, a one-node orchestrator, in-process workers, the SQLite read
+//! model and the in-process broker, in one process with no external service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use distriqueue_broker::InProcessBroker;
+use distriqueue_core::machine::Applied;
+use distriqueue_core::request::JobSpec;
+use distriqueue_core::{Command, JobId, JobResponse, Report, WorkerId};
+use distriqueue_gateway::{Gateway, GatewayConfig, OrchestratorError};
+use distriqueue_orchestrator::{Orchestrator, OrchestratorConfig, OrchestratorHandle, SubmitError};
+use distriqueue_store::Store;
+use distriqueue_worker::{Handlers, ReportError, Reporter, Worker, WorkerConfig};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of `distriqueue serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub gateway_addr: SocketAddr,
+    pub orchestrator_addr: SocketAddr,
+    /// In-process job slots.
+    pub concurrency: usize,
+    /// Holds `orchestrator/` (raft log, snapshots) and `readmodel.db`.
+    pub data_dir: PathBuf,
+    /// How long running jobs may finish after Ctrl-C or SIGTERM.
+    pub shutdown_grace: Duration,
+    /// `--ledger FILE` (testing aid).
+    pub ledger: Option<PathBuf>,
+    /// Largest accepted request body, in bytes (413 past it).
+    pub max_body_bytes: usize,
+    /// Most PENDING + QUEUED jobs (429 past it).
+    pub max_queued_jobs: u64,
+}
+
+/// The gateway's view of the in-process orchestrator.
+struct LocalOrchestrator(OrchestratorHandle);
+
+fn unavailable(error: SubmitError) -> OrchestratorError {
+    OrchestratorError::Unavailable(error.to_string())
+}
+
+#[async_trait]
+impl distriqueue_gateway::Orchestrator for LocalOrchestrator {
+    async fn register(
+        &self,
+        id: JobId,
+        spec: JobSpec,
+    ) -> Result<Option<JobResponse>, OrchestratorError> {
+        let command = Command::Register {
+            id,
+            spec: Box::new(spec),
+            max_queued: self.0.max_queued(),
+        };
+        let Applied { job, .. } = self.0.submit(command).await.map_err(unavailable)??;
+        Ok(job.map(|job| *job))
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<JobResponse, OrchestratorError> {
+        let Applied { job, .. } = self
+            .0
+            .submit(Command::Cancel { id })
+            .await
+            .map_err(unavailable)??;
+        job.map(|job| *job)
+            .ok_or_else(|| OrchestratorError::Unavailable("cancel answered no snapshot".into()))
+    }
+}
+
+/// The worker's view of the in-process orchestrator.
+struct LocalReporter(OrchestratorHandle);
+
+#[async_trait]
+impl Reporter for LocalReporter {
+    async fn report(&self, report: Report) -> Result<(), ReportError> {
+        match self.0.submit(Command::Report(report)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(refusal)) => Err(ReportError::Refused(refusal)),
+            Err(error) => Err(ReportError::Unavailable(error.to_string())),
+        }
+    }
+}
+
+/// A started `serve`: its bound addresses, and a task that ends when it has stopped.
+pub struct Served {
+    pub gateway_addr: SocketAddr,
+    pub orchestrator_addr: SocketAddr,
+    pub stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts every role; returns once both HTTP APIs listen. Cancelling `shutdown` stops accepting,
+/// lets running jobs finish within the grace, then stops the orchestrator.
+///
+/// Errors: the data directory, the read model or a listener cannot be opened.
+pub async fn start(
+    config: ServeConfig,
+    handlers: Handlers,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Served> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let broker = InProcessBroker::new();
+    let orchestrator_config = OrchestratorConfig {
+        max_queued: Some(config.max_queued_jobs),
+        ..OrchestratorConfig::new(
+            config.orchestrator_addr,
+            config.data_dir.join("orchestrator"),
+        )
+    };
+    let orchestrator = Orchestrator::start(orchestrator_config, broker.clone()).await?;
+    let handle = orchestrator.handle();
+    release_previous_leases(&handle).await?;
+
+    let database = format!(
+        "sqlite://{}",
+        config.data_dir.join("readmodel.db").display()
+    );
+    let store = Store::open(&database)
+        .await
+        .context("cannot open the read model")?;
+    let gateway_config = GatewayConfig {
+        addr: config.gateway_addr,
+        body_limit_bytes: config.max_body_bytes,
+        ..GatewayConfig::default()
+    };
+    let gateway = Gateway::bind(
+        gateway_config,
+        store,
+        Arc::new(LocalOrchestrator(handle.clone())),
+    )
+    .await?;
+    let events = broker
+        .take_event_receiver()
+        .context("the event feed was already taken")?;
+    let stored_upto = gateway.consume_events(events);
+    tokio::spawn(acknowledge_stored_events(handle.clone(), stored_upto));
+
+    let worker_id = WorkerId(format!(
+        "serve-{}-{}",
+        std::process::id(),
+        &JobId::new_random().to_string()[..8]
+    ));
+    let worker_config = WorkerConfig {
+        worker_id,
+        concurrency: config.concurrency,
+        ledger: config.ledger.clone(),
+        shutdown_grace: config.shutdown_grace,
+    };
+    let worker = Worker::new(
+        worker_config,
+        handlers,
+        broker.clone(),
+        Arc::new(LocalReporter(handle)),
+    )?;
+
+    let gateway_addr = gateway.local_addr();
+    let orchestrator_addr = orchestrator.local_addr();
+    let orchestrator_shutdown = CancellationToken::new();
+    let orchestrator_task = tokio::spawn(orchestrator.run(orchestrator_shutdown.clone()));
+    let gateway_task = tokio::spawn(gateway.run(shutdown.clone()));
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+    let stopped = tokio::spawn(async move {
+        // Workers first (they still need the orchestrator to report), then the orchestrator.
+        let worker_result = worker_task.await;
+        broker.close();
+        let gateway_result = gateway_task.await;
+        orchestrator_shutdown.cancel();
+        let orchestrator_result = orchestrator_task.await;
+        worker_result.context("worker task")?;
+        gateway_result.context("gateway task")??;
+        orchestrator_result.context("orchestrator task")??;
+        Ok(())
+    });
+    Ok(Served {
+        gateway_addr,
+        orchestrator_addr,
+        stopped,
+    })
+}
+
+/// In `serve` every worker lives in this process, so a lease held by a worker of an earlier run
+/// belongs to a worker that is gone: its attempt is dispatched again as a new attempt.
+async fn release_previous_leases(handle: &OrchestratorHandle) -> anyhow::Result<()> {
+    let holders = handle.read(|state| state.lease_holders());
+    for worker_id in holders {
+        tracing::info!(%worker_id, "worker of an earlier run is gone; dispatching its jobs again");
+        handle
+            .submit(Command::WorkerLost { worker_id })
+            .await?
+            .map_err(anyhow::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Turns "the read model stored up to seq N" into committed `AckEvents` commands, at most about
+/// ten per second: the "published up to" watermark of `serve` (issue 2, item 4).
+async fn acknowledge_stored_events(
+    handle: OrchestratorHandle,
+    mut stored_upto: watch::Receiver<u64>,
+) {
+    let mut acknowledged = 0;
+    while stored_upto.changed().await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let upto = *stored_upto.borrow_and_update();
+        if upto > acknowledged {
+            match handle.submit(Command::AckEvents { upto }).await {
+                Ok(_) => acknowledged = upto,
+                Err(error) => tracing::debug!(%error, "watermark not committed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! CLI verbs that talk to a gateway: submit, get, list, cancel, watch.
+//!
+//! Each verb takes the gateway's base URL (`--server`) and its parsed arguments, prints JSON on
+//! stdout, and returns an error whose message carries the server's error body
+//! (`400 Bad Request: {"error":"Validation failed",...}`).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use distriqueue_client::{ClientError, GatewayClient};
+use distriqueue_core::Priority;
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// How often `submit --wait` polls the job.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// Arguments of `distriqueue submit`.
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    /// The job type, which picks the handler (e.g. calculate, transform, validate, sleep, echo)
+    #[arg(long = "type", short = 't')]
+    pub job_type: String,
+    /// LOW, MEDIUM, HIGH or CRITICAL (any case), or 1, 5, 10, 15
+    #[arg(long, short = 'p', default_value = "MEDIUM")]
+    pub priority: String,
+    /// The job's payload, a JSON object (e.g. '{"operation":"sum","numbers":[1,2,3]}')
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// How many times a failed job is retried (server default 3)
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+    /// Execution timeout in seconds (server default 300)
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Wait until the job is terminal and print its final state instead of the submitted one
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (the command then fails)
+    #[arg(long, default_value = "300", value_name = "SECONDS")]
+    pub wait_timeout: u64,
+}
+
+/// Arguments of `distriqueue get`.
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// The job's id
+    pub id: String,
+}
+
+/// Arguments of `distriqueue list`: filters, paging and sorting of `GET /api/jobs`.
+#[derive(clap::Args, Debug, Default)]
+pub struct ListArgs {
+    /// Only jobs of this type
+    #[arg(long = "type", short = 't')]
+    pub job_type: Option<String>,
+    /// Only jobs in this state (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, TIMEOUT, CANCELLED)
+    #[arg(long, short = 's')]
+    pub status: Option<String>,
+    /// Only jobs of this priority (LOW, MEDIUM, HIGH, CRITICAL)
+    #[arg(long, short = 'p')]
+    pub priority: Option<String>,
+    /// Only jobs run by this worker
+    #[arg(long)]
+    pub worker_id: Option<String>,
+    /// Only jobs created at or after this time (RFC 3339, or ISO local date-time read as UTC)
+    #[arg(long, value_name = "TIME")]
+    pub created_from: Option<String>,
+    /// Only jobs created at or before this time (RFC 3339, or ISO local date-time read as UTC)
+    #[arg(long, value_name = "TIME")]
+    pub created_to: Option<String>,
+    /// Page number, from 0
+    #[arg(long)]
+    pub page: Option<u32>,
+    /// Page size, 1 to 100 (server default 20)
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Sort key: createdAt, priority, status, type, startedAt or completedAt
+    #[arg(long)]
+    pub sort_by: Option<String>,
+    /// asc or desc (server default desc)
+    #[arg(long)]
+    pub sort_direction: Option<String>,
+}
+
+impl ListArgs {
+    /// The query pairs of `GET /api/jobs`, with the contract's names, in a fixed order.
+    fn query(&self) -> Vec<(String, String)> {
+        let page = self.page.map(|page| page.to_string());
+        let size = self.size.map(|size| size.to_string());
+        [
+            ("type", &self.job_type),
+            ("jobStatus", &self.status),
+            ("jobPriority", &self.priority),
+            ("workerId", &self.worker_id),
+            ("createdFrom", &self.created_from),
+            ("createdTo", &self.created_to),
+            ("page", &page),
+            ("size", &size),
+            ("sortBy", &self.sort_by),
+            ("sortDirection", &self.sort_direction),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?)))
+        .collect()
+    }
+}
+
+/// Arguments of `distriqueue cancel`.
+#[derive(clap::Args, Debug)]
+pub struct CancelArgs {
+    /// The job's id
+    pub id: String,
+}
+
+/// Arguments of `distriqueue watch`.
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    /// Only this job's updates (all jobs when absent)
+    pub id: Option<String>,
+}
+
+/// `submit`: `POST /api/jobs`, then prints the JobResponse as pretty JSON; with `--wait`, polls
+/// until the job is terminal and prints its final JobResponse instead. A job that ends FAILED,
+/// TIMEOUT or CANCELLED still returns `Ok` (its state is in the output); a job still not
+/// terminal after `--wait-timeout` is printed and returns an error.
+pub async fn submit(server: &str, args: SubmitArgs) -> anyhow::Result<()> {
+    let request = submit_request(&args)?;
+    let client = client(server)?;
+    let job = client
+        .submit(&request)
+        .await
+        .map_err(|err| explain(err, server))?;
+    if !args.wait {
+        return print_json(&job);
+    }
+    let id = job.id.to_string();
+    let wait_timeout = Duration::from_secs(args.wait_timeout);
+    let last = client
+        .wait_terminal(&id, WAIT_POLL, wait_timeout)
+        .await
+        .map_err(|err| explain(err, server))
+        .with_context(|| format!("waiting for job {id}"))?;
+    print_json(&last)?;
+    if !last.status.is_terminal() {
+        bail!(
+            "job {id} is still {} after {} s (--wait-timeout)",
+            last.status,
+            args.wait_timeout
+        );
+    }
+    Ok(())
+}
+
+/// `get`: `GET /api/jobs/{id}`, printed as pretty JSON.
+pub async fn get(server: &str, args: GetArgs) -> anyhow::Result<()> {
+    let job = client(server)?
+        .get(&args.id)
+        .await
+        .map_err(|err| explain(err, server))?;
+    print_json(&job)
+}
+
+/// `list`: `GET /api/jobs` with the given filters; prints the page
+/// `{"content":[...],"page":{...}}` as pretty JSON.
+pub async fn list(server: &str, args: ListArgs) -> anyhow::Result<()> {
+    let page = client(server)?
+        .list(&args.query())
+        .await
+        .map_err(|err| explain(err, server))?;
+    print_json(&page)
+}
+
+/// `cancel`: `POST /api/jobs/{id}/cancel`; prints the CANCELLED JobResponse as pretty JSON
+/// (a job already terminal is an error: `409 Conflict: {...}`).
+pub async fn cancel(server: &str, args: CancelArgs) -> anyhow::Result<()> {
+    let job = client(server)?
+        .cancel(&args.id)
+        .await
+        .map_err(|err| explain(err, server))?;
+    print_json(&job)
+}
+
+/// `watch`: `GET /api/jobs/stream` (`?jobId=` with an id); prints each event's `data` JSON on
+/// its own line as received (the `connected` event first), until the server closes the stream
+/// (`Ok`), the connection breaks (error) or Ctrl-C (`Ok`).
+pub async fn watch(server: &str, args: WatchArgs) -> anyhow::Result<()> {
+    let client = client(server)?;
+    let stream = client
+        .watch(args.id.as_deref())
+        .await
+        .map_err(|err| explain(err, server))?;
+    let mut stream = std::pin::pin!(stream);
+    let interrupted = tokio::signal::ctrl_c();
+    let mut interrupted = std::pin::pin!(interrupted);
+    loop {
+        tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            next = stream.next() => match next {
+                None => return Ok(()),
+                Some(Ok(event)) => println!("{}", event.data),
+                Some(Err(err)) => {
+                    return Err(explain(err, server).context("the event stream broke"));
+                }
+            },
+        }
+    }
+}
+
+/// The JSON body of `POST /api/jobs` for `args`, checked locally: the priority must be one of
+/// the contract's and the payload a JSON object.
+fn submit_request(args: &SubmitArgs) -> anyhow::Result<Value> {
+    let Some(priority) = Priority::parse(&args.priority) else {
+        bail!(
+            "invalid --priority {:?}: expected LOW, MEDIUM, HIGH or CRITICAL (any case), or 1, 5, 10, 15",
+            args.priority
+        );
+    };
+    let payload: Value = serde_json::from_str(&args.payload)
+        .with_context(|| format!("invalid --payload {:?}: not JSON", args.payload))?;
+    if !payload.is_object() {
+        bail!(
+            "invalid --payload {:?}: must be a JSON object, e.g. '{{\"numbers\":[1,2,3]}}'",
+            args.payload
+        );
+    }
+    let mut request = Map::new();
+    request.insert("type".to_owned(), Value::from(args.job_type.clone()));
+    request.insert("jobPriority".to_owned(), Value::from(priority.as_str()));
+    request.insert("payload".to_owned(), payload);
+    if let Some(max_retries) = args.max_retries {
+        request.insert("maxRetries".to_owned(), Value::from(max_retries));
+    }
+    if let Some(timeout) = args.timeout {
+        request.insert("executionTimeout".to_owned(), Value::from(timeout));
+    }
+    Ok(Value::Object(request))
+}
+
+fn client(server: &str) -> anyhow::Result<GatewayClient> {
+    GatewayClient::new(server).context("invalid --server")
+}
+
+/// A client error as the user should read it: the server's own answer for a status
+/// (`404 Not Found: {"error":"Job not found: ..."}`), where it went for a transport failure.
+fn explain(err: ClientError, server: &str) -> anyhow::Error {
+    match err {
+        ClientError::Status { .. } => anyhow::Error::new(err),
+        ClientError::Transport(_) => {
+            anyhow::Error::new(err).context(format!("cannot reach the gateway at {server}"))
+        }
+        ClientError::Decode(_) => {
+            anyhow::Error::new(err).context(format!("unexpected answer from {server}"))
+        }
+        ClientError::InvalidUrl { .. } => anyhow::Error::new(err).context("invalid --server"),
+    }
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value).context("cannot render the answer as JSON")?;
+    println!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn submit_args(priority: &str, payload: &str) -> SubmitArgs {
+        SubmitArgs {
+            job_type: "calculate".to_owned(),
+            priority: priority.to_owned(),
+            payload: payload.to_owned(),
+            max_retries: None,
+            timeout: None,
+            wait: false,
+            wait_timeout: 300,
+        }
+    }
+
+    #[test]
+    fn submit_builds_the_contract_body() {
+        let mut args = submit_args("high", r#"{"operation":"sum","numbers":[1,2]}"#);
+        args.max_retries = Some(0);
+        args.timeout = Some(5);
+        assert_eq!(
+            submit_request(&args).expect("request"),
+            json!({
+                "type": "calculate",
+                "jobPriority": "HIGH",
+                "payload": {"operation": "sum", "numbers": [1, 2]},
+                "maxRetries": 0,
+                "executionTimeout": 5
+            })
+        );
+        let numbered = submit_request(&submit_args("15", "{}")).expect("request");
+        assert_eq!(numbered["jobPriority"], "CRITICAL");
+    }
+
+    #[test]
+    fn submit_refuses_bad_payloads_and_priorities_locally() {
+        for (priority, payload, expected) in [
+            ("HIGH", "[1,2]", "must be a JSON object"),
+            ("HIGH", "42", "must be a JSON object"),
+            ("HIGH", "{oops", "not JSON"),
+            ("urgent", "{}", "invalid --priority"),
+        ] {
+            let err = submit_request(&submit_args(priority, payload)).expect_err(payload);
+            assert!(format!("{err:#}").contains(expected), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn list_maps_flags_to_contract_query_names() {
+        let args = ListArgs {
+            job_type: Some("echo".to_owned()),
+            status: Some("completed".to_owned()),
+            page: Some(2),
+            size: Some(50),
+            sort_direction: Some("asc".to_owned()),
+            ..ListArgs::default()
+        };
+        let query = args.query();
+        let pairs: Vec<(&str, &str)> = query
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("type", "echo"),
+                ("jobStatus", "completed"),
+                ("page", "2"),
+                ("size", "50"),
+                ("sortDirection", "asc")
+            ]
+        );
+        assert!(ListArgs::default().query().is_empty());
+    }
+
+    #[test]
+    fn status_errors_read_as_the_server_answer() {
+        let err = explain(
+            ClientError::Status {
+                status: 404,
+                body: json!({"error": "Job not found: x"}),
+            },
+            "http://127.0.0.1:8082",
+        );
+        assert_eq!(
+            format!("{err:#}"),
+            r#"404 Not Found: {"error":"Job not found: x"}"#
+        );
+        let err = explain(
+            ClientError::Transport("connection refused".to_owned()),
+            "http://127.0.0.1:1",
+        );
+        assert_eq!(
+            format!("{err:#}"),
+            "cannot reach the gateway at http://127.0.0.1:1: transport error: connection refused"
+        );
+    }
+}
