@@ -4,6 +4,7 @@
 //! stdout, and returns an error whose message carries the server's error body
 //! (`400 Bad Request: {"error":"Validation failed",...}`).
 
+use std::io::{ErrorKind, Write};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -199,7 +200,11 @@ pub async fn watch(server: &str, args: WatchArgs) -> anyhow::Result<()> {
             _ = &mut interrupted => return Ok(()),
             next = stream.next() => match next {
                 None => return Ok(()),
-                Some(Ok(event)) => println!("{}", event.data),
+                Some(Ok(event)) => {
+                    if !print_line(&event.data)? {
+                        return Ok(());
+                    }
+                }
                 Some(Err(err)) => {
                     return Err(explain(err, server).context("the event stream broke"));
                 }
@@ -238,6 +243,7 @@ fn submit_request(args: &SubmitArgs) -> anyhow::Result<Value> {
     Ok(Value::Object(request))
 }
 
+/// The client of the gateway at `--server`.
 fn client(server: &str) -> anyhow::Result<GatewayClient> {
     GatewayClient::new(server).context("invalid --server")
 }
@@ -257,10 +263,22 @@ fn explain(err: ClientError, server: &str) -> anyhow::Error {
     }
 }
 
+/// Prints `value` as pretty JSON on stdout.
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("cannot render the answer as JSON")?;
-    println!("{text}");
+    print_line(&text)?;
     Ok(())
+}
+
+/// Writes `text` and a newline to stdout and flushes it; `Ok(false)` when the reader has gone
+/// (a closed pipe, as with `| head`), which ends the command quietly instead of a panic.
+fn print_line(text: &str) -> anyhow::Result<bool> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == ErrorKind::BrokenPipe => Ok(false),
+        Err(err) => Err(anyhow::Error::new(err).context("cannot write to stdout")),
+    }
 }
 
 #[cfg(test)]

@@ -1,100 +1,23 @@
 //! The gateway's REST and SSE surface, driven through `router(state)` without a socket, over an
 //! in-memory read model and a fake orchestrator that runs the real core state machine.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use distriqueue_broker::InProcessBroker;
-use distriqueue_core::request::JobSpec;
-use distriqueue_core::{
-    Batch, Command, Effect, JobId, JobResponse, JobStatus, Millis, Report, ReportKind, State,
-    WorkerId,
-};
-use distriqueue_gateway::{router, AppState, GatewayConfig, Orchestrator, OrchestratorError};
+use distriqueue_core::{JobId, JobResponse};
+use distriqueue_gateway::{router, AppState, GatewayConfig};
 use distriqueue_store::{JobQuery, Store};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-/// An orchestrator in memory: the real state machine, its events published to a broker.
-struct FakeOrchestrator {
-    machine: Mutex<State>,
-    broker: InProcessBroker,
-    unavailable: AtomicBool,
-}
+use common::FakeOrchestrator;
 
-impl FakeOrchestrator {
-    fn new() -> FakeOrchestrator {
-        FakeOrchestrator {
-            machine: Mutex::new(State::default()),
-            broker: InProcessBroker::new(),
-            unavailable: AtomicBool::new(false),
-        }
-    }
-
-    fn apply(&self, command: Command) -> Result<Option<JobResponse>, OrchestratorError> {
-        if self.unavailable.load(Ordering::SeqCst) {
-            return Err(OrchestratorError::Unavailable("no leader".to_string()));
-        }
-        let mut machine = self.machine.lock().expect("machine lock");
-        let (outcomes, effects) = machine.apply(&Batch {
-            now: Millis::now(),
-            commands: vec![command],
-        });
-        self.broker
-            .publish_events(effects.into_iter().filter_map(|effect| match effect {
-                Effect::Emit(event) => Some(*event),
-                Effect::Dispatch(_) => None,
-            }));
-        let outcome = outcomes
-            .into_iter()
-            .next()
-            .expect("one outcome per command");
-        Ok(outcome?.job.map(|job| *job))
-    }
-
-    /// A worker runs the job to completion with `result`.
-    fn complete(&self, id: JobId, result: Value) {
-        for kind in [ReportKind::Running, ReportKind::Completed { result }] {
-            self.apply(Command::Report(Report {
-                job_id: id,
-                attempt: Some(1),
-                worker_id: WorkerId("worker-1".to_string()),
-                kind,
-            }))
-            .expect("report accepted");
-        }
-    }
-
-    fn n_jobs_known(&self) -> usize {
-        let machine = self.machine.lock().expect("machine lock");
-        machine.jobs().count() + machine.tombstones().count()
-    }
-}
-
-#[async_trait::async_trait]
-impl Orchestrator for FakeOrchestrator {
-    async fn register(
-        &self,
-        id: JobId,
-        spec: JobSpec,
-    ) -> Result<Option<JobResponse>, OrchestratorError> {
-        self.apply(Command::Register {
-            id,
-            spec: Box::new(spec),
-            max_queued: None,
-        })
-    }
-
-    async fn cancel(&self, id: JobId) -> Result<JobResponse, OrchestratorError> {
-        self.apply(Command::Cancel { id })?
-            .ok_or_else(|| OrchestratorError::Unavailable("no snapshot".to_string()))
-    }
-}
+mod common;
 
 struct Harness {
     app: Router,

@@ -121,7 +121,10 @@ async fn empty_upsert_is_noop(store: &Store) {
 
 async fn lower_or_equal_version_never_overwrites(store: &Store) {
     let stored = job(1, JobStatus::Running, 5);
-    store.upsert(&[stored.clone()]).await.expect("upsert v5");
+    store
+        .upsert(std::slice::from_ref(&stored))
+        .await
+        .expect("upsert v5");
 
     let mut same_version = job(1, JobStatus::Completed, 5);
     same_version.result = Some(json!("impostor"));
@@ -134,7 +137,10 @@ async fn lower_or_equal_version_never_overwrites(store: &Store) {
     assert_eq!(store.get(stored.id).await.expect("get"), Some(stored));
 
     let newer = job(1, JobStatus::Completed, 6);
-    store.upsert(&[newer.clone()]).await.expect("upsert v6");
+    store
+        .upsert(std::slice::from_ref(&newer))
+        .await
+        .expect("upsert v6");
     assert_eq!(store.get(newer.id).await.expect("get"), Some(newer));
 }
 
@@ -558,7 +564,10 @@ async fn bare_path_reopens_with_data_kept() {
     let stored = job(1, JobStatus::Completed, 2);
     {
         let store = Store::open(path).await.expect("open bare path");
-        store.upsert(&[stored.clone()]).await.expect("upsert");
+        store
+            .upsert(std::slice::from_ref(&stored))
+            .await
+            .expect("upsert");
         let wal = format!("{path}-wal");
         assert!(std::path::Path::new(&wal).exists(), "WAL journal in use");
     }
