@@ -2,6 +2,9 @@
 //! purge point. One write transaction (one fsync) per `append` call, so openraft's batching
 //! decides the fsync rate, never one job (issue 2, item 4).
 
+// openraft's storage traits fix `StorageError` (large) as the error type of every call.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;

@@ -1,6 +1,9 @@
 //! The state machine's host: applies committed batches to [`State`], hands their effects to the
 //! outbox once the node is live, and keeps snapshots in a file beside the log.
 
+// openraft's storage traits fix `StorageError` (large) as the error type of every call.
+#![allow(clippy::result_large_err)]
+
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
