@@ -41,7 +41,8 @@ struct Inner {
     /// Where effects go once the node is live; `None` while replaying the log at start-up, whose
     /// effects the recovery scan of [`StateMachineStore::go_live`] replaces.
     effects: Option<mpsc::UnboundedSender<Vec<Effect>>>,
-    current_snapshot: Option<SnapshotFile>,
+    /// The metadata of the snapshot file on disk, if one was written.
+    current_snapshot: Option<SnapshotMeta<NodeId, BasicNode>>,
 }
 
 /// The state machine store handed to openraft. Cheap to clone; clones share the state.
@@ -71,11 +72,11 @@ impl StateMachineStore {
         };
         let inner = match snapshot {
             Some(file) => Inner {
-                state: file.state.clone(),
                 last_applied: file.meta.last_log_id,
                 last_membership: file.meta.last_membership.clone(),
+                current_snapshot: Some(file.meta),
+                state: file.state,
                 effects: None,
-                current_snapshot: Some(file),
             },
             None => Inner {
                 state: State::new(config),
@@ -176,10 +177,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             }
         };
         let bytes = self.persist(&file).await?;
-        let meta = file.meta.clone();
-        self.lock().current_snapshot = Some(file);
+        self.lock().current_snapshot = Some(file.meta.clone());
         Ok(Snapshot {
-            meta,
+            meta: file.meta,
             snapshot: Box::new(Cursor::new(bytes)),
         })
     }
@@ -241,21 +241,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         file.meta = meta.clone();
         self.persist(&file).await?;
         let mut inner = self.lock();
-        inner.state = file.state.clone();
+        inner.state = file.state;
         inner.last_applied = meta.last_log_id;
         inner.last_membership = meta.last_membership.clone();
-        inner.current_snapshot = Some(file);
+        inner.current_snapshot = Some(file.meta);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        let inner = self.lock();
-        let Some(file) = &inner.current_snapshot else {
+        let Some(meta) = self.lock().current_snapshot.clone() else {
             return Ok(None);
         };
-        let bytes = serde_json::to_vec(file).map_err(snapshot_error)?;
+        let path = self.snapshot_path.clone();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .map_err(snapshot_error)?
+            .map_err(snapshot_error)?;
         Ok(Some(Snapshot {
-            meta: file.meta.clone(),
+            meta,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
     }
