@@ -1,0 +1,51 @@
+//! A Rust user's own job type: register a `Handler` for type `greet` next to the built-ins and run
+//! `serve` through the `distriqueue` library.
+//!
+//! Run: `cargo run --example custom_handler`, then
+//! `curl -X POST localhost:8082/api/jobs -H 'Content-Type: application/json' \
+//!   -d '{"type":"greet","jobPriority":"HIGH","payload":{"name":"Ada"}}'`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distriqueue::ServeConfig;
+use distriqueue_worker::{Handler, HandlerError, Handlers, JobContext};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// Answers `{"greeting": "hello, <name>"}`; a missing name is bad input, so never retried.
+struct Greet;
+
+#[async_trait]
+impl Handler for Greet {
+    async fn handle(&self, job: JobContext) -> Result<Value, HandlerError> {
+        let name = job
+            .payload
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| HandlerError::Permanent("payload.name must be a string".into()))?;
+        Ok(json!({"greeting": format!("hello, {name}")}))
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut handlers = Handlers::builtin();
+    handlers.register("greet", Greet);
+    let config = ServeConfig {
+        gateway_addr: "127.0.0.1:8082".parse()?,
+        orchestrator_addr: "127.0.0.1:8081".parse()?,
+        concurrency: 4,
+        data_dir: "./data".into(),
+        shutdown_grace: Duration::from_secs(30),
+        ledger: None,
+        max_body_bytes: 1024 * 1024,
+        max_queued_jobs: 100_000,
+    };
+    let shutdown = CancellationToken::new();
+    let served = distriqueue::serve::start(config, handlers, shutdown.clone()).await?;
+    println!("gateway on http://{}", served.gateway_addr);
+    tokio::signal::ctrl_c().await?;
+    shutdown.cancel();
+    served.stopped.await?
+}
