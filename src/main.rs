@@ -1,5 +1,6 @@
 //! The `distriqueue` binary: `serve` (the default) and the CLI verbs against a gateway.
 
+mod bench;
 mod verbs;
 
 use std::net::SocketAddr;
@@ -60,6 +61,13 @@ enum Verb {
         server: ServerArg,
         #[command(flatten)]
         args: verbs::WatchArgs,
+    },
+    /// Measure throughput (default) or submit-to-start latency (--rate) against a gateway.
+    Bench {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        args: bench::BenchArgs,
     },
 }
 
@@ -183,5 +191,6 @@ async fn main() -> anyhow::Result<()> {
         Some(Verb::List { server, args }) => verbs::list(&server.server, args).await,
         Some(Verb::Cancel { server, args }) => verbs::cancel(&server.server, args).await,
         Some(Verb::Watch { server, args }) => verbs::watch(&server.server, args).await,
+        Some(Verb::Bench { server, args }) => bench::run(&server.server, args).await,
     }
 }

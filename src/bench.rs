@@ -1,0 +1,645 @@
+//! `distriqueue bench`: load against a gateway, measured by the client.
+//!
+//! Throughput (the default): `--clients` tasks share one connection pool and submit `--jobs`
+//! jobs as single POSTs; the figure runs from the first submit to the last terminal state seen
+//! on the SSE stream (opened before the first submit). Latency (`--rate`): one POST per tick
+//! for `--duration` seconds; each job's submit-to-start and submit-to-complete run from just
+//! before its POST to the arrival of its RUNNING and terminal SSE events. Both print figures,
+//! then one JSON line with all of them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use distriqueue_client::{ClientError, GatewayClient, SseEvent};
+use distriqueue_core::{JobId, JobStatus, Priority};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant, MissedTickBehavior};
+
+/// How long opening the event stream (up to its `connected` event) may take.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+/// Pause between rounds of the polling fallback.
+const POLL_PAUSE: Duration = Duration::from_millis(200);
+
+/// Arguments of `distriqueue bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Throughput mode: how many jobs to submit
+    #[arg(long, default_value_t = 10_000, conflicts_with = "rate")]
+    pub jobs: usize,
+    /// Throughput mode: concurrent submitting tasks (one shared keep-alive connection pool)
+    #[arg(long, default_value_t = 32, conflicts_with = "rate")]
+    pub clients: usize,
+    /// Latency mode: submit this many jobs per second, steadily
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Latency mode: for this many seconds
+    #[arg(long, default_value_t = 30, requires = "rate", value_name = "SECONDS")]
+    pub duration: u64,
+    /// The job type
+    #[arg(long = "type", default_value = "echo")]
+    pub job_type: String,
+    /// LOW, MEDIUM, HIGH or CRITICAL
+    #[arg(long, default_value = "HIGH")]
+    pub priority: String,
+    /// Every job's payload, a JSON object
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// The whole run ends after this many seconds, finished or not
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+/// `bench`: runs the mode `args` selects against the gateway at `server` and prints its figures.
+///
+/// # Errors
+/// Bad arguments, a gateway that cannot be reached or refuses the event stream, or no job
+/// accepted at all. Jobs that fail or do not finish in time are counted, not errors.
+pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
+    let request = Arc::new(job_request(&args)?);
+    anyhow::ensure!(args.timeout > 0, "--timeout must be at least 1 second");
+    let client = GatewayClient::new(server).context("invalid --server")?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut tracker = Tracker::connect(&client, server).await?;
+    let figures = match args.rate {
+        None => throughput(&client, request, &args, &mut tracker, deadline).await?,
+        Some(rate) => latency(&client, request, rate, &args, &mut tracker, deadline).await?,
+    };
+    println!("{figures}");
+    Ok(())
+}
+
+/// The throughput mode; returns the JSON figures after printing them.
+async fn throughput(
+    client: &GatewayClient,
+    request: Arc<Value>,
+    args: &BenchArgs,
+    tracker: &mut Tracker,
+    deadline: Instant,
+) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        args.jobs > 0 && args.clients > 0,
+        "--jobs and --clients must be at least 1"
+    );
+    eprintln!(
+        "submitting {} jobs from {} clients...",
+        args.jobs, args.clients
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..args.clients {
+        let (client, request, next, n_jobs) =
+            (client.clone(), request.clone(), next.clone(), args.jobs);
+        tasks.spawn(async move {
+            let mut submits = Submits::default();
+            while next.fetch_add(1, Ordering::Relaxed) < n_jobs {
+                let outcome = submit(&client, &request, deadline).await;
+                let timed_out = outcome.as_ref().is_err_and(|err| err == DEADLINE);
+                submits.add(outcome);
+                if timed_out {
+                    break;
+                }
+            }
+            submits
+        });
+    }
+    let mut submits = Submits::default();
+    while let Some(done) = tasks.join_next().await {
+        submits.merge(done.context("a submitting task failed")?);
+    }
+    let accepted = submits.check()?;
+    let first_sent = accepted
+        .iter()
+        .map(|job| job.sent_at)
+        .min()
+        .unwrap_or(deadline);
+    let last_answer = accepted
+        .iter()
+        .map(|job| job.sent_at + job.latency)
+        .max()
+        .unwrap_or(deadline);
+    let submit_time = last_answer.saturating_duration_since(first_sent);
+    let ids: Vec<JobId> = accepted.iter().map(|job| job.id).collect();
+    let reserve = (deadline.saturating_duration_since(first_sent) / 5).min(Duration::from_secs(30));
+    let mut pending = tracker.wait(&ids, deadline - reserve).await;
+    let mut fallback = Value::Null;
+    if !pending.is_empty() {
+        let why = tracker
+            .ended
+            .clone()
+            .unwrap_or_else(|| "the deadline approached".to_owned());
+        eprintln!(
+            "{why}; polling GET /api/jobs/{{id}} for {} jobs",
+            pending.len()
+        );
+        let n_polled = pending.len();
+        pending = poll(client, tracker, pending, args.clients, deadline).await;
+        fallback = json!({"reason": why, "polled": n_polled});
+    }
+    let terminal: Vec<(JobStatus, Instant)> = ids
+        .iter()
+        .filter_map(|id| tracker.finished.get(id).copied())
+        .collect();
+    let last_terminal = terminal
+        .iter()
+        .map(|(_, at)| *at)
+        .max()
+        .unwrap_or(first_sent);
+    let end_to_end = last_terminal.saturating_duration_since(first_sent);
+    let n_completed = terminal
+        .iter()
+        .filter(|(status, _)| *status == JobStatus::Completed)
+        .count();
+    let (latency_text, latency_json) = describe(
+        accepted.iter().map(|job| job.latency).collect(),
+        &[50.0, 99.0],
+    );
+    println!(
+        "throughput: {} {} jobs ({}) from {} clients",
+        args.jobs, args.job_type, args.priority, args.clients
+    );
+    println!(
+        "  submit phase    {:.3} s, {:.1} jobs/s ({} accepted, {} submit errors{})",
+        submit_time.as_secs_f64(),
+        rate(accepted.len(), submit_time),
+        accepted.len(),
+        submits.n_errors,
+        submits.first_error_text()
+    );
+    println!("  end to end      {:.3} s, {:.1} jobs/s (first submit to last terminal state, {} terminal)", end_to_end.as_secs_f64(), rate(terminal.len(), end_to_end), terminal.len());
+    println!("  outcome         {n_completed} completed, {} failed or not completed ({} not terminal by the deadline)", args.jobs - n_completed, pending.len());
+    println!("  submit latency  {latency_text}");
+    if let Some(reason) = fallback.get("reason") {
+        println!("  note            {reason}: fell back to polling for {} jobs (their terminal times are when a poll saw them, an upper bound)", fallback["polled"]);
+    }
+    Ok(json!({
+        "mode": "throughput", "jobs": args.jobs, "clients": args.clients, "type": args.job_type,
+        "priority": args.priority, "accepted": accepted.len(), "submit_errors": submits.n_errors,
+        "submit_secs": submit_time.as_secs_f64(), "submit_rate": rate(accepted.len(), submit_time),
+        "end_to_end_secs": end_to_end.as_secs_f64(), "throughput": rate(terminal.len(), end_to_end),
+        "terminal": terminal.len(), "completed": n_completed, "not_completed": args.jobs - n_completed,
+        "unfinished": pending.len(), "submit_latency_ms": latency_json, "polling_fallback": fallback,
+    }))
+}
+
+/// The latency mode; returns the JSON figures after printing them.
+async fn latency(
+    client: &GatewayClient,
+    request: Arc<Value>,
+    rate_per_sec: f64,
+    args: &BenchArgs,
+    tracker: &mut Tracker,
+    deadline: Instant,
+) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        rate_per_sec.is_finite() && (0.01..=100_000.0).contains(&rate_per_sec),
+        "--rate must be between 0.01 and 100000 jobs/s"
+    );
+    anyhow::ensure!(
+        args.duration > 0 && args.duration < args.timeout,
+        "--duration must be at least 1 s and below --timeout"
+    );
+    eprintln!(
+        "submitting {rate_per_sec} jobs/s for {} s...",
+        args.duration
+    );
+    // Delay, not Burst: a late tick pushes the schedule back instead of firing a catch-up burst
+    // that would queue jobs behind each other and inflate the latency being measured.
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate_per_sec));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let submit_end = Instant::now() + Duration::from_secs(args.duration);
+    let (mut tasks, mut submits) = (JoinSet::new(), Submits::default());
+    while ticks.tick().await < submit_end {
+        let (client, request) = (client.clone(), request.clone());
+        tasks.spawn(async move { submit(&client, &request, deadline).await });
+        while let Some(done) = tasks.try_join_next() {
+            submits.add(done.context("a submitting task failed")?);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        submits.add(done.context("a submitting task failed")?);
+    }
+    let accepted = submits.check()?;
+    let ids: Vec<JobId> = accepted.iter().map(|job| job.id).collect();
+    let pending = tracker.wait(&ids, deadline).await;
+    let (mut to_start, mut to_complete, mut n_completed) = (Vec::new(), Vec::new(), 0);
+    for job in &accepted {
+        if let Some(at) = tracker.started.get(&job.id) {
+            to_start.push(at.saturating_duration_since(job.sent_at));
+        }
+        if let Some((status, at)) = tracker.finished.get(&job.id) {
+            n_completed += usize::from(*status == JobStatus::Completed);
+            if *status == JobStatus::Completed {
+                to_complete.push(at.saturating_duration_since(job.sent_at));
+            }
+        }
+    }
+    let n_attempted = accepted.len() + submits.n_errors;
+    let achieved = n_attempted as f64 / args.duration as f64;
+    let points = [50.0, 90.0, 99.0];
+    let (start_text, start_json) = describe(to_start, &points);
+    let (complete_text, complete_json) = describe(to_complete, &points);
+    let (post_text, post_json) =
+        describe(accepted.iter().map(|job| job.latency).collect(), &points);
+    println!(
+        "latency: {rate_per_sec} {} jobs/s ({}) for {} s, MissedTickBehavior::Delay",
+        args.job_type, args.priority, args.duration
+    );
+    println!("  submitted           {n_attempted} ({achieved:.1} jobs/s), {} accepted, {} submit errors{}", accepted.len(), submits.n_errors, submits.first_error_text());
+    println!("  submit-to-start     {start_text}");
+    println!("  submit-to-complete  {complete_text}");
+    println!("  POST latency        {post_text}");
+    println!(
+        "  outcome             {n_completed} completed, {} not terminal by the deadline",
+        pending.len()
+    );
+    if let Some(why) = &tracker.ended {
+        println!("  note                {why}: jobs whose events were lost are not measured");
+    }
+    Ok(json!({
+        "mode": "latency", "rate": rate_per_sec, "duration_secs": args.duration,
+        "missed_tick_behavior": "Delay", "type": args.job_type, "priority": args.priority,
+        "submitted": n_attempted, "achieved_rate": achieved, "accepted": accepted.len(),
+        "submit_errors": submits.n_errors, "completed": n_completed, "unfinished": pending.len(),
+        "submit_to_start_ms": start_json, "submit_to_complete_ms": complete_json,
+        "submit_latency_ms": post_json, "stream_ended": tracker.ended,
+    }))
+}
+
+/// What a deadline-cut submit reports as its error.
+const DEADLINE: &str = "the --timeout deadline passed";
+
+/// One accepted job: its id, when its POST was about to be sent, and how long the POST took.
+struct Submitted {
+    id: JobId,
+    sent_at: Instant,
+    latency: Duration,
+}
+
+/// POSTs one job, bounded by `deadline`.
+async fn submit(
+    client: &GatewayClient,
+    request: &Value,
+    deadline: Instant,
+) -> Result<Submitted, String> {
+    let sent_at = Instant::now();
+    match timeout_at(deadline, client.submit(request)).await {
+        Ok(Ok(job)) => Ok(Submitted {
+            id: job.id,
+            sent_at,
+            latency: sent_at.elapsed(),
+        }),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(DEADLINE.to_owned()),
+    }
+}
+
+/// The submits of a run: accepted jobs, and how many failed (with the first error).
+#[derive(Default)]
+struct Submits {
+    accepted: Vec<Submitted>,
+    n_errors: usize,
+    first_error: Option<String>,
+}
+
+impl Submits {
+    fn add(&mut self, outcome: Result<Submitted, String>) {
+        match outcome {
+            Ok(job) => self.accepted.push(job),
+            Err(err) => {
+                self.n_errors += 1;
+                self.first_error.get_or_insert(err);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Submits) {
+        self.accepted.extend(other.accepted);
+        self.n_errors += other.n_errors;
+        if let Some(err) = other.first_error {
+            self.first_error.get_or_insert(err);
+        }
+    }
+
+    /// The accepted jobs; an error when there is none.
+    fn check(&mut self) -> anyhow::Result<Vec<Submitted>> {
+        if self.accepted.is_empty() {
+            bail!(
+                "no job was accepted: {}",
+                self.first_error.as_deref().unwrap_or("nothing submitted")
+            );
+        }
+        Ok(std::mem::take(&mut self.accepted))
+    }
+
+    fn first_error_text(&self) -> String {
+        self.first_error
+            .as_ref()
+            .map(|err| format!("; first: {err}"))
+            .unwrap_or_default()
+    }
+}
+
+/// The lifecycle events of the SSE stream as they arrived, by job id.
+struct Tracker {
+    arrivals: mpsc::UnboundedReceiver<Arrival>,
+    reader: JoinHandle<String>,
+    /// Why the stream ended, once it has.
+    ended: Option<String>,
+    /// The arrival of each job's first RUNNING event.
+    started: HashMap<JobId, Instant>,
+    /// Each job's first terminal state and its arrival.
+    finished: HashMap<JobId, (JobStatus, Instant)>,
+}
+
+/// One `job-update` event and when it arrived.
+struct Arrival {
+    id: JobId,
+    status: JobStatus,
+    at: Instant,
+}
+
+/// The fields of `job-update` data the bench reads.
+#[derive(Deserialize)]
+struct UpdateData {
+    #[serde(rename = "jobId")]
+    job_id: JobId,
+    status: JobStatus,
+}
+
+impl Tracker {
+    /// Opens `GET /api/jobs/stream`, waits for its `connected` event, and starts reading it.
+    async fn connect(client: &GatewayClient, server: &str) -> anyhow::Result<Tracker> {
+        let opened = timeout(CONNECT_WAIT, async {
+            let mut events = Box::pin(client.watch(None).await?);
+            let first = events.next().await.transpose()?;
+            Ok::<_, ClientError>((events, first))
+        });
+        let (events, first) = match opened.await {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(err @ ClientError::Transport(_))) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("cannot reach the gateway at {server}")))
+            }
+            Ok(Err(err)) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("the gateway at {server} refused the event stream")))
+            }
+            Err(_) => bail!(
+                "the gateway at {server} did not open its event stream within {CONNECT_WAIT:?}"
+            ),
+        };
+        match first {
+            Some(event) if event.event == "connected" => {}
+            Some(event) => bail!(
+                "the event stream of {server} began with {:?}, not `connected`",
+                event.event
+            ),
+            None => bail!("the gateway at {server} closed its event stream at once"),
+        }
+        let (sender, arrivals) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_events(events, sender));
+        Ok(Tracker {
+            arrivals,
+            reader,
+            ended: None,
+            started: HashMap::new(),
+            finished: HashMap::new(),
+        })
+    }
+
+    fn record(&mut self, arrival: Arrival) {
+        if arrival.status == JobStatus::Running {
+            self.started.entry(arrival.id).or_insert(arrival.at);
+        } else if arrival.status.is_terminal() {
+            self.finished
+                .entry(arrival.id)
+                .or_insert((arrival.status, arrival.at));
+        }
+    }
+
+    /// Records every event already received.
+    fn drain(&mut self) {
+        while let Ok(arrival) = self.arrivals.try_recv() {
+            self.record(arrival);
+        }
+    }
+
+    /// Records events until every job of `ids` is terminal, the stream ends or `until`; returns
+    /// the jobs not seen terminal, in the order of `ids`.
+    async fn wait(&mut self, ids: &[JobId], until: Instant) -> Vec<JobId> {
+        self.drain();
+        let mut pending: HashSet<JobId> = ids
+            .iter()
+            .filter(|id| !self.finished.contains_key(id))
+            .copied()
+            .collect();
+        while !pending.is_empty() && self.ended.is_none() {
+            let next = tokio::select! {
+                arrival = self.arrivals.recv() => arrival,
+                () = sleep_until(until) => break,
+            };
+            match next {
+                Some(arrival) => {
+                    if arrival.status.is_terminal() {
+                        pending.remove(&arrival.id);
+                    }
+                    self.record(arrival);
+                }
+                None => {
+                    let why = (&mut self.reader).await;
+                    self.ended =
+                        Some(why.unwrap_or_else(|err| format!("the event reader failed: {err}")));
+                }
+            }
+        }
+        ids.iter()
+            .filter(|id| !self.finished.contains_key(id))
+            .copied()
+            .collect()
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Forwards each `job-update` with its arrival time; returns why the stream ended.
+async fn read_events(
+    mut events: impl Stream<Item = Result<SseEvent, ClientError>> + Unpin,
+    arrivals: mpsc::UnboundedSender<Arrival>,
+) -> String {
+    while let Some(item) = events.next().await {
+        let at = Instant::now();
+        match item {
+            Ok(event) if event.event == "job-update" => {
+                let Ok(data) = serde_json::from_str::<UpdateData>(&event.data) else {
+                    continue;
+                };
+                if arrivals
+                    .send(Arrival {
+                        id: data.job_id,
+                        status: data.status,
+                        at,
+                    })
+                    .is_err()
+                {
+                    return "the bench stopped reading".to_owned();
+                }
+            }
+            Ok(_) => {}
+            Err(err) => return format!("the event stream broke ({err})"),
+        }
+    }
+    "the gateway ended the event stream (this subscriber fell too far behind)".to_owned()
+}
+
+/// Polls `GET /api/jobs/{id}` for `pending` jobs, `concurrency` at a time, in rounds until all
+/// are terminal or `deadline`; a terminal state counts from the poll's answer. Returns the
+/// jobs still not terminal.
+async fn poll(
+    client: &GatewayClient,
+    tracker: &mut Tracker,
+    mut pending: Vec<JobId>,
+    concurrency: usize,
+    deadline: Instant,
+) -> Vec<JobId> {
+    while !pending.is_empty() && Instant::now() < deadline {
+        tracker.drain();
+        let answers: Vec<_> = futures::stream::iter(pending.iter().copied())
+            .map(|id| async move {
+                let answer = timeout_at(deadline, client.get(&id.to_string())).await;
+                (id, answer, Instant::now())
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        for (id, answer, at) in answers {
+            if let Ok(Ok(job)) = answer {
+                if job.status.is_terminal() {
+                    tracker.finished.entry(id).or_insert((job.status, at));
+                }
+            }
+        }
+        pending.retain(|id| !tracker.finished.contains_key(id));
+        if !pending.is_empty() {
+            sleep_until((Instant::now() + POLL_PAUSE).min(deadline)).await;
+        }
+    }
+    pending
+}
+
+/// The `POST /api/jobs` body of every job, checked locally.
+fn job_request(args: &BenchArgs) -> anyhow::Result<Value> {
+    let Some(priority) = Priority::parse(&args.priority) else {
+        bail!(
+            "invalid --priority {:?}: expected LOW, MEDIUM, HIGH or CRITICAL",
+            args.priority
+        );
+    };
+    let payload: Value = serde_json::from_str(&args.payload)
+        .with_context(|| format!("invalid --payload {:?}: not JSON", args.payload))?;
+    anyhow::ensure!(
+        payload.is_object(),
+        "invalid --payload {:?}: must be a JSON object",
+        args.payload
+    );
+    Ok(json!({"type": args.job_type, "jobPriority": priority.as_str(), "payload": payload}))
+}
+
+/// Jobs per second over `elapsed` (0 when nothing elapsed).
+fn rate(n_jobs: usize, elapsed: Duration) -> f64 {
+    if elapsed.is_zero() {
+        0.0
+    } else {
+        n_jobs as f64 / elapsed.as_secs_f64()
+    }
+}
+
+/// Milliseconds with microsecond precision.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// The nearest-rank `p`th percentile (0 < p <= 100) of ascending `sorted`; `None` when empty.
+fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
+}
+
+/// `samples` at the percentiles `points` and their maximum, as text and as JSON (milliseconds).
+fn describe(mut samples: Vec<Duration>, points: &[f64]) -> (String, Value) {
+    samples.sort_unstable();
+    let Some(max) = samples.last().copied() else {
+        return ("no samples".to_owned(), json!({"n": 0}));
+    };
+    let mut text = Vec::new();
+    let mut figures = serde_json::Map::new();
+    figures.insert("n".to_owned(), json!(samples.len()));
+    let named = points
+        .iter()
+        .map(|p| (format!("p{p}"), percentile(&samples, *p).unwrap_or(max)));
+    for (name, value) in named.chain([("max".to_owned(), max)]) {
+        text.push(format!("{name} {:.3} ms", millis(value)));
+        figures.insert(name, json!(millis(value)));
+    }
+    (
+        format!("{} (n = {})", text.join(", "), samples.len()),
+        Value::Object(figures),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn millis_list(values: impl IntoIterator<Item = u64>) -> Vec<Duration> {
+        values.into_iter().map(Duration::from_millis).collect()
+    }
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        let hundred = millis_list(1..=100);
+        let check = |p: f64, expected: u64| {
+            assert_eq!(
+                percentile(&hundred, p),
+                Some(Duration::from_millis(expected)),
+                "p{p}"
+            )
+        };
+        check(50.0, 50);
+        check(90.0, 90);
+        check(99.0, 99);
+        check(99.9, 100);
+        check(100.0, 100);
+        check(0.5, 1);
+        let ten = millis_list(1..=10);
+        assert_eq!(percentile(&ten, 99.0), Some(Duration::from_millis(10)));
+        assert_eq!(percentile(&ten, 50.0), Some(Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn percentile_of_one_or_no_sample() {
+        assert_eq!(percentile(&[], 50.0), None);
+        let one = millis_list([7]);
+        for p in [0.0, 1.0, 50.0, 99.0, 100.0] {
+            assert_eq!(percentile(&one, p), Some(Duration::from_millis(7)), "p{p}");
+        }
+    }
+
+    #[test]
+    fn describe_sorts_and_names_the_points() {
+        let (text, figures) = describe(millis_list([3, 1, 2, 4]), &[50.0, 99.0]);
+        assert_eq!(text, "p50 2.000 ms, p99 4.000 ms, max 4.000 ms (n = 4)");
+        assert_eq!(figures, json!({"n": 4, "p50": 2.0, "p99": 4.0, "max": 4.0}));
+        assert_eq!(describe(Vec::new(), &[50.0]).1, json!({"n": 0}));
+    }
+}
