@@ -1,13 +1,15 @@
 //! `distriqueue bench`: load against a gateway, measured by the client.
 //!
-//! Throughput (the default): `--clients` tasks share one connection pool and submit `--jobs`
-//! jobs as single POSTs; the figure runs from the first submit to the last terminal state seen
-//! on the SSE stream (opened before the first submit). Latency (`--rate`): one POST per tick
-//! for `--duration` seconds; each job's submit-to-start and submit-to-complete run from just
-//! before its POST to the arrival of its RUNNING and terminal SSE events. Both print figures,
-//! then one JSON line with all of them.
+//! Throughput (the default): `--clients` tasks share one keep-alive connection pool and submit
+//! `--jobs` jobs as single POSTs; the figure runs from the first submit to the last terminal
+//! state seen on the SSE stream, which is opened before the first submit. Latency (`--rate`):
+//! one POST per tick for `--duration` seconds; each job's submit-to-start (and -complete) runs
+//! from just before its POST to the arrival of its RUNNING (and COMPLETED) SSE event. Events
+//! may arrive before the POST's answer, so arrivals are kept by job id and joined afterwards.
+//! Both modes print figures for people, then one JSON line with all of them.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +35,7 @@ pub struct BenchArgs {
     /// Throughput mode: how many jobs to submit
     #[arg(long, default_value_t = 10_000, conflicts_with = "rate")]
     pub jobs: usize,
-    /// Throughput mode: concurrent submitting tasks (one shared keep-alive connection pool)
+    /// Throughput mode: concurrent submitting tasks (sharing one keep-alive connection pool)
     #[arg(long, default_value_t = 32, conflicts_with = "rate")]
     pub clients: usize,
     /// Latency mode: submit this many jobs per second, steadily
@@ -51,12 +53,12 @@ pub struct BenchArgs {
     /// Every job's payload, a JSON object
     #[arg(long, default_value = "{}")]
     pub payload: String,
-    /// The whole run ends after this many seconds, finished or not
+    /// The whole run ends after this many seconds, whether the jobs have finished or not
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub timeout: u64,
 }
 
-/// `bench`: runs the mode `args` selects against the gateway at `server` and prints its figures.
+/// `bench`: runs the mode `args` selects against the gateway at `server`, prints its figures.
 ///
 /// # Errors
 /// Bad arguments, a gateway that cannot be reached or refuses the event stream, or no job
@@ -64,6 +66,22 @@ pub struct BenchArgs {
 pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
     let request = Arc::new(job_request(&args)?);
     anyhow::ensure!(args.timeout > 0, "--timeout must be at least 1 second");
+    if let Some(rate) = args.rate {
+        anyhow::ensure!(
+            (0.01..=100_000.0).contains(&rate),
+            "--rate must be in 0.01..=100000"
+        );
+        anyhow::ensure!(args.duration > 0, "--duration must be at least 1 second");
+        anyhow::ensure!(
+            args.duration < args.timeout,
+            "--duration must be below --timeout"
+        );
+    } else {
+        anyhow::ensure!(
+            args.jobs > 0 && args.clients > 0,
+            "--jobs and --clients must be > 0"
+        );
+    }
     let client = GatewayClient::new(server).context("invalid --server")?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut tracker = Tracker::connect(&client, server).await?;
@@ -75,7 +93,7 @@ pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The throughput mode; returns the JSON figures after printing them.
+/// The throughput mode: prints its figures and returns them as JSON.
 async fn throughput(
     client: &GatewayClient,
     request: Arc<Value>,
@@ -83,12 +101,8 @@ async fn throughput(
     tracker: &mut Tracker,
     deadline: Instant,
 ) -> anyhow::Result<Value> {
-    anyhow::ensure!(
-        args.jobs > 0 && args.clients > 0,
-        "--jobs and --clients must be at least 1"
-    );
     eprintln!(
-        "submitting {} jobs from {} clients...",
+        "submitting {} jobs from {} clients",
         args.jobs, args.clients
     );
     let next = Arc::new(AtomicUsize::new(0));
@@ -97,23 +111,20 @@ async fn throughput(
         let (client, request, next, n_jobs) =
             (client.clone(), request.clone(), next.clone(), args.jobs);
         tasks.spawn(async move {
-            let mut submits = Submits::default();
-            while next.fetch_add(1, Ordering::Relaxed) < n_jobs {
-                let outcome = submit(&client, &request, deadline).await;
-                let timed_out = outcome.as_ref().is_err_and(|err| err == DEADLINE);
-                submits.add(outcome);
-                if timed_out {
-                    break;
-                }
+            let mut outcomes = Vec::new();
+            while Instant::now() < deadline && next.fetch_add(1, Ordering::Relaxed) < n_jobs {
+                outcomes.push(submit(&client, &request, deadline).await);
             }
-            submits
+            outcomes
         });
     }
     let mut submits = Submits::default();
     while let Some(done) = tasks.join_next().await {
-        submits.merge(done.context("a submitting task failed")?);
+        done.context("a submitting task failed")?
+            .into_iter()
+            .for_each(|outcome| submits.add(outcome));
     }
-    let accepted = submits.check()?;
+    let accepted = submits.accepted()?;
     let first_sent = accepted
         .iter()
         .map(|job| job.sent_at)
@@ -126,9 +137,10 @@ async fn throughput(
         .unwrap_or(deadline);
     let submit_time = last_answer.saturating_duration_since(first_sent);
     let ids: Vec<JobId> = accepted.iter().map(|job| job.id).collect();
+    // Keep a fifth of the run (at most 30 s) for the polling fallback.
     let reserve = (deadline.saturating_duration_since(first_sent) / 5).min(Duration::from_secs(30));
     let mut pending = tracker.wait(&ids, deadline - reserve).await;
-    let mut fallback = Value::Null;
+    let (mut fallback, mut note) = (Value::Null, None);
     if !pending.is_empty() {
         let why = tracker
             .ended
@@ -138,13 +150,17 @@ async fn throughput(
             "{why}; polling GET /api/jobs/{{id}} for {} jobs",
             pending.len()
         );
-        let n_polled = pending.len();
+        let n_pending = pending.len();
         pending = poll(client, tracker, pending, args.clients, deadline).await;
-        fallback = json!({"reason": why, "polled": n_polled});
+        let n_found = n_pending - pending.len();
+        note = Some(format!(
+            "{why}: polled {n_pending} jobs, {n_found} found terminal (at upper-bound times)"
+        ));
+        fallback = json!({"reason": why, "pending": n_pending, "found_terminal": n_found});
     }
-    let terminal: Vec<(JobStatus, Instant)> = ids
+    let terminal: Vec<_> = ids
         .iter()
-        .filter_map(|id| tracker.finished.get(id).copied())
+        .filter_map(|id| tracker.finished.get(id))
         .collect();
     let last_terminal = terminal
         .iter()
@@ -156,62 +172,66 @@ async fn throughput(
         .iter()
         .filter(|(status, _)| *status == JobStatus::Completed)
         .count();
-    let (latency_text, latency_json) = describe(
-        accepted.iter().map(|job| job.latency).collect(),
-        &[50.0, 99.0],
-    );
+    let latencies = accepted.iter().map(|job| job.latency).collect();
+    let (latency_text, latency_json) = describe(latencies, &[50.0, 99.0]);
     println!(
         "throughput: {} {} jobs ({}) from {} clients",
         args.jobs, args.job_type, args.priority, args.clients
     );
-    println!(
-        "  submit phase    {:.3} s, {:.1} jobs/s ({} accepted, {} submit errors{})",
-        submit_time.as_secs_f64(),
-        rate(accepted.len(), submit_time),
-        accepted.len(),
-        submits.n_errors,
-        submits.first_error_text()
+    let submit_rate = rate(accepted.len(), submit_time);
+    line(
+        "submit phase",
+        format_args!(
+            "{:.3} s, {submit_rate:.1} jobs/s ({} accepted{})",
+            submit_time.as_secs_f64(),
+            accepted.len(),
+            submits.errors_text()
+        ),
     );
-    println!("  end to end      {:.3} s, {:.1} jobs/s (first submit to last terminal state, {} terminal)", end_to_end.as_secs_f64(), rate(terminal.len(), end_to_end), terminal.len());
-    println!("  outcome         {n_completed} completed, {} failed or not completed ({} not terminal by the deadline)", args.jobs - n_completed, pending.len());
-    println!("  submit latency  {latency_text}");
-    if let Some(reason) = fallback.get("reason") {
-        println!("  note            {reason}: fell back to polling for {} jobs (their terminal times are when a poll saw them, an upper bound)", fallback["polled"]);
+    let throughput = rate(terminal.len(), end_to_end);
+    line(
+        "end to end",
+        format_args!(
+            "{:.3} s, {throughput:.1} jobs/s (first submit to last terminal state of {} jobs)",
+            end_to_end.as_secs_f64(),
+            terminal.len()
+        ),
+    );
+    line(
+        "outcome",
+        format_args!(
+            "{n_completed} completed, {} not completed, {} not terminal by the deadline",
+            args.jobs - n_completed,
+            pending.len()
+        ),
+    );
+    line("submit latency", latency_text);
+    if let Some(note) = note {
+        line("note", note);
     }
     Ok(json!({
         "mode": "throughput", "jobs": args.jobs, "clients": args.clients, "type": args.job_type,
         "priority": args.priority, "accepted": accepted.len(), "submit_errors": submits.n_errors,
-        "submit_secs": submit_time.as_secs_f64(), "submit_rate": rate(accepted.len(), submit_time),
-        "end_to_end_secs": end_to_end.as_secs_f64(), "throughput": rate(terminal.len(), end_to_end),
-        "terminal": terminal.len(), "completed": n_completed, "not_completed": args.jobs - n_completed,
-        "unfinished": pending.len(), "submit_latency_ms": latency_json, "polling_fallback": fallback,
+        "submit_secs": secs(submit_time), "submit_rate": round1(submit_rate),
+        "end_to_end_secs": secs(end_to_end), "throughput": round1(throughput),
+        "completed": n_completed, "not_completed": args.jobs - n_completed,
+        "unfinished": pending.len(), "submit_latency_ms": latency_json, "fallback": fallback,
     }))
 }
 
-/// The latency mode; returns the JSON figures after printing them.
+/// The latency mode: prints its figures and returns them as JSON.
 async fn latency(
     client: &GatewayClient,
     request: Arc<Value>,
-    rate_per_sec: f64,
+    per_second: f64,
     args: &BenchArgs,
     tracker: &mut Tracker,
     deadline: Instant,
 ) -> anyhow::Result<Value> {
-    anyhow::ensure!(
-        rate_per_sec.is_finite() && (0.01..=100_000.0).contains(&rate_per_sec),
-        "--rate must be between 0.01 and 100000 jobs/s"
-    );
-    anyhow::ensure!(
-        args.duration > 0 && args.duration < args.timeout,
-        "--duration must be at least 1 s and below --timeout"
-    );
-    eprintln!(
-        "submitting {rate_per_sec} jobs/s for {} s...",
-        args.duration
-    );
-    // Delay, not Burst: a late tick pushes the schedule back instead of firing a catch-up burst
-    // that would queue jobs behind each other and inflate the latency being measured.
-    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate_per_sec));
+    eprintln!("submitting {per_second} jobs/s for {} s", args.duration);
+    // Delay, not Burst: a late tick shifts the schedule instead of firing a catch-up burst,
+    // which would queue jobs behind each other and inflate the latency being measured.
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let submit_end = Instant::now() + Duration::from_secs(args.duration);
     let (mut tasks, mut submits) = (JoinSet::new(), Submits::default());
@@ -225,22 +245,19 @@ async fn latency(
     while let Some(done) = tasks.join_next().await {
         submits.add(done.context("a submitting task failed")?);
     }
-    let accepted = submits.check()?;
+    let accepted = submits.accepted()?;
     let ids: Vec<JobId> = accepted.iter().map(|job| job.id).collect();
     let pending = tracker.wait(&ids, deadline).await;
-    let (mut to_start, mut to_complete, mut n_completed) = (Vec::new(), Vec::new(), 0);
+    let (mut to_start, mut to_complete) = (Vec::new(), Vec::new());
     for job in &accepted {
         if let Some(at) = tracker.started.get(&job.id) {
             to_start.push(at.saturating_duration_since(job.sent_at));
         }
-        if let Some((status, at)) = tracker.finished.get(&job.id) {
-            n_completed += usize::from(*status == JobStatus::Completed);
-            if *status == JobStatus::Completed {
-                to_complete.push(at.saturating_duration_since(job.sent_at));
-            }
+        if let Some((JobStatus::Completed, at)) = tracker.finished.get(&job.id) {
+            to_complete.push(at.saturating_duration_since(job.sent_at));
         }
     }
-    let n_attempted = accepted.len() + submits.n_errors;
+    let (n_attempted, n_completed) = (accepted.len() + submits.n_errors, to_complete.len());
     let achieved = n_attempted as f64 / args.duration as f64;
     let points = [50.0, 90.0, 99.0];
     let (start_text, start_json) = describe(to_start, &points);
@@ -248,32 +265,47 @@ async fn latency(
     let (post_text, post_json) =
         describe(accepted.iter().map(|job| job.latency).collect(), &points);
     println!(
-        "latency: {rate_per_sec} {} jobs/s ({}) for {} s, MissedTickBehavior::Delay",
+        "latency: {per_second} {} jobs/s ({}) for {} s, MissedTickBehavior::Delay",
         args.job_type, args.priority, args.duration
     );
-    println!("  submitted           {n_attempted} ({achieved:.1} jobs/s), {} accepted, {} submit errors{}", accepted.len(), submits.n_errors, submits.first_error_text());
-    println!("  submit-to-start     {start_text}");
-    println!("  submit-to-complete  {complete_text}");
-    println!("  POST latency        {post_text}");
-    println!(
-        "  outcome             {n_completed} completed, {} not terminal by the deadline",
-        pending.len()
+    line(
+        "submitted",
+        format_args!(
+            "{n_attempted} ({achieved:.1} jobs/s), {} accepted{}",
+            accepted.len(),
+            submits.errors_text()
+        ),
+    );
+    line("submit-to-start", start_text);
+    line("submit-to-complete", complete_text);
+    line("POST latency", post_text);
+    line(
+        "outcome",
+        format_args!(
+            "{n_completed} completed, {} not terminal by the deadline",
+            pending.len()
+        ),
     );
     if let Some(why) = &tracker.ended {
-        println!("  note                {why}: jobs whose events were lost are not measured");
+        line(
+            "note",
+            format_args!("{why}: jobs whose events were lost are not measured"),
+        );
     }
     Ok(json!({
-        "mode": "latency", "rate": rate_per_sec, "duration_secs": args.duration,
+        "mode": "latency", "rate": per_second, "duration_secs": args.duration,
         "missed_tick_behavior": "Delay", "type": args.job_type, "priority": args.priority,
-        "submitted": n_attempted, "achieved_rate": achieved, "accepted": accepted.len(),
+        "submitted": n_attempted, "achieved_rate": round1(achieved), "accepted": accepted.len(),
         "submit_errors": submits.n_errors, "completed": n_completed, "unfinished": pending.len(),
         "submit_to_start_ms": start_json, "submit_to_complete_ms": complete_json,
         "submit_latency_ms": post_json, "stream_ended": tracker.ended,
     }))
 }
 
-/// What a deadline-cut submit reports as its error.
-const DEADLINE: &str = "the --timeout deadline passed";
+/// Prints one indented `label  text` line of figures.
+fn line(label: &str, text: impl Display) {
+    println!("  {label:<19} {text}");
+}
 
 /// One accepted job: its id, when its POST was about to be sent, and how long the POST took.
 struct Submitted {
@@ -296,7 +328,7 @@ async fn submit(
             latency: sent_at.elapsed(),
         }),
         Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err(DEADLINE.to_owned()),
+        Err(_) => Err("the --timeout deadline passed".to_owned()),
     }
 }
 
@@ -319,30 +351,22 @@ impl Submits {
         }
     }
 
-    fn merge(&mut self, other: Submits) {
-        self.accepted.extend(other.accepted);
-        self.n_errors += other.n_errors;
-        if let Some(err) = other.first_error {
-            self.first_error.get_or_insert(err);
-        }
-    }
-
     /// The accepted jobs; an error when there is none.
-    fn check(&mut self) -> anyhow::Result<Vec<Submitted>> {
+    fn accepted(&mut self) -> anyhow::Result<Vec<Submitted>> {
         if self.accepted.is_empty() {
             bail!(
                 "no job was accepted: {}",
-                self.first_error.as_deref().unwrap_or("nothing submitted")
+                self.first_error.as_deref().unwrap_or("none sent")
             );
         }
         Ok(std::mem::take(&mut self.accepted))
     }
 
-    fn first_error_text(&self) -> String {
-        self.first_error
-            .as_ref()
-            .map(|err| format!("; first: {err}"))
-            .unwrap_or_default()
+    fn errors_text(&self) -> String {
+        match &self.first_error {
+            Some(err) => format!(", {} submit errors, the first: {err}", self.n_errors),
+            None => ", 0 submit errors".to_owned(),
+        }
     }
 }
 
@@ -376,31 +400,28 @@ struct UpdateData {
 impl Tracker {
     /// Opens `GET /api/jobs/stream`, waits for its `connected` event, and starts reading it.
     async fn connect(client: &GatewayClient, server: &str) -> anyhow::Result<Tracker> {
-        let opened = timeout(CONNECT_WAIT, async {
+        let opening = timeout(CONNECT_WAIT, async {
             let mut events = Box::pin(client.watch(None).await?);
             let first = events.next().await.transpose()?;
             Ok::<_, ClientError>((events, first))
         });
-        let (events, first) = match opened.await {
+        let (events, first) = match opening.await {
             Ok(Ok(opened)) => opened,
             Ok(Err(err @ ClientError::Transport(_))) => {
                 return Err(anyhow::Error::new(err)
-                    .context(format!("cannot reach the gateway at {server}")))
+                    .context(format!("cannot reach the gateway at {server}")));
             }
             Ok(Err(err)) => {
                 return Err(anyhow::Error::new(err)
-                    .context(format!("the gateway at {server} refused the event stream")))
+                    .context(format!("the gateway at {server} refused its event stream")));
             }
-            Err(_) => bail!(
-                "the gateway at {server} did not open its event stream within {CONNECT_WAIT:?}"
-            ),
+            Err(_) => {
+                bail!("the gateway at {server} did not open its event stream in {CONNECT_WAIT:?}")
+            }
         };
         match first {
             Some(event) if event.event == "connected" => {}
-            Some(event) => bail!(
-                "the event stream of {server} began with {:?}, not `connected`",
-                event.event
-            ),
+            Some(event) => bail!("the event stream of {server} began with {:?}", event.event),
             None => bail!("the gateway at {server} closed its event stream at once"),
         }
         let (sender, arrivals) = mpsc::unbounded_channel();
@@ -424,34 +445,32 @@ impl Tracker {
         }
     }
 
-    /// Records every event already received.
+    /// Records every event received so far.
     fn drain(&mut self) {
         while let Ok(arrival) = self.arrivals.try_recv() {
             self.record(arrival);
         }
     }
 
-    /// Records events until every job of `ids` is terminal, the stream ends or `until`; returns
-    /// the jobs not seen terminal, in the order of `ids`.
+    /// Records events until every job of `ids` is terminal, the stream ends, or `until`;
+    /// returns the jobs not seen terminal, in the order of `ids`.
     async fn wait(&mut self, ids: &[JobId], until: Instant) -> Vec<JobId> {
         self.drain();
-        let mut pending: HashSet<JobId> = ids
+        let mut pending: HashSet<&JobId> = ids
             .iter()
             .filter(|id| !self.finished.contains_key(id))
-            .copied()
             .collect();
         while !pending.is_empty() && self.ended.is_none() {
-            let next = tokio::select! {
+            let arrival = tokio::select! {
                 arrival = self.arrivals.recv() => arrival,
                 () = sleep_until(until) => break,
             };
-            match next {
-                Some(arrival) => {
-                    if arrival.status.is_terminal() {
-                        pending.remove(&arrival.id);
-                    }
+            match arrival {
+                Some(arrival) if arrival.status.is_terminal() => {
+                    pending.remove(&arrival.id);
                     self.record(arrival);
                 }
+                Some(arrival) => self.record(arrival),
                 None => {
                     let why = (&mut self.reader).await;
                     self.ended =
@@ -499,12 +518,13 @@ async fn read_events(
             Err(err) => return format!("the event stream broke ({err})"),
         }
     }
-    "the gateway ended the event stream (this subscriber fell too far behind)".to_owned()
+    "the gateway closed the event stream (it does so to a lagging subscriber, or at shutdown)"
+        .to_owned()
 }
 
-/// Polls `GET /api/jobs/{id}` for `pending` jobs, `concurrency` at a time, in rounds until all
-/// are terminal or `deadline`; a terminal state counts from the poll's answer. Returns the
-/// jobs still not terminal.
+/// Polls `GET /api/jobs/{id}` for `pending`, `concurrency` at a time, in rounds until all are
+/// terminal or `deadline`; a polled terminal state counts from the answer's arrival. Returns
+/// the jobs still not terminal.
 async fn poll(
     client: &GatewayClient,
     tracker: &mut Tracker,
@@ -519,14 +539,13 @@ async fn poll(
                 let answer = timeout_at(deadline, client.get(&id.to_string())).await;
                 (id, answer, Instant::now())
             })
-            .buffer_unordered(concurrency.max(1))
+            .buffer_unordered(concurrency)
             .collect()
             .await;
         for (id, answer, at) in answers {
-            if let Ok(Ok(job)) = answer {
-                if job.status.is_terminal() {
-                    tracker.finished.entry(id).or_insert((job.status, at));
-                }
+            let Ok(Ok(job)) = answer else { continue };
+            if job.status.is_terminal() {
+                tracker.finished.entry(id).or_insert((job.status, at));
             }
         }
         pending.retain(|id| !tracker.finished.contains_key(id));
@@ -545,12 +564,11 @@ fn job_request(args: &BenchArgs) -> anyhow::Result<Value> {
             args.priority
         );
     };
-    let payload: Value = serde_json::from_str(&args.payload)
-        .with_context(|| format!("invalid --payload {:?}: not JSON", args.payload))?;
+    let payload: Value =
+        serde_json::from_str(&args.payload).context("invalid --payload: not JSON")?;
     anyhow::ensure!(
         payload.is_object(),
-        "invalid --payload {:?}: must be a JSON object",
-        args.payload
+        "invalid --payload: must be a JSON object"
     );
     Ok(json!({"type": args.job_type, "jobPriority": priority.as_str(), "payload": payload}))
 }
@@ -558,38 +576,47 @@ fn job_request(args: &BenchArgs) -> anyhow::Result<Value> {
 /// Jobs per second over `elapsed` (0 when nothing elapsed).
 fn rate(n_jobs: usize, elapsed: Duration) -> f64 {
     if elapsed.is_zero() {
-        0.0
-    } else {
-        n_jobs as f64 / elapsed.as_secs_f64()
+        return 0.0;
     }
+    n_jobs as f64 / elapsed.as_secs_f64()
 }
 
-/// Milliseconds with microsecond precision.
+/// Seconds, rounded to the millisecond.
+fn secs(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e3).round() / 1e3
+}
+
+/// `value` rounded to one decimal.
+fn round1(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
+
+/// Milliseconds, rounded to the microsecond.
 fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// The nearest-rank `p`th percentile (0 < p <= 100) of ascending `sorted`; `None` when empty.
 fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
     sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
 }
 
-/// `samples` at the percentiles `points` and their maximum, as text and as JSON (milliseconds).
+/// `samples` at the percentiles `points` and their maximum, as text and as JSON milliseconds.
 fn describe(mut samples: Vec<Duration>, points: &[f64]) -> (String, Value) {
     samples.sort_unstable();
     let Some(max) = samples.last().copied() else {
         return ("no samples".to_owned(), json!({"n": 0}));
     };
-    let mut text = Vec::new();
-    let mut figures = serde_json::Map::new();
-    figures.insert("n".to_owned(), json!(samples.len()));
+    let mut figures = serde_json::Map::from_iter([("n".to_owned(), json!(samples.len()))]);
     let named = points
         .iter()
-        .map(|p| (format!("p{p}"), percentile(&samples, *p).unwrap_or(max)));
-    for (name, value) in named.chain([("max".to_owned(), max)]) {
-        text.push(format!("{name} {:.3} ms", millis(value)));
-        figures.insert(name, json!(millis(value)));
+        .map(|p| (format!("p{p}"), percentile(&samples, *p)));
+    let mut text = Vec::new();
+    for (name, value) in named.chain([("max".to_owned(), Some(max))]) {
+        let value = millis(value.unwrap_or(max));
+        text.push(format!("{name} {value:.3} ms"));
+        figures.insert(name, json!(value));
     }
     (
         format!("{} (n = {})", text.join(", "), samples.len()),
@@ -606,28 +633,29 @@ mod tests {
     }
 
     #[test]
-    fn percentile_is_nearest_rank() {
+    fn percentile_is_the_nearest_rank() {
         let hundred = millis_list(1..=100);
-        let check = |p: f64, expected: u64| {
+        for (p, expected) in [
+            (0.5, 1),
+            (50.0, 50),
+            (90.0, 90),
+            (99.0, 99),
+            (99.9, 100),
+            (100.0, 100),
+        ] {
             assert_eq!(
                 percentile(&hundred, p),
                 Some(Duration::from_millis(expected)),
                 "p{p}"
-            )
-        };
-        check(50.0, 50);
-        check(90.0, 90);
-        check(99.0, 99);
-        check(99.9, 100);
-        check(100.0, 100);
-        check(0.5, 1);
+            );
+        }
         let ten = millis_list(1..=10);
-        assert_eq!(percentile(&ten, 99.0), Some(Duration::from_millis(10)));
         assert_eq!(percentile(&ten, 50.0), Some(Duration::from_millis(5)));
+        assert_eq!(percentile(&ten, 99.0), Some(Duration::from_millis(10)));
     }
 
     #[test]
-    fn percentile_of_one_or_no_sample() {
+    fn percentile_of_one_sample_is_that_sample_and_of_none_is_none() {
         assert_eq!(percentile(&[], 50.0), None);
         let one = millis_list([7]);
         for p in [0.0, 1.0, 50.0, 99.0, 100.0] {
@@ -640,6 +668,9 @@ mod tests {
         let (text, figures) = describe(millis_list([3, 1, 2, 4]), &[50.0, 99.0]);
         assert_eq!(text, "p50 2.000 ms, p99 4.000 ms, max 4.000 ms (n = 4)");
         assert_eq!(figures, json!({"n": 4, "p50": 2.0, "p99": 4.0, "max": 4.0}));
-        assert_eq!(describe(Vec::new(), &[50.0]).1, json!({"n": 0}));
+        assert_eq!(
+            describe(Vec::new(), &[50.0]),
+            ("no samples".to_owned(), json!({"n": 0}))
+        );
     }
 }
