@@ -57,7 +57,7 @@ async fn submit_job(
     let id = JobId::new_random();
     let job = match state.orchestrator.register(id, spec).await? {
         Some(job) => {
-            state.store.upsert(std::slice::from_ref(&job)).await?;
+            state.writer.write(vec![job.clone()]).await?;
             job
         }
         // The id is already known and finished: the read model has it.
@@ -99,7 +99,7 @@ async fn cancel_job(
     let id = job_id_of(path)?;
     match state.orchestrator.cancel(id).await {
         Ok(job) => {
-            state.store.upsert(std::slice::from_ref(&job)).await?;
+            state.writer.write(vec![job.clone()]).await?;
             tracing::debug!(job_id = %id, "job cancelled");
             Ok(Json(job))
         }

@@ -77,6 +77,12 @@ impl ApiError {
     }
 }
 
+impl From<crate::writer::WriteError> for ApiError {
+    fn from(error: crate::writer::WriteError) -> ApiError {
+        ApiError::Internal(error.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         ApiError::Internal(format!("read model: {error}"))

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use distriqueue_broker::EventReceiver;
 use distriqueue_core::{JobId, JobResponse, StatusEvent};
-use distriqueue_store::Store;
 use tokio::sync::watch;
 
 use crate::sse::SseUpdate;
 use crate::state::AppState;
+use crate::writer::StoreWriter;
 
 /// Most events taken and stored per batch.
 pub const FEED_BATCH: usize = 512;
@@ -26,7 +26,7 @@ pub(crate) fn spawn(state: AppState, mut events: EventReceiver) -> watch::Receiv
     tokio::spawn(async move {
         while let Some(batch) = events.recv_batch(FEED_BATCH).await {
             let snapshots = newest_snapshots(&batch);
-            upsert_until_stored(&state.store, &snapshots).await;
+            upsert_until_stored(&state.writer, snapshots).await;
             for event in &batch {
                 let update = Arc::new(SseUpdate::new(event));
                 state
@@ -71,11 +71,11 @@ fn newest_snapshots(batch: &[StatusEvent]) -> Vec<JobResponse> {
 
 /// Upserts until the store takes the batch: an event is never dropped, since the watermark
 /// must not pass an event the read model lacks.
-async fn upsert_until_stored(store: &Store, snapshots: &[JobResponse]) {
+async fn upsert_until_stored(writer: &StoreWriter, snapshots: Vec<JobResponse>) {
     let mut backoff = FIRST_BACKOFF;
     let mut n_failures: u32 = 0;
     loop {
-        match store.upsert(snapshots).await {
+        match writer.write(snapshots.clone()).await {
             Ok(()) => {
                 if n_failures > 0 {
                     tracing::info!(n_failures, "read model accepts events again");

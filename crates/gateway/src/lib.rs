@@ -15,6 +15,7 @@ mod feed;
 mod query;
 mod sse;
 mod state;
+mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

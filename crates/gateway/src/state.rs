@@ -10,12 +10,14 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::sse::{SseUpdate, SSE_BUFFER};
+use crate::writer::StoreWriter;
 use crate::{GatewayConfig, Orchestrator};
 
 /// The routes' shared state. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) store: Store,
+    pub(crate) writer: StoreWriter,
     pub(crate) orchestrator: Arc<dyn Orchestrator>,
     pub(crate) config: Arc<GatewayConfig>,
     pub(crate) updates: broadcast::Sender<Arc<SseUpdate>>,
@@ -34,6 +36,7 @@ impl AppState {
     ) -> AppState {
         let (updates, _) = broadcast::channel(SSE_BUFFER);
         AppState {
+            writer: StoreWriter::spawn(store.clone()),
             store,
             orchestrator,
             config: Arc::new(config),

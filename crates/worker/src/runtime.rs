@@ -10,6 +10,7 @@ use distriqueue_broker::InProcessBroker;
 use distriqueue_core::{JobMessage, Refusal, Report, ReportKind, WorkerId};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::builtin::HandlerError;
 use crate::handler::{Handlers, JobContext};
@@ -73,6 +74,8 @@ struct Shared {
     ledger: Option<Ledger>,
     /// Cancelled when the shutdown grace runs out: handlers must stop.
     abort: CancellationToken,
+    /// Outcome reports still being committed.
+    outcomes: TaskTracker,
 }
 
 /// Pause between two tries of a report the orchestrator could not take.
@@ -103,6 +106,7 @@ impl Worker {
             reporter,
             ledger,
             abort: CancellationToken::new(),
+            outcomes: TaskTracker::new(),
         };
         Ok(Worker {
             shared: Arc::new(shared),
@@ -136,6 +140,32 @@ impl Worker {
             })
             .await;
             slots.abort_all();
+        }
+        // Every finished job's outcome is reported before the worker stops.
+        self.shared.outcomes.close();
+        if tokio::time::timeout(self.shutdown_grace, self.shared.outcomes.wait()).await.is_err() {
+            self.shared.abort.cancel();
+            tracing::warn!("outcome reports still pending at shutdown");
+        }
+    }
+}
+
+/// Sends an outcome until it is committed or refused; gives up only once the worker aborts.
+async fn report_outcome(reporter: Arc<dyn Reporter>, abort: CancellationToken, report: Report) {
+    loop {
+        match reporter.report(report.clone()).await {
+            Ok(()) => return,
+            Err(ReportError::Refused(refusal)) => {
+                tracing::info!(job_id = %report.job_id, attempt = ?report.attempt, %refusal, "outcome refused");
+                return;
+            }
+            Err(ReportError::Unavailable(reason)) => {
+                if abort.is_cancelled() {
+                    tracing::warn!(job_id = %report.job_id, %reason, "outcome not reported before shutdown");
+                    return;
+                }
+                tokio::time::sleep(REPORT_RETRY).await;
+            }
         }
     }
 }
@@ -200,23 +230,12 @@ impl Shared {
                 permanent: false,
             },
         };
+        // The slot is free once the handler is done; the outcome is committed in the background
+        // (retried until accepted or refused) and shutdown waits for it.
         let report = report(kind);
-        loop {
-            match self.reporter.report(report.clone()).await {
-                Ok(()) => return,
-                Err(ReportError::Refused(refusal)) => {
-                    tracing::info!(job_id = %message.id, attempt = message.attempt, %refusal, "outcome refused");
-                    return;
-                }
-                Err(ReportError::Unavailable(reason)) => {
-                    if self.abort.is_cancelled() {
-                        tracing::warn!(job_id = %message.id, %reason, "outcome not reported before shutdown");
-                        return;
-                    }
-                    tokio::time::sleep(REPORT_RETRY).await;
-                }
-            }
-        }
+        let reporter = Arc::clone(&self.reporter);
+        let abort = self.abort.clone();
+        self.outcomes.spawn(report_outcome(reporter, abort, report));
     }
 
     async fn run_handler(&self, message: &JobMessage) -> Result<serde_json::Value, HandlerError> {
