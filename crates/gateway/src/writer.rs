@@ -33,7 +33,10 @@ impl StoreWriter {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_REQUESTS_PER_BATCH);
             while receiver.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH).await > 0 {
-                let jobs: Vec<JobResponse> = batch.iter_mut().flat_map(|request| std::mem::take(&mut request.jobs)).collect();
+                let jobs: Vec<JobResponse> = batch
+                    .iter_mut()
+                    .flat_map(|request| std::mem::take(&mut request.jobs))
+                    .collect();
                 let result = store.upsert(&jobs).await.map_err(|error| error.to_string());
                 for request in batch.drain(..) {
                     // A requester that stopped waiting does not need the answer.
@@ -52,6 +55,9 @@ impl StoreWriter {
             .send(WriteRequest { jobs, done })
             .await
             .map_err(|_| WriteError("the writer stopped".into()))?;
-        answer.await.map_err(|_| WriteError("the writer stopped".into()))?.map_err(WriteError)
+        answer
+            .await
+            .map_err(|_| WriteError("the writer stopped".into()))?
+            .map_err(WriteError)
     }
 }

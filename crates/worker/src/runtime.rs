@@ -143,7 +143,10 @@ impl Worker {
         }
         // Every finished job's outcome is reported before the worker stops.
         self.shared.outcomes.close();
-        if tokio::time::timeout(self.shutdown_grace, self.shared.outcomes.wait()).await.is_err() {
+        if tokio::time::timeout(self.shutdown_grace, self.shared.outcomes.wait())
+            .await
+            .is_err()
+        {
             self.shared.abort.cancel();
             tracing::warn!("outcome reports still pending at shutdown");
         }

@@ -1,0 +1,210 @@
+//! The worker runtime against a scripted reporter: the lease rule (no handler without an
+//! accepted `running`), outcome reports, retries of unavailable reports, and shutdown.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distriqueue_broker::InProcessBroker;
+use distriqueue_core::machine::JobRecord;
+use distriqueue_core::request::parse_job_request;
+use distriqueue_core::{
+    JobId, JobMessage, JobStatus, Millis, Refusal, Report, ReportKind, WorkerId,
+};
+use distriqueue_worker::{Handlers, ReportError, Reporter, Worker, WorkerConfig};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// Refuses `running` for the listed jobs, answers "unavailable" to the first `n_unavailable`
+/// reports, and records every report it accepted.
+#[derive(Default)]
+struct Script {
+    refuse: Vec<JobId>,
+    n_unavailable: Mutex<usize>,
+    accepted: Mutex<Vec<Report>>,
+}
+
+#[async_trait]
+impl Reporter for Script {
+    async fn report(&self, report: Report) -> Result<(), ReportError> {
+        {
+            let mut n_unavailable = self.n_unavailable.lock().expect("lock");
+            if *n_unavailable > 0 {
+                *n_unavailable -= 1;
+                return Err(ReportError::Unavailable("scripted".into()));
+            }
+        }
+        if report.kind == ReportKind::Running && self.refuse.contains(&report.job_id) {
+            return Err(ReportError::Refused(Refusal::LeaseHeld {
+                id: report.job_id,
+                attempt: 1,
+                holder: WorkerId("other".into()),
+            }));
+        }
+        self.accepted.lock().expect("lock").push(report);
+        Ok(())
+    }
+}
+
+fn message(job_type: &str, payload: serde_json::Value) -> JobMessage {
+    let spec = parse_job_request(
+        &json!({"type": job_type, "jobPriority": "HIGH", "payload": payload}),
+        "",
+    )
+    .expect("valid request");
+    JobRecord {
+        id: JobId::new_random(),
+        spec,
+        status: JobStatus::Queued,
+        version: 1,
+        attempt: 1,
+        worker_id: None,
+        result: None,
+        error_message: None,
+        retry_count: 0,
+        progress: None,
+        created_at: Millis(0),
+        started_at: None,
+        completed_at: None,
+        queued_seq: 1,
+    }
+    .message()
+}
+
+fn config(ledger: Option<std::path::PathBuf>) -> WorkerConfig {
+    WorkerConfig {
+        worker_id: WorkerId("w1".into()),
+        concurrency: 2,
+        ledger,
+        shutdown_grace: Duration::from_secs(5),
+    }
+}
+
+async fn wait_for_reports(script: &Script, n: usize) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while script.accepted.lock().expect("lock").len() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("reports arrive");
+}
+
+#[tokio::test]
+async fn refused_running_report_means_the_handler_never_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger.jsonl");
+    let broker = InProcessBroker::new();
+    let refused = message("echo", json!({"n": 1}));
+    let accepted = message("calculate", json!({"operation": "sum", "numbers": [1, 2]}));
+    let script = Arc::new(Script {
+        refuse: vec![refused.id],
+        n_unavailable: Mutex::new(1),
+        ..Script::default()
+    });
+    let worker = Worker::new(
+        config(Some(ledger.clone())),
+        Handlers::builtin(),
+        broker.clone(),
+        Arc::clone(&script) as Arc<dyn Reporter>,
+    )
+    .expect("worker");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    broker.publish_job(refused.clone());
+    broker.publish_job(accepted.clone());
+    wait_for_reports(&script, 2).await;
+    shutdown.cancel();
+    running.await.expect("worker stops");
+
+    let reports = script.accepted.lock().expect("lock").clone();
+    assert!(
+        reports.iter().all(|report| report.job_id == accepted.id),
+        "{reports:?}"
+    );
+    assert_eq!(reports[0].kind, ReportKind::Running);
+    assert_eq!(
+        reports[1].kind,
+        ReportKind::Completed {
+            result: json!({"sum": 3, "count": 2})
+        }
+    );
+    assert_eq!(reports[1].attempt, Some(1));
+    let ledger = std::fs::read_to_string(&ledger).expect("ledger");
+    assert!(
+        !ledger.contains(&refused.id.to_string()),
+        "the refused job ran: {ledger}"
+    );
+    assert_eq!(
+        ledger.lines().count(),
+        2,
+        "one start and one finish: {ledger}"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_and_unknown_types_are_permanent_failures() {
+    let broker = InProcessBroker::new();
+    let script = Arc::new(Script::default());
+    let worker = Worker::new(
+        config(None),
+        Handlers::builtin(),
+        broker.clone(),
+        Arc::clone(&script) as Arc<dyn Reporter>,
+    )
+    .expect("worker");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    broker.publish_job(message("nope", json!({})));
+    wait_for_reports(&script, 2).await;
+    broker.publish_job(message("sum", json!({"numbers": []})));
+    wait_for_reports(&script, 4).await;
+    shutdown.cancel();
+    running.await.expect("worker stops");
+    let failures: Vec<(String, bool)> = script
+        .accepted
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|report| match &report.kind {
+            ReportKind::Failed { error, permanent } => Some((error.clone(), *permanent)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    assert_eq!(
+        failures[0],
+        ("No handler for job type 'nope'".to_string(), true)
+    );
+    assert!(
+        failures[1].1 && failures[1].0.contains("numbers"),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_running_handler_finish_and_report() {
+    let broker = InProcessBroker::new();
+    let script = Arc::new(Script::default());
+    let worker = Worker::new(
+        config(None),
+        Handlers::builtin(),
+        broker.clone(),
+        Arc::clone(&script) as Arc<dyn Reporter>,
+    )
+    .expect("worker");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    broker.publish_job(message("sleep", json!({"ms": 300})));
+    wait_for_reports(&script, 1).await;
+    shutdown.cancel();
+    running.await.expect("worker stops");
+    let reports = script.accepted.lock().expect("lock").clone();
+    assert!(
+        matches!(
+            reports.last().map(|report| &report.kind),
+            Some(ReportKind::Completed { .. })
+        ),
+        "{reports:?}"
+    );
+}
