@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use distriqueue_client::{ClientError, GatewayClient};
-use distriqueue_core::Priority;
+use distriqueue_core::{JobStatus, Priority};
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -118,14 +118,15 @@ pub struct CancelArgs {
 /// Arguments of `distriqueue watch`.
 #[derive(clap::Args, Debug)]
 pub struct WatchArgs {
-    /// Only this job's updates (all jobs when absent)
+    /// Only this job: print its current state, then its updates, and stop once it is terminal
+    /// (all jobs, until Ctrl-C, when absent)
     pub id: Option<String>,
 }
 
 /// `submit`: `POST /api/jobs`, then prints the JobResponse as pretty JSON; with `--wait`, polls
 /// until the job is terminal and prints its final JobResponse instead. A job that ends FAILED,
-/// TIMEOUT or CANCELLED still returns `Ok` (its state is in the output); a job still not
-/// terminal after `--wait-timeout` is printed and returns an error.
+/// TIMEOUT or CANCELLED is printed and returns an error (exit code 1), as does a job still not
+/// terminal after `--wait-timeout`.
 pub async fn submit(server: &str, args: SubmitArgs) -> anyhow::Result<()> {
     let request = submit_request(&args)?;
     let client = client(server)?;
@@ -150,6 +151,10 @@ pub async fn submit(server: &str, args: SubmitArgs) -> anyhow::Result<()> {
             last.status,
             args.wait_timeout
         );
+    }
+    if last.status != JobStatus::Completed {
+        // Scripts can tell success from failure by the exit code.
+        bail!("job {id} ended {}", last.status);
     }
     Ok(())
 }
@@ -185,13 +190,22 @@ pub async fn cancel(server: &str, args: CancelArgs) -> anyhow::Result<()> {
 
 /// `watch`: `GET /api/jobs/stream` (`?jobId=` with an id); prints each event's `data` JSON on
 /// its own line as received (the `connected` event first), until the server closes the stream
-/// (`Ok`), the connection breaks (error) or Ctrl-C (`Ok`).
+/// (`Ok`), the connection breaks (error) or Ctrl-C (`Ok`). With an id it first prints the job's
+/// current state and stops once the job is terminal.
 pub async fn watch(server: &str, args: WatchArgs) -> anyhow::Result<()> {
     let client = client(server)?;
     let stream = client
         .watch(args.id.as_deref())
         .await
         .map_err(|err| explain(err, server))?;
+    if let Some(id) = &args.id {
+        // The job's current state first: updates before the stream opened are not replayed.
+        let job = client.get(id).await.map_err(|err| explain(err, server))?;
+        print_json(&job)?;
+        if job.status.is_terminal() {
+            return Ok(());
+        }
+    }
     let mut stream = std::pin::pin!(stream);
     let interrupted = tokio::signal::ctrl_c();
     let mut interrupted = std::pin::pin!(interrupted);
@@ -204,6 +218,9 @@ pub async fn watch(server: &str, args: WatchArgs) -> anyhow::Result<()> {
                     if !print_line(&event.data)? {
                         return Ok(());
                     }
+                    if args.id.is_some() && is_terminal_update(&event.data) {
+                        return Ok(());
+                    }
                 }
                 Some(Err(err)) => {
                     return Err(explain(err, server).context("the event stream broke"));
@@ -211,6 +228,19 @@ pub async fn watch(server: &str, args: WatchArgs) -> anyhow::Result<()> {
             },
         }
     }
+}
+
+/// True for a `job-update` whose `status` is terminal (watching one job ends there).
+fn is_terminal_update(data: &str) -> bool {
+    serde_json::from_str::<Value>(data)
+        .ok()
+        .and_then(|update| {
+            update
+                .get("status")
+                .and_then(Value::as_str)
+                .and_then(JobStatus::parse)
+        })
+        .is_some_and(JobStatus::is_terminal)
 }
 
 /// The JSON body of `POST /api/jobs` for `args`, checked locally: the priority must be one of

@@ -515,6 +515,69 @@ async fn bad_input_gets_contract_errors_and_stores_nothing() {
         live["count"], 0,
         "bad input reached the orchestrator: {live}"
     );
+
+    // The orchestrator API answers in the same JSON error shape.
+    for (url, expected) in [
+        (format!("{}/api/jobs?limit=-1", serve.orchestrator), 400),
+        (format!("{}/api/jobs?status=nope", serve.orchestrator), 400),
+        (format!("{}/api/jobs/abc/cancel", serve.orchestrator), 405),
+        (format!("{}/api/nothing", serve.orchestrator), 404),
+    ] {
+        let (status, body) = get(&client, &url).await;
+        assert_eq!(status, expected, "{url}: {body}");
+        assert!(body["error"].is_string(), "{url}: {body}");
+    }
+    let response = client
+        .post(format!("{}/api/jobs/not-a-uuid/cancel", serve.orchestrator))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orchestrator_reports_health_raft_status_and_live_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(dir.path(), &[]);
+    let client = http();
+    let (status, health) = get(&client, &format!("{}/api/health", serve.orchestrator)).await;
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (200, Some("UP")),
+        "{health}"
+    );
+    let (_, raft) = get(&client, &format!("{}/api/raft/status", serve.orchestrator)).await;
+    assert_eq!(
+        (raft["role"].as_str(), raft["leader"].as_u64()),
+        (Some("leader"), Some(1)),
+        "{raft}"
+    );
+    assert_eq!(raft["members"].as_array().map(Vec::len), Some(1), "{raft}");
+    let id = submit_ok(&client, &serve.gateway, &echo_job("LOW", 1)).await;
+    wait_terminal(&client, &serve.gateway, &id, DEADLINE).await;
+    let (_, live) = get(
+        &client,
+        &format!("{}/api/jobs?status=completed", serve.orchestrator),
+    )
+    .await;
+    let job = &live["jobs"][0];
+    assert_eq!(
+        (
+            job["id"].as_str(),
+            job["status"].as_str(),
+            job["priority"].as_u64()
+        ),
+        (Some(id.as_str()), Some("COMPLETED"), Some(1)),
+        "{live}"
+    );
+    let (_, raft) = get(&client, &format!("{}/api/raft/status", serve.orchestrator)).await;
+    assert!(raft["commitIndex"].as_u64() >= Some(3), "{raft}");
+    let response = client
+        .post(format!("{}/api/jobs/{id}/cancel", serve.orchestrator))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(response.status().as_u16(), 409);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::{JobId, JobStatus, WorkerId};
+use crate::model::{JobId, JobStatus, Priority, WorkerId};
 use crate::request::JobSpec;
 use crate::time::Millis;
 use crate::wire::{JobMessage, JobResponse, StatusEvent, WIRE_FORMAT};
@@ -239,6 +239,7 @@ impl JobRecord {
 pub struct Tombstone {
     pub id: JobId,
     pub job_type: String,
+    pub priority: Priority,
     pub status: JobStatus,
     pub attempt: u32,
     pub version: u64,
@@ -621,6 +622,7 @@ impl State {
             let tombstone = Tombstone {
                 id,
                 job_type: record.spec.job_type.clone(),
+                priority: record.spec.priority,
                 status: record.status,
                 attempt: record.attempt,
                 version: record.version,

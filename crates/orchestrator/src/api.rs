@@ -1,6 +1,7 @@
 //! The orchestrator's HTTP API for people and tools (CONTRACT.md, "Orchestrator"): health,
 //! live jobs, raft status, cancel. The worker protocol routes come with the distributed issue.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,22 @@ pub fn router(handle: OrchestratorHandle) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/cancel", post(cancel))
         .route("/api/raft/status", get(raft_status))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("No route for {method} {}", uri.path()),
+                )
+            },
+        )
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("Method {method} is not allowed on {}", uri.path()),
+                )
+            },
+        )
         .with_state(handle)
 }
 
@@ -43,8 +59,20 @@ struct LiveJobsQuery {
 
 async fn list_jobs(
     State(handle): State<OrchestratorHandle>,
-    Query(query): Query<LiveJobsQuery>,
+    query: Result<Query<LiveJobsQuery>, QueryRejection>,
 ) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "bad query: {}; limit and offset are non-negative integers",
+                    rejection.body_text()
+                ),
+            )
+        }
+    };
     let status = match query.status.as_deref().map(JobStatus::parse) {
         Some(None) => {
             return error(
@@ -72,6 +100,7 @@ async fn list_jobs(
         let held = state.tombstones().map(|job| {
             json!({
                 "id": job.id, "type": job.job_type, "status": job.status,
+                "priority": job.priority.number(),
                 "worker_id": job.worker_id,
                 "created_at": job.created_at.to_iso(),
                 "started_at": job.started_at.map(Millis::to_iso),
