@@ -60,8 +60,11 @@ pub enum OrchestratorError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the raft log: {0}")]
-    LogStore(#[from] redb::DatabaseError),
+    #[error("cannot open the raft log {path}: {source} (is another distriqueue using this data directory?)")]
+    LogStore {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
     #[error("raft: {0}")]
     Raft(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -152,7 +155,12 @@ impl Orchestrator {
             source,
         };
         std::fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
-        let log_store = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
+        let log_path = config.data_dir.join("raft-log.redb");
+        let log_store =
+            LogStore::open(&log_path).map_err(|source| OrchestratorError::LogStore {
+                path: log_path.clone(),
+                source,
+            })?;
         let state_machine = StateMachineStore::open(&config.data_dir, MachineConfig::default())
             .map_err(data_dir_error)?;
         let listener =
