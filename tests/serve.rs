@@ -271,24 +271,10 @@ async fn thousand_mixed_jobs_from_sixteen_clients_reach_their_expected_outcome_o
 #[tokio::test(flavor = "multi_thread")]
 async fn high_jobs_queued_after_low_ones_start_first_when_slots_are_busy() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = dir.path().join("ledger.jsonl");
-    let serve = Serve::start(
-        &dir.path().join("data"),
-        &[
-            "--concurrency",
-            "1",
-            "--ledger",
-            ledger.to_str().expect("utf-8"),
-        ],
-    );
+    let (serve, ledger) = start_with_ledger(dir.path(), &["--concurrency", "1"]);
     let client = http();
     let blocker = submit_ok(&client, &serve.gateway, &sleep_job(1_500, "LOW")).await;
-    wait_until(DEADLINE, "the blocker to start", || {
-        let ledger = ledger.clone();
-        let blocker = blocker.clone();
-        async move { starts_per_job(&ledger).contains_key(&blocker) }
-    })
-    .await;
+    wait_started(&ledger, &blocker).await;
     let mut low = Vec::new();
     for n in 0..5 {
         low.push(submit_ok(&client, &serve.gateway, &echo_job("LOW", n)).await);
@@ -399,16 +385,7 @@ async fn kill_minus_nine_then_restart_completes_every_accepted_job_without_rerun
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelled_queued_job_never_runs_and_cancel_of_completed_job_conflicts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = dir.path().join("ledger.jsonl");
-    let serve = Serve::start(
-        &dir.path().join("data"),
-        &[
-            "--concurrency",
-            "1",
-            "--ledger",
-            ledger.to_str().expect("utf-8"),
-        ],
-    );
+    let (serve, ledger) = start_with_ledger(dir.path(), &["--concurrency", "1"]);
     let client = http();
     let blocker = submit_ok(&client, &serve.gateway, &sleep_job(1_000, "HIGH")).await;
     let victim = submit_ok(&client, &serve.gateway, &echo_job("LOW", 1)).await;
@@ -660,12 +637,7 @@ async fn sigterm_lets_the_running_job_finish_then_exits_zero() {
     let mut serve = Serve::start(&data, &["--ledger", &ledger_arg]);
     let client = http();
     let id = submit_ok(&client, &serve.gateway, &sleep_job(1_500, "HIGH")).await;
-    wait_until(DEADLINE, "the job to start", || {
-        let ledger = ledger.clone();
-        let id = id.clone();
-        async move { starts_per_job(&ledger).contains_key(&id) }
-    })
-    .await;
+    wait_started(&ledger, &id).await;
     let status = serve.terminate();
     assert!(status.success(), "exit status {status:?}");
     let finished = read_ledger(&ledger)

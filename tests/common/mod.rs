@@ -82,6 +82,25 @@ impl Drop for Serve {
     }
 }
 
+/// Starts `serve` over `dir/data` with `args` and a ledger at `dir/ledger.jsonl`.
+pub fn start_with_ledger(dir: &Path, args: &[&str]) -> (Serve, PathBuf) {
+    let ledger = dir.join("ledger.jsonl");
+    let ledger_arg = ledger.to_str().expect("utf-8 path").to_string();
+    let mut all_args = args.to_vec();
+    all_args.extend(["--ledger", &ledger_arg]);
+    (Serve::start(&dir.join("data"), &all_args), ledger)
+}
+
+/// Waits until the ledger shows a start of job `id`.
+pub async fn wait_started(ledger: &Path, id: &str) {
+    wait_until(
+        Duration::from_secs(120),
+        "the job to start",
+        || async move { starts_per_job(ledger).contains_key(id) },
+    )
+    .await;
+}
+
 /// An HTTP client for the tests.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()

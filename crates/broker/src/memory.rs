@@ -151,7 +151,7 @@ impl EventReceiver {
 mod tests {
     use distriqueue_core::machine::JobRecord;
     use distriqueue_core::request::parse_job_request;
-    use distriqueue_core::{JobId, JobStatus, Millis};
+    use distriqueue_core::{JobId, Millis};
     use serde_json::json;
 
     use super::*;
@@ -159,23 +159,7 @@ mod tests {
     fn message(priority: &str, n: u128) -> JobMessage {
         let spec = parse_job_request(&json!({"type": "echo", "jobPriority": priority}), "")
             .expect("valid");
-        JobRecord {
-            id: JobId(uuid::Uuid::from_u128(n)),
-            spec,
-            status: JobStatus::Queued,
-            version: 1,
-            attempt: 1,
-            worker_id: None,
-            result: None,
-            error_message: None,
-            retry_count: 0,
-            progress: None,
-            created_at: Millis(0),
-            started_at: None,
-            completed_at: None,
-            queued_seq: 1,
-        }
-        .message()
+        JobRecord::queued(JobId(uuid::Uuid::from_u128(n)), spec, Millis(0)).message()
     }
 
     #[tokio::test]

@@ -168,6 +168,27 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A new job's record before its first change: QUEUED, attempt 1, version 0 (the register
+    /// change makes it 1).
+    pub fn queued(id: JobId, spec: JobSpec, created_at: Millis) -> JobRecord {
+        JobRecord {
+            id,
+            spec,
+            status: JobStatus::Queued,
+            version: 0,
+            attempt: 1,
+            worker_id: None,
+            result: None,
+            error_message: None,
+            retry_count: 0,
+            progress: None,
+            created_at,
+            started_at: None,
+            completed_at: None,
+            queued_seq: 0,
+        }
+    }
+
     /// The job's snapshot as clients see it.
     pub fn response(&self) -> JobResponse {
         let queue_time_ms = self
@@ -346,22 +367,7 @@ impl State {
                 return Err(Refusal::QueueFull { cap });
             }
         }
-        let record = JobRecord {
-            id,
-            spec: spec.clone(),
-            status: JobStatus::Queued,
-            version: 0,
-            attempt: 1,
-            worker_id: None,
-            result: None,
-            error_message: None,
-            retry_count: 0,
-            progress: None,
-            created_at: now,
-            started_at: None,
-            completed_at: None,
-            queued_seq: 0,
-        };
+        let record = JobRecord::queued(id, spec.clone(), now);
         self.n_waiting += 1;
         self.jobs.insert(id, record);
         let job = self.changed(now, id, true, effects);

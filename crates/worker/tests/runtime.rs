@@ -8,9 +8,7 @@ use async_trait::async_trait;
 use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::JobRecord;
 use distriqueue_core::request::parse_job_request;
-use distriqueue_core::{
-    JobId, JobMessage, JobStatus, Millis, Refusal, Report, ReportKind, WorkerId,
-};
+use distriqueue_core::{JobId, JobMessage, Millis, Refusal, Report, ReportKind, WorkerId};
 use distriqueue_worker::{Handlers, ReportError, Reporter, Worker, WorkerConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -52,23 +50,7 @@ fn message(job_type: &str, payload: serde_json::Value) -> JobMessage {
         "",
     )
     .expect("valid request");
-    JobRecord {
-        id: JobId::new_random(),
-        spec,
-        status: JobStatus::Queued,
-        version: 1,
-        attempt: 1,
-        worker_id: None,
-        result: None,
-        error_message: None,
-        retry_count: 0,
-        progress: None,
-        created_at: Millis(0),
-        started_at: None,
-        completed_at: None,
-        queued_seq: 1,
-    }
-    .message()
+    JobRecord::queued(JobId::new_random(), spec, Millis(0)).message()
 }
 
 fn config(ledger: Option<std::path::PathBuf>) -> WorkerConfig {
@@ -78,6 +60,25 @@ fn config(ledger: Option<std::path::PathBuf>) -> WorkerConfig {
         ledger,
         shutdown_grace: Duration::from_secs(5),
     }
+}
+
+/// Starts a two-slot worker on `broker` reporting to `script`; returns its shutdown token and task.
+fn start(
+    broker: &InProcessBroker,
+    script: &Arc<Script>,
+    ledger: Option<std::path::PathBuf>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let reporter = Arc::clone(script) as Arc<dyn Reporter>;
+    let worker = Worker::new(
+        config(ledger),
+        Handlers::builtin(),
+        broker.clone(),
+        reporter,
+    )
+    .expect("worker");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    (shutdown, running)
 }
 
 async fn wait_for_reports(script: &Script, n: usize) {
@@ -102,15 +103,7 @@ async fn refused_running_report_means_the_handler_never_runs() {
         n_unavailable: Mutex::new(1),
         ..Script::default()
     });
-    let worker = Worker::new(
-        config(Some(ledger.clone())),
-        Handlers::builtin(),
-        broker.clone(),
-        Arc::clone(&script) as Arc<dyn Reporter>,
-    )
-    .expect("worker");
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let (shutdown, running) = start(&broker, &script, Some(ledger.clone()));
     broker.publish_job(refused.clone());
     broker.publish_job(accepted.clone());
     wait_for_reports(&script, 2).await;
@@ -146,15 +139,7 @@ async fn refused_running_report_means_the_handler_never_runs() {
 async fn bad_input_and_unknown_types_are_permanent_failures() {
     let broker = InProcessBroker::new();
     let script = Arc::new(Script::default());
-    let worker = Worker::new(
-        config(None),
-        Handlers::builtin(),
-        broker.clone(),
-        Arc::clone(&script) as Arc<dyn Reporter>,
-    )
-    .expect("worker");
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let (shutdown, running) = start(&broker, &script, None);
     broker.publish_job(message("nope", json!({})));
     wait_for_reports(&script, 2).await;
     broker.publish_job(message("sum", json!({"numbers": []})));
@@ -186,15 +171,7 @@ async fn bad_input_and_unknown_types_are_permanent_failures() {
 async fn shutdown_lets_a_running_handler_finish_and_report() {
     let broker = InProcessBroker::new();
     let script = Arc::new(Script::default());
-    let worker = Worker::new(
-        config(None),
-        Handlers::builtin(),
-        broker.clone(),
-        Arc::clone(&script) as Arc<dyn Reporter>,
-    )
-    .expect("worker");
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let (shutdown, running) = start(&broker, &script, None);
     broker.publish_job(message("sleep", json!({"ms": 300})));
     wait_for_reports(&script, 1).await;
     shutdown.cancel();
