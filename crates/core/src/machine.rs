@@ -132,14 +132,17 @@ pub enum Effect {
 /// Settings that are part of the replicated state, so every node applies them alike.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineConfig {
-    /// How long a terminal job's tombstone is kept, in milliseconds.
+    /// How long a terminal job's tombstone is kept, in milliseconds (default 15 minutes). Late
+    /// reports for a job past it get 404 instead of 409 (both refuse); the gateway answers a
+    /// cancel of such a job with 409 from its read model. The idempotency issue ties this to the
+    /// key retention window.
     pub tombstone_retention_ms: i64,
 }
 
 impl Default for MachineConfig {
     fn default() -> MachineConfig {
         MachineConfig {
-            tombstone_retention_ms: 24 * 3600 * 1000,
+            tombstone_retention_ms: 15 * 60 * 1000,
         }
     }
 }
