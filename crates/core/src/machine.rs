@@ -291,6 +291,9 @@ pub struct State {
     published_upto: u64,
     /// Events past `published_upto`, oldest first, kept to publish again after a restart.
     unpublished: VecDeque<StatusEvent>,
+    /// The latest leader time applied: a new leader never stamps an earlier one.
+    #[serde(default)]
+    leader_time: Millis,
 }
 
 impl State {
@@ -305,6 +308,7 @@ impl State {
     /// Applies a batch in order: one outcome per command, effects in the order to carry out.
     pub fn apply(&mut self, batch: &Batch) -> (Vec<Outcome>, Vec<Effect>) {
         let mut effects = Vec::new();
+        self.leader_time = self.leader_time.max(batch.now);
         self.prune_tombstones(batch.now);
         let outcomes = batch
             .commands
@@ -523,6 +527,11 @@ impl State {
             self.tombstone_order.pop_front();
             self.tombstones.remove(&id);
         }
+    }
+
+    /// The latest leader time applied (epoch ms); proposers stamp no earlier time.
+    pub fn leader_time(&self) -> Millis {
+        self.leader_time
     }
 
     /// The live (non-terminal) job, if held.

@@ -57,7 +57,12 @@ async fn submit_job(
     let id = JobId::new_random();
     let job = match state.orchestrator.register(id, spec).await? {
         Some(job) => {
-            state.writer.write(vec![job.clone()]).await?;
+            // The job is committed: answering an error now would make the client submit it
+            // again under a new id. If the read model cannot take it yet, the event feed stores
+            // it later (it retries until stored).
+            if let Err(error) = state.writer.write(vec![job.clone()]).await {
+                tracing::warn!(job_id = %id, %error, "job committed but not yet in the read model");
+            }
             job
         }
         // The id is already known and finished: the read model has it.

@@ -47,7 +47,7 @@ impl OrchestratorConfig {
             node_id: 1,
             max_queued: Some(100_000),
             max_batch: 1024,
-            snapshot_every: 2_000,
+            snapshot_every: 20_000,
         }
     }
 }
@@ -220,12 +220,26 @@ impl Orchestrator {
             .await
             .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
 
+        // A barrier entry: once it is applied, so is every entry of the log found at start
+        // (openraft re-applies only up to the saved commit point; the rest is applied once this
+        // leader commits in its term). The lease scan of `serve` and `go_live` need that state.
+        raft.client_write(Batch {
+            now: Millis::now(),
+            commands: Vec::new(),
+        })
+        .await
+        .map_err(|error| OrchestratorError::Raft(format!("barrier entry: {error}")))?;
         let (effects_sender, effects) = mpsc::unbounded_channel();
         state_machine.go_live(effects_sender);
         let (proposals_sender, proposals) = mpsc::channel(16 * 1024);
         let tasks = vec![
             tokio::spawn(run_outbox(effects, broker)),
-            tokio::spawn(run_proposer(raft.clone(), proposals, config.max_batch)),
+            tokio::spawn(run_proposer(
+                raft.clone(),
+                proposals,
+                config.max_batch,
+                state_machine.read(State::leader_time),
+            )),
         ];
         let handle = OrchestratorHandle {
             proposals: proposals_sender,
@@ -298,14 +312,16 @@ async fn run_outbox(mut effects: mpsc::UnboundedReceiver<Vec<Effect>>, broker: I
 const MAX_IN_FLIGHT: usize = 1;
 
 /// Turns submitted commands into log entries: whatever is waiting (up to `max_batch`) becomes one
-/// entry stamped with the leader's time, never earlier than the previous entry's time.
+/// entry stamped with the leader's time, never earlier than any committed entry's time.
 async fn run_proposer(
     raft: Raft<TypeConfig>,
     mut proposals: mpsc::Receiver<Proposal>,
     max_batch: usize,
+    committed_time: Millis,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut last_now = Millis(0);
+    // Leader time never goes backwards, also across restarts and clock steps.
+    let mut last_now = committed_time;
     let mut waiting = Vec::with_capacity(max_batch);
     loop {
         // Wait for a free slot first, so everything that arrives meanwhile joins this entry:

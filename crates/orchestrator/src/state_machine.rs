@@ -66,7 +66,18 @@ impl StateMachineStore {
     ) -> Result<StateMachineStore, std::io::Error> {
         let snapshot_path = data_dir.join("snapshot.json");
         let snapshot: Option<SnapshotFile> = match std::fs::read(&snapshot_path) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(std::io::Error::other)?),
+            Ok(bytes) => {
+                let file: SnapshotFile =
+                    serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+                if file.format != SNAPSHOT_FORMAT {
+                    return Err(std::io::Error::other(format!(
+                        "{}: snapshot format {} is not {SNAPSHOT_FORMAT}",
+                        snapshot_path.display(),
+                        file.format
+                    )));
+                }
+                Some(file)
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(error) => return Err(error),
         };
@@ -144,17 +155,17 @@ impl StateMachineStore {
         Ok(())
     }
 
-    async fn persist(&self, file: &SnapshotFile) -> StorageResult<Vec<u8>> {
-        let bytes = serde_json::to_vec(file).map_err(snapshot_error)?;
+    /// Encodes and writes the snapshot file off the async threads; returns the file's bytes and
+    /// hands the file back.
+    async fn persist(&self, file: SnapshotFile) -> StorageResult<(Vec<u8>, SnapshotFile)> {
         let path = self.snapshot_path.clone();
-        let to_write = bytes.clone();
         tokio::task::spawn_blocking(move || {
-            StateMachineStore::write_snapshot_file(&path, &to_write)
+            let bytes = serde_json::to_vec(&file).map_err(snapshot_error)?;
+            StateMachineStore::write_snapshot_file(&path, &bytes).map_err(snapshot_error)?;
+            Ok((bytes, file))
         })
         .await
         .map_err(snapshot_error)?
-        .map_err(snapshot_error)?;
-        Ok(bytes)
     }
 }
 
@@ -176,7 +187,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 state: inner.state.clone(),
             }
         };
-        let bytes = self.persist(&file).await?;
+        let (bytes, file) = self.persist(file).await?;
         self.lock().current_snapshot = Some(file.meta.clone());
         Ok(Snapshot {
             meta: file.meta,
@@ -236,10 +247,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StorageResult<()> {
+        let bytes = snapshot.into_inner();
         let mut file: SnapshotFile =
-            serde_json::from_slice(snapshot.get_ref()).map_err(snapshot_error)?;
+            tokio::task::spawn_blocking(move || serde_json::from_slice(&bytes))
+                .await
+                .map_err(snapshot_error)?
+                .map_err(snapshot_error)?;
+        if file.format != SNAPSHOT_FORMAT {
+            return Err(snapshot_error(std::io::Error::other(format!(
+                "snapshot format {} is not {SNAPSHOT_FORMAT}",
+                file.format
+            ))));
+        }
         file.meta = meta.clone();
-        self.persist(&file).await?;
+        let (_, file) = self.persist(file).await?;
         let mut inner = self.lock();
         inner.state = file.state;
         inner.last_applied = meta.last_log_id;

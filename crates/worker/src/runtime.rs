@@ -218,7 +218,13 @@ impl Shared {
         if let Some(ledger) = &self.ledger {
             ledger.record("start", message.id, message.attempt, &self.worker_id);
         }
-        let outcome = self.run_handler(&message).await;
+        let Some(outcome) = self.run_handler(&message).await else {
+            // Stopped by shutdown: no outcome is reported, so the attempt stays leased to this
+            // worker and is dispatched again as a new attempt once the worker is declared lost
+            // (in `serve`, at the next start).
+            tracing::warn!(job_id = %message.id, attempt = message.attempt, "handler stopped by shutdown");
+            return;
+        };
         if let Some(ledger) = &self.ledger {
             ledger.record("finish", message.id, message.attempt, &self.worker_id);
         }
@@ -241,12 +247,17 @@ impl Shared {
         self.outcomes.spawn(report_outcome(reporter, abort, report));
     }
 
-    async fn run_handler(&self, message: &JobMessage) -> Result<serde_json::Value, HandlerError> {
+    /// Runs the handler for `message` within its execution timeout; `None` when the worker's
+    /// shutdown grace ran out first and the handler was stopped.
+    async fn run_handler(
+        &self,
+        message: &JobMessage,
+    ) -> Option<Result<serde_json::Value, HandlerError>> {
         let Some(handler) = self.handlers.find(&message.job_type) else {
-            return Err(HandlerError::Permanent(format!(
+            return Some(Err(HandlerError::Permanent(format!(
                 "No handler for job type '{}'",
                 message.job_type
-            )));
+            ))));
         };
         let context = JobContext {
             id: message.id,
@@ -261,18 +272,18 @@ impl Shared {
         let abort_handle = task.abort_handle();
         tokio::select! {
             joined = tokio::time::timeout(timeout, task) => match joined {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(join_error)) => Err(HandlerError::Retryable(format!("handler panicked: {join_error}"))),
+                Ok(Ok(outcome)) => Some(outcome),
+                Ok(Err(join_error)) => Some(Err(HandlerError::Retryable(format!("handler panicked: {join_error}")))),
                 Err(_) => {
                     abort_handle.abort();
-                    Err(HandlerError::Retryable(format!("execution timed out after {} s", timeout.as_secs())))
+                    Some(Err(HandlerError::Retryable(format!("execution timed out after {} s", timeout.as_secs()))))
                 }
             },
             () = self.abort.cancelled() => {
                 // Give the handler a moment to see its token, then stop it.
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 abort_handle.abort();
-                Err(HandlerError::Retryable("worker shut down before the handler finished".into()))
+                None
             }
         }
     }
