@@ -650,3 +650,59 @@ async fn sigterm_lets_the_running_job_finish_then_exits_zero() {
     assert_eq!(job["jobStatus"], "COMPLETED");
     assert_eq!(starts_per_job(&ledger).get(&id), Some(&1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_minus_nine_mid_burst_then_restart_brings_the_read_model_level_with_the_orchestrator()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut serve = Serve::start(&data, &["--concurrency", "4"]);
+    let client = http();
+    let mut ids = Vec::new();
+    for n in 0..400 {
+        ids.push(submit_ok(&client, &serve.gateway, &echo_job("MEDIUM", n)).await);
+    }
+    // Kill while jobs are completing, so committed events are still on their way to the read
+    // model.
+    let completed_url = format!(
+        "{}/api/jobs?status=COMPLETED&limit=1000",
+        serve.orchestrator
+    );
+    wait_until(DEADLINE, "some jobs to complete", || {
+        let client = client.clone();
+        let url = completed_url.clone();
+        async move { get(&client, &url).await.1["count"].as_u64() >= Some(50) }
+    })
+    .await;
+    serve.kill();
+
+    let serve = Serve::start(&data, &["--concurrency", "4"]);
+    for id in &ids {
+        let job = wait_terminal(&client, &serve.gateway, id, DEADLINE).await;
+        assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    }
+    let (_, held) = get(
+        &client,
+        &format!("{}/api/jobs?limit=1000", serve.orchestrator),
+    )
+    .await;
+    let versions: HashMap<String, u64> = held["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|job| {
+            (
+                job["id"].as_str().unwrap_or("").to_string(),
+                job["version"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    for id in &ids {
+        let (_, job) = get(&client, &format!("{}/api/jobs/{id}", serve.gateway)).await;
+        assert_eq!(
+            job["version"].as_u64(),
+            versions.get(id).copied(),
+            "read model and orchestrator differ for {id}: {job}"
+        );
+    }
+}
