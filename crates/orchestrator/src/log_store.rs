@@ -252,3 +252,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use distriqueue_core::machine::MachineConfig;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+    use crate::state_machine::StateMachineStore;
+
+    /// Builds a fresh log store and state machine in a temporary directory for each test.
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for Builder {
+        async fn build(&self) -> StorageResult<(tempfile::TempDir, LogStore, StateMachineStore)> {
+            let dir = tempfile::tempdir().map_err(write_error)?;
+            let log_store =
+                LogStore::open(&dir.path().join("raft-log.redb")).map_err(write_error)?;
+            let state_machine = StateMachineStore::open(dir.path(), MachineConfig::default())
+                .map_err(write_error)?;
+            Ok((dir, log_store, state_machine))
+        }
+    }
+
+    /// openraft's own storage test suite against our log store and state machine (DESIGN.md,
+    /// "Tests").
+    #[test]
+    fn openraft_storage_suite_passes() -> StorageResult<()> {
+        Suite::test_all(Builder)
+    }
+}
