@@ -296,37 +296,17 @@ impl Store {
             .map(JobRow::new)
             .collect::<Result<Vec<_>, _>>()?;
 
+        if rows.len() <= UPSERT_ROWS_PER_STATEMENT {
+            // One statement is atomic on its own: no transaction round trips.
+            upsert_statement(&rows)
+                .build()
+                .execute(&self.writer)
+                .await?;
+            return Ok(());
+        }
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in rows.chunks(UPSERT_ROWS_PER_STATEMENT) {
-            let mut sql = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO jobs (id, version, job_type, priority, status, status_rank, \
-                 worker_id, created_at, started_at, completed_at, snapshot, format) ",
-            );
-            sql.push_values(chunk, |mut values, row| {
-                values
-                    .push_bind(row.id.as_str())
-                    .push_bind(row.version)
-                    .push_bind(row.job_type)
-                    .push_bind(row.priority)
-                    .push_bind(row.status)
-                    .push_bind(row.status_rank)
-                    .push_bind(row.worker_id)
-                    .push_bind(row.created_at)
-                    .push_bind(row.started_at)
-                    .push_bind(row.completed_at)
-                    .push_bind(row.snapshot.as_str())
-                    .push_bind(SNAPSHOT_FORMAT);
-            });
-            sql.push(
-                " ON CONFLICT(id) DO UPDATE SET version = excluded.version, \
-                 job_type = excluded.job_type, priority = excluded.priority, \
-                 status = excluded.status, status_rank = excluded.status_rank, \
-                 worker_id = excluded.worker_id, created_at = excluded.created_at, \
-                 started_at = excluded.started_at, completed_at = excluded.completed_at, \
-                 snapshot = excluded.snapshot, format = excluded.format \
-                 WHERE excluded.version > jobs.version",
-            );
-            sql.build().execute(&mut *tx).await?;
+            upsert_statement(chunk).build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -415,4 +395,38 @@ impl Store {
         }
         Ok(versions)
     }
+}
+
+/// One multi-row `INSERT ... ON CONFLICT DO UPDATE ... WHERE excluded.version > jobs.version`
+/// for `rows` (at most [`UPSERT_ROWS_PER_STATEMENT`]).
+fn upsert_statement(rows: &[JobRow]) -> QueryBuilder<Sqlite> {
+    let mut sql = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO jobs (id, version, job_type, priority, status, status_rank, \
+         worker_id, created_at, started_at, completed_at, snapshot, format) ",
+    );
+    sql.push_values(rows, |mut values, row| {
+        values
+            .push_bind(row.id.as_str())
+            .push_bind(row.version)
+            .push_bind(row.job_type)
+            .push_bind(row.priority)
+            .push_bind(row.status)
+            .push_bind(row.status_rank)
+            .push_bind(row.worker_id)
+            .push_bind(row.created_at)
+            .push_bind(row.started_at)
+            .push_bind(row.completed_at)
+            .push_bind(row.snapshot.as_str())
+            .push_bind(SNAPSHOT_FORMAT);
+    });
+    sql.push(
+        " ON CONFLICT(id) DO UPDATE SET version = excluded.version, \
+         job_type = excluded.job_type, priority = excluded.priority, \
+         status = excluded.status, status_rank = excluded.status_rank, \
+         worker_id = excluded.worker_id, created_at = excluded.created_at, \
+         started_at = excluded.started_at, completed_at = excluded.completed_at, \
+         snapshot = excluded.snapshot, format = excluded.format \
+         WHERE excluded.version > jobs.version",
+    );
+    sql
 }
