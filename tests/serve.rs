@@ -273,7 +273,7 @@ async fn high_jobs_queued_after_low_ones_start_first_when_slots_are_busy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (serve, ledger) = start_with_ledger(dir.path(), &["--concurrency", "1"]);
     let client = http();
-    let blocker = submit_ok(&client, &serve.gateway, &sleep_job(1_500, "LOW")).await;
+    let blocker = submit_ok(&client, &serve.gateway, &sleep_job(3_000, "LOW")).await;
     wait_started(&ledger, &blocker).await;
     let mut low = Vec::new();
     for n in 0..5 {
@@ -387,7 +387,7 @@ async fn cancelled_queued_job_never_runs_and_cancel_of_completed_job_conflicts()
     let dir = tempfile::tempdir().expect("tempdir");
     let (serve, ledger) = start_with_ledger(dir.path(), &["--concurrency", "1"]);
     let client = http();
-    let blocker = submit_ok(&client, &serve.gateway, &sleep_job(1_000, "HIGH")).await;
+    let blocker = submit_ok(&client, &serve.gateway, &sleep_job(3_000, "HIGH")).await;
     let victim = submit_ok(&client, &serve.gateway, &echo_job("LOW", 1)).await;
     let response = client
         .post(format!("{}/api/jobs/{victim}/cancel", serve.gateway))
