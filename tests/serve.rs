@@ -706,3 +706,30 @@ async fn kill_minus_nine_mid_burst_then_restart_brings_the_read_model_level_with
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_of_running_job_stops_its_handler_and_frees_the_slot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (serve, ledger) = start_with_ledger(dir.path(), &["--concurrency", "1"]);
+    let client = http();
+    let sleeper = submit_ok(&client, &serve.gateway, &sleep_job(60_000, "HIGH")).await;
+    wait_started(&ledger, &sleeper).await;
+    let response = client
+        .post(format!("{}/api/jobs/{sleeper}/cancel", serve.gateway))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(response.status().as_u16(), 200);
+    // With one slot, the next job runs only once the cancelled handler has stopped.
+    let next = submit_ok(&client, &serve.gateway, &echo_job("LOW", 1)).await;
+    let job = wait_terminal(&client, &serve.gateway, &next, DEADLINE).await;
+    assert_eq!(job["jobStatus"], "COMPLETED");
+    let lines: Vec<String> = read_ledger(&ledger)
+        .into_iter()
+        .filter(|line| line.job_id == sleeper)
+        .map(|line| line.event)
+        .collect();
+    assert_eq!(lines, ["start"], "the cancelled handler must not finish");
+    let (_, job) = get(&client, &format!("{}/api/jobs/{sleeper}", serve.gateway)).await;
+    assert_eq!(job["jobStatus"], "CANCELLED", "{job}");
+}

@@ -1,10 +1,10 @@
-//! The in-process broker: four FIFO queues consumed highest priority first, and a lossless
-//! event channel.
+//! The in-process broker: four FIFO queues consumed highest priority first, a control queue per
+//! worker, and a lossless event channel.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use distriqueue_core::{JobMessage, Priority, StatusEvent};
+use distriqueue_core::{ControlMessage, JobMessage, Priority, StatusEvent, WorkerId};
 use tokio::sync::{mpsc, Notify};
 
 /// Jobs by priority, highest first within `Priority::HIGHEST_FIRST` order; FIFO within one.
@@ -29,6 +29,8 @@ pub struct InProcessBroker {
     job_ready: Arc<Notify>,
     events: mpsc::UnboundedSender<StatusEvent>,
     event_receiver: Arc<Mutex<Option<mpsc::UnboundedReceiver<StatusEvent>>>>,
+    /// Each worker's control queue, by worker id (CONTRACT.md `control.exchange`).
+    controls: Arc<Mutex<HashMap<WorkerId, mpsc::UnboundedSender<ControlMessage>>>>,
 }
 
 impl Default for InProcessBroker {
@@ -46,6 +48,7 @@ impl InProcessBroker {
             job_ready: Arc::new(Notify::new()),
             events,
             event_receiver: Arc::new(Mutex::new(Some(event_receiver))),
+            controls: Arc::default(),
         }
     }
 
@@ -119,6 +122,37 @@ impl InProcessBroker {
             // The receiver lives as long as the gateway; after it is gone nobody needs events.
             let _ = self.events.send(event);
         }
+    }
+
+    /// Routes a control message to its worker's queue. A message for a worker without a queue is
+    /// dropped: that worker is gone, and its lease goes with it.
+    pub fn publish_control(&self, message: ControlMessage) {
+        let controls = self
+            .controls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match controls.get(message.worker_id()) {
+            Some(queue) => {
+                let _ = queue.send(message);
+            }
+            None => {
+                tracing::debug!(worker_id = %message.worker_id(), "no control queue for worker")
+            }
+        }
+    }
+
+    /// The control queue of `worker_id` (one per worker; a second call replaces the first).
+    pub fn control_receiver(
+        &self,
+        worker_id: &WorkerId,
+    ) -> mpsc::UnboundedReceiver<ControlMessage> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let mut controls = self
+            .controls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        controls.insert(worker_id.clone(), sender);
+        receiver
     }
 
     /// The single consumer of lifecycle events (the read model's feed). `None` when it was

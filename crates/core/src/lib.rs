@@ -10,4 +10,4 @@ pub mod wire;
 pub use machine::{Batch, Command, Effect, Outcome, Refusal, Report, ReportKind, State};
 pub use model::{JobId, JobStatus, Priority, WorkerId};
 pub use time::Millis;
-pub use wire::{JobMessage, JobResponse, StatusEvent};
+pub use wire::{ControlMessage, JobMessage, JobResponse, StatusEvent};

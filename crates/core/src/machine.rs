@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::model::{JobId, JobStatus, Priority, WorkerId};
 use crate::request::JobSpec;
 use crate::time::Millis;
-use crate::wire::{JobMessage, JobResponse, StatusEvent, WIRE_FORMAT};
+use crate::wire::{ControlMessage, JobMessage, JobResponse, StatusEvent, WIRE_FORMAT};
 
 /// One log entry's worth of commands, stamped with the leader's time when it was proposed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +125,9 @@ pub struct Applied {
 pub enum Effect {
     /// Publish the attempt to the job queue of its priority.
     Dispatch(Box<JobMessage>),
+    /// Tell the worker holding the attempt's lease to stop its handler (CONTRACT.md
+    /// `control.exchange`, routing key = worker id).
+    StopAttempt(ControlMessage),
     /// Publish the lifecycle event (read model, SSE).
     Emit(Box<StatusEvent>),
 }
@@ -472,6 +475,13 @@ impl State {
         };
         if matches!(record.status, JobStatus::Pending | JobStatus::Queued) {
             self.n_waiting -= 1;
+        }
+        if let (JobStatus::Running, Some(worker_id)) = (record.status, &record.worker_id) {
+            effects.push(Effect::StopAttempt(ControlMessage::Cancel {
+                worker_id: worker_id.clone(),
+                job_id: id,
+                attempt: record.attempt,
+            }));
         }
         record.status = JobStatus::Cancelled;
         record.completed_at = Some(now);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::model::{JobId, JobStatus, Priority};
+use crate::model::{JobId, JobStatus, Priority, WorkerId};
 
 /// Current format tag of [`JobMessage`] and [`StatusEvent`].
 pub const WIRE_FORMAT: u32 = 1;
@@ -141,6 +141,31 @@ pub struct StatusEvent {
     pub job: JobResponse,
     #[serde(default = "default_format")]
     pub format: u32,
+}
+
+/// A control message for one worker (CONTRACT.md `control.exchange`: routing key = worker id,
+/// body `{"type":"cancel","jobId","attempt"}`, plus `workerId`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ControlMessage {
+    /// Stop the handler of this attempt: the job was cancelled.
+    Cancel {
+        /// The lease holder (also the routing key).
+        #[serde(rename = "workerId")]
+        worker_id: WorkerId,
+        #[serde(rename = "jobId")]
+        job_id: JobId,
+        attempt: u32,
+    },
+}
+
+impl ControlMessage {
+    /// The worker the message is for.
+    pub fn worker_id(&self) -> &WorkerId {
+        match self {
+            ControlMessage::Cancel { worker_id, .. } => worker_id,
+        }
+    }
 }
 
 fn default_format() -> u32 {

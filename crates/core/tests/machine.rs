@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use distriqueue_core::machine::{Applied, MachineConfig};
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{
-    Batch, Command, Effect, JobId, JobStatus, Millis, Outcome, Refusal, Report, ReportKind, State,
-    WorkerId,
+    Batch, Command, ControlMessage, Effect, JobId, JobStatus, Millis, Outcome, Refusal, Report,
+    ReportKind, State, WorkerId,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -188,6 +188,33 @@ fn cancel_is_final_and_refused_when_terminal() {
 }
 
 #[test]
+fn cancel_of_running_job_tells_its_worker_to_stop() {
+    let mut state = State::default();
+    step(&mut state, 0, register(0));
+    step(&mut state, 1, report(0, Some(1), 2, ReportKind::Running));
+    let (outcome, effects) = apply(&mut state, 2, Command::Cancel { id: job_id(0) });
+    assert_eq!(status_of(&outcome), JobStatus::Cancelled);
+    assert_eq!(
+        effects[0],
+        Effect::StopAttempt(ControlMessage::Cancel {
+            worker_id: worker(2),
+            job_id: job_id(0),
+            attempt: 1
+        })
+    );
+    assert!(matches!(&effects[1], Effect::Emit(event) if event.status == JobStatus::Cancelled));
+    // A queued job has no worker to tell.
+    step(&mut state, 3, register(1));
+    let (_, effects) = apply(&mut state, 4, Command::Cancel { id: job_id(1) });
+    assert!(
+        effects
+            .iter()
+            .all(|effect| matches!(effect, Effect::Emit(_))),
+        "{effects:?}"
+    );
+}
+
+#[test]
 fn register_is_idempotent_and_capped() {
     let mut state = State::default();
     step(&mut state, 0, register(0));
@@ -359,6 +386,12 @@ proptest! {
             for effect in &effects {
                 match effect {
                     Effect::Dispatch(message) => { dispatched.insert((message.id, message.attempt)); }
+                    // A stop goes to the lease holder of the attempt, and only on cancel.
+                    Effect::StopAttempt(ControlMessage::Cancel { worker_id, job_id, attempt }) => {
+                        let is_cancel = matches!(command, Command::Cancel { .. });
+                        prop_assert!(is_cancel, "stop from {:?}", command);
+                        prop_assert_eq!(leases.get(&(*job_id, *attempt)), Some(worker_id));
+                    }
                     Effect::Emit(event) => {
                         prop_assert!(event.seq > last_seq);
                         last_seq = event.seq;

@@ -299,6 +299,7 @@ async fn run_outbox(mut effects: mpsc::UnboundedReceiver<Vec<Effect>>, broker: I
         for effect in batch.drain(..).flatten() {
             match effect {
                 Effect::Dispatch(message) => broker.publish_job(*message),
+                Effect::StopAttempt(control) => broker.publish_control(control),
                 Effect::Emit(event) => events.push(*event),
             }
         }

@@ -1,13 +1,15 @@
 //! The worker runtime: job slots that take messages highest priority first, take the lease with
 //! a `running` report, run the handler only once that report is accepted, and report the outcome.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use distriqueue_broker::InProcessBroker;
-use distriqueue_core::{JobMessage, Refusal, Report, ReportKind, WorkerId};
+use distriqueue_core::{ControlMessage, JobId, JobMessage, Refusal, Report, ReportKind, WorkerId};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,6 +66,8 @@ pub struct Worker {
     shared: Arc<Shared>,
     concurrency: usize,
     shutdown_grace: Duration,
+    /// Cancels for this worker's attempts (CONTRACT.md `control.exchange`).
+    controls: mpsc::UnboundedReceiver<ControlMessage>,
 }
 
 struct Shared {
@@ -76,7 +80,12 @@ struct Shared {
     abort: CancellationToken,
     /// Outcome reports still being committed.
     outcomes: TaskTracker,
+    /// The stop token of every attempt this worker holds, from its `running` report on.
+    running: Mutex<HashMap<(JobId, u32), CancellationToken>>,
 }
+
+/// How long a handler told to stop (cancel, shutdown) may take before it is aborted.
+const HANDLER_STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// Pause between two tries of a report the orchestrator could not take.
 const REPORT_RETRY: Duration = Duration::from_millis(200);
@@ -99,6 +108,7 @@ impl Worker {
             })?),
             None => None,
         };
+        let controls = broker.control_receiver(&config.worker_id);
         let shared = Shared {
             worker_id: config.worker_id,
             handlers,
@@ -107,25 +117,41 @@ impl Worker {
             ledger,
             abort: CancellationToken::new(),
             outcomes: TaskTracker::new(),
+            running: Mutex::default(),
         };
         Ok(Worker {
             shared: Arc::new(shared),
             concurrency: config.concurrency,
             shutdown_grace: config.shutdown_grace,
+            controls,
         })
     }
 
     /// Runs the slots until `shutdown` is cancelled; then takes no new job, lets running ones
     /// finish and report within the shutdown grace, and aborts what is left after it.
     pub async fn run(self, shutdown: CancellationToken) {
+        let Worker {
+            shared,
+            concurrency,
+            shutdown_grace,
+            mut controls,
+        } = self;
+        let control_loop = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move {
+                while let Some(control) = controls.recv().await {
+                    shared.stop(&control);
+                }
+            }
+        });
         let mut slots = JoinSet::new();
-        for _ in 0..self.concurrency {
-            let shared = Arc::clone(&self.shared);
+        for _ in 0..concurrency {
+            let slot = Arc::clone(&shared);
             let shutdown = shutdown.clone();
-            slots.spawn(async move { shared.run_slot(shutdown).await });
+            slots.spawn(async move { slot.run_slot(shutdown).await });
         }
         shutdown.cancelled().await;
-        let drained = tokio::time::timeout(self.shutdown_grace, async {
+        let drained = tokio::time::timeout(shutdown_grace, async {
             while slots.join_next().await.is_some() {}
         })
         .await;
@@ -134,7 +160,7 @@ impl Worker {
                 n_running = slots.len(),
                 "shutdown grace over: stopping running handlers"
             );
-            self.shared.abort.cancel();
+            shared.abort.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 while slots.join_next().await.is_some() {}
             })
@@ -142,14 +168,15 @@ impl Worker {
             slots.abort_all();
         }
         // Every finished job's outcome is reported before the worker stops.
-        self.shared.outcomes.close();
-        if tokio::time::timeout(self.shutdown_grace, self.shared.outcomes.wait())
+        shared.outcomes.close();
+        if tokio::time::timeout(shutdown_grace, shared.outcomes.wait())
             .await
             .is_err()
         {
-            self.shared.abort.cancel();
+            shared.abort.cancel();
             tracing::warn!("outcome reports still pending at shutdown");
         }
+        control_loop.abort();
     }
 }
 
@@ -173,7 +200,54 @@ async fn report_outcome(reporter: Arc<dyn Reporter>, abort: CancellationToken, r
     }
 }
 
+/// Removes an attempt's stop token when its processing ends, however it ends.
+struct RunningGuard<'a> {
+    shared: &'a Shared,
+    key: (JobId, u32),
+    token: CancellationToken,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.lock_running().remove(&self.key);
+    }
+}
+
 impl Shared {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<(JobId, u32), CancellationToken>> {
+        // Insert and remove only: a poisoned map is still consistent.
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers the attempt's stop token (a child of the shutdown abort) before its lease is
+    /// asked for, so a cancel that follows the lease always finds it.
+    fn register_running(&self, message: &JobMessage) -> RunningGuard<'_> {
+        let key = (message.id, message.attempt);
+        let token = self.abort.child_token();
+        self.lock_running().insert(key, token.clone());
+        RunningGuard {
+            shared: self,
+            key,
+            token,
+        }
+    }
+
+    /// Stops the handler a control message names, if this worker runs it.
+    fn stop(&self, control: &ControlMessage) {
+        match control {
+            ControlMessage::Cancel {
+                job_id, attempt, ..
+            } => {
+                if let Some(token) = self.lock_running().get(&(*job_id, *attempt)) {
+                    tracing::info!(job_id = %job_id, attempt, "job cancelled: stopping its handler");
+                    token.cancel();
+                }
+            }
+        }
+    }
+
     async fn run_slot(&self, shutdown: CancellationToken) {
         loop {
             let message = tokio::select! {
@@ -196,6 +270,7 @@ impl Shared {
             worker_id: self.worker_id.clone(),
             kind,
         };
+        let running = self.register_running(&message);
         // The lease rule: start only after `running` is accepted; drop the message on refusal.
         loop {
             match self.reporter.report(report(ReportKind::Running)).await {
@@ -218,11 +293,11 @@ impl Shared {
         if let Some(ledger) = &self.ledger {
             ledger.record("start", message.id, message.attempt, &self.worker_id);
         }
-        let Some(outcome) = self.run_handler(&message).await else {
-            // Stopped by shutdown: no outcome is reported, so the attempt stays leased to this
-            // worker and is dispatched again as a new attempt once the worker is declared lost
-            // (in `serve`, at the next start).
-            tracing::warn!(job_id = %message.id, attempt = message.attempt, "handler stopped by shutdown");
+        let Some(outcome) = self.run_handler(&message, &running.token).await else {
+            // Stopped: by a cancel (the job is CANCELLED already), or by shutdown (no outcome is
+            // reported, so the attempt stays leased to this worker and is dispatched again as a
+            // new attempt once the worker is declared lost; in `serve`, at the next start).
+            tracing::info!(job_id = %message.id, attempt = message.attempt, "handler stopped");
             return;
         };
         if let Some(ledger) = &self.ledger {
@@ -247,11 +322,13 @@ impl Shared {
         self.outcomes.spawn(report_outcome(reporter, abort, report));
     }
 
-    /// Runs the handler for `message` within its execution timeout; `None` when the worker's
-    /// shutdown grace ran out first and the handler was stopped.
+    /// Runs the handler for `message` within its execution timeout; `None` when `job_token` fired
+    /// first (the job was cancelled, or the worker's shutdown grace ran out) and the handler was
+    /// stopped.
     async fn run_handler(
         &self,
         message: &JobMessage,
+        job_token: &CancellationToken,
     ) -> Option<Result<serde_json::Value, HandlerError>> {
         let Some(handler) = self.handlers.find(&message.job_type) else {
             return Some(Err(HandlerError::Permanent(format!(
@@ -264,25 +341,33 @@ impl Shared {
             job_type: message.job_type.clone(),
             payload: message.payload.clone(),
             attempt: message.attempt,
-            cancel: self.abort.child_token(),
+            cancel: job_token.clone(),
         };
         let timeout = Duration::from_secs(message.execution_timeout.max(1));
         // The handler runs in its own task so a panic in user code fails the job, not the slot.
-        let task = tokio::spawn(async move { handler.handle(context).await });
-        let abort_handle = task.abort_handle();
-        tokio::select! {
-            joined = tokio::time::timeout(timeout, task) => match joined {
-                Ok(Ok(outcome)) => Some(outcome),
-                Ok(Err(join_error)) => Some(Err(HandlerError::Retryable(format!("handler panicked: {join_error}")))),
-                Err(_) => {
-                    abort_handle.abort();
-                    Some(Err(HandlerError::Retryable(format!("execution timed out after {} s", timeout.as_secs()))))
-                }
-            },
-            () = self.abort.cancelled() => {
+        let mut task = tokio::spawn(async move { handler.handle(context).await });
+        let finished = tokio::select! {
+            joined = tokio::time::timeout(timeout, &mut task) => Some(joined),
+            () = job_token.cancelled() => None,
+        };
+        match finished {
+            // Cancelled (or shut down) while the handler was finishing: its outcome is moot.
+            Some(_) if job_token.is_cancelled() => None,
+            Some(Ok(Ok(outcome))) => Some(outcome),
+            Some(Ok(Err(join_error))) => Some(Err(HandlerError::Retryable(format!(
+                "handler panicked: {join_error}"
+            )))),
+            Some(Err(_)) => {
+                task.abort();
+                Some(Err(HandlerError::Retryable(format!(
+                    "execution timed out after {} s",
+                    timeout.as_secs()
+                ))))
+            }
+            None => {
                 // Give the handler a moment to see its token, then stop it.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                abort_handle.abort();
+                let _ = tokio::time::timeout(HANDLER_STOP_GRACE, &mut task).await;
+                task.abort();
                 None
             }
         }

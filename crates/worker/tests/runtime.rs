@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::JobRecord;
 use distriqueue_core::request::parse_job_request;
-use distriqueue_core::{JobId, JobMessage, Millis, Refusal, Report, ReportKind, WorkerId};
+use distriqueue_core::{
+    ControlMessage, JobId, JobMessage, Millis, Refusal, Report, ReportKind, WorkerId,
+};
 use distriqueue_worker::{Handlers, ReportError, Reporter, Worker, WorkerConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -184,4 +186,42 @@ async fn shutdown_lets_a_running_handler_finish_and_report() {
         ),
         "{reports:?}"
     );
+}
+
+#[tokio::test]
+async fn cancel_stops_the_running_handler_and_reports_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger.jsonl");
+    let broker = InProcessBroker::new();
+    let script = Arc::new(Script::default());
+    let (shutdown, running) = start(&broker, &script, Some(ledger.clone()));
+    let sleeper = message("sleep", json!({"ms": 60_000}));
+    broker.publish_job(sleeper.clone());
+    wait_for_reports(&script, 1).await;
+    broker.publish_control(ControlMessage::Cancel {
+        worker_id: WorkerId("w1".into()),
+        job_id: sleeper.id,
+        attempt: 1,
+    });
+    // The slot is free again: the next job runs and completes.
+    let next = message("echo", json!({}));
+    broker.publish_job(next.clone());
+    wait_for_reports(&script, 3).await;
+    shutdown.cancel();
+    running.await.expect("worker stops");
+    let reports = script.accepted.lock().expect("lock").clone();
+    assert!(
+        reports
+            .iter()
+            .filter(|report| report.job_id == sleeper.id)
+            .all(|report| report.kind == ReportKind::Running),
+        "{reports:?}"
+    );
+    let ledger = std::fs::read_to_string(&ledger).expect("ledger");
+    let sleeper_lines: Vec<&str> = ledger
+        .lines()
+        .filter(|line| line.contains(&sleeper.id.to_string()))
+        .collect();
+    assert_eq!(sleeper_lines.len(), 1, "started, never finished: {ledger}");
+    assert!(sleeper_lines[0].contains("\"start\""), "{ledger}");
 }
