@@ -41,7 +41,7 @@ impl FakeOrchestrator {
         self.broker
             .publish_events(effects.into_iter().filter_map(|effect| match effect {
                 Effect::Emit(event) => Some(*event),
-                Effect::Dispatch(_) => None,
+                Effect::Dispatch(_) | Effect::StopAttempt(_) => None,
             }));
         let outcome = outcomes
             .into_iter()
