@@ -5,8 +5,6 @@
 //! `curl -X POST localhost:8082/api/jobs -H 'Content-Type: application/json' \
 //!   -d '{"type":"greet","jobPriority":"HIGH","payload":{"name":"Ada"}}'`.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use distriqueue::ServeConfig;
 use distriqueue_worker::{Handler, HandlerError, Handlers, JobContext};
@@ -32,16 +30,7 @@ impl Handler for Greet {
 async fn main() -> anyhow::Result<()> {
     let mut handlers = Handlers::builtin();
     handlers.register("greet", Greet);
-    let config = ServeConfig {
-        gateway_addr: "127.0.0.1:8082".parse()?,
-        orchestrator_addr: "127.0.0.1:8081".parse()?,
-        concurrency: 4,
-        data_dir: "./data".into(),
-        shutdown_grace: Duration::from_secs(30),
-        ledger: None,
-        max_body_bytes: 1024 * 1024,
-        max_queued_jobs: 100_000,
-    };
+    let config = ServeConfig::new("./data");
     let shutdown = CancellationToken::new();
     let served = distriqueue::serve::start(config, handlers, shutdown.clone()).await?;
     println!("gateway on http://{}", served.gateway_addr);

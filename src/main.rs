@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use distriqueue::ServeConfig;
+use distriqueue_core::machine::Jitter;
+use distriqueue_core::RetryPolicy;
 use distriqueue_worker::Handlers;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -106,6 +108,23 @@ struct ServeArgs {
     /// Most jobs waiting to run, PENDING + QUEUED (429 past it).
     #[arg(long, env = "DQ_MAX_QUEUED_JOBS", default_value_t = 100_000)]
     max_queued_jobs: u64,
+    /// Backoff before the first retry, in ms; it doubles with each retry (a job's
+    /// `retryBackoffMs` overrides it).
+    #[arg(long, env = "DQ_RETRY_BACKOFF_BASE_MS", default_value_t = 1_000)]
+    retry_backoff_base_ms: u64,
+    /// Longest backoff between two attempts, in ms.
+    #[arg(long, env = "DQ_RETRY_BACKOFF_MAX_MS", default_value_t = 300_000)]
+    retry_backoff_max_ms: u64,
+    /// Backoff jitter: `full` (a uniform draw up to the backoff) or `none`.
+    #[arg(long, env = "DQ_RETRY_JITTER", value_enum, default_value_t = JitterArg::Full)]
+    retry_jitter: JitterArg,
+}
+
+/// `--retry-jitter`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum JitterArg {
+    Full,
+    None,
 }
 
 impl ServeArgs {
@@ -122,6 +141,14 @@ impl ServeArgs {
             ledger: self.ledger,
             max_body_bytes: self.max_body_bytes,
             max_queued_jobs: self.max_queued_jobs,
+            retry_policy: RetryPolicy {
+                base_ms: self.retry_backoff_base_ms,
+                max_ms: self.retry_backoff_max_ms.max(self.retry_backoff_base_ms),
+                jitter: match self.retry_jitter {
+                    JitterArg::Full => Jitter::Full,
+                    JitterArg::None => Jitter::None,
+                },
+            },
         })
     }
 }

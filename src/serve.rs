@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::Applied;
 use distriqueue_core::request::JobSpec;
-use distriqueue_core::{Command, JobId, JobResponse, Report, WorkerId};
-use distriqueue_gateway::{Gateway, GatewayConfig, OrchestratorError};
+use distriqueue_core::time::parse_client_time;
+use distriqueue_core::{Command, JobId, JobResponse, Report, RetryPolicy, WorkerId};
+use distriqueue_gateway::{Gateway, GatewayConfig, OrchestratorError, Registered};
 use distriqueue_orchestrator::{Orchestrator, OrchestratorConfig, OrchestratorHandle, SubmitError};
 use distriqueue_store::Store;
 use distriqueue_worker::{Handlers, ReportError, Reporter, Worker, WorkerConfig};
@@ -36,6 +37,28 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Most PENDING + QUEUED jobs (429 past it).
     pub max_queued_jobs: u64,
+    /// How failed attempts are retried.
+    pub retry_policy: RetryPolicy,
+}
+
+impl ServeConfig {
+    /// The defaults of `distriqueue serve` (gateway 127.0.0.1:8082, orchestrator 127.0.0.1:8081,
+    /// 4 job slots per CPU, 30 s grace, 1 MiB bodies, 100,000 waiting jobs, default retries),
+    /// keeping data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServeConfig {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        ServeConfig {
+            gateway_addr: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            orchestrator_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            concurrency: 4 * cpus,
+            data_dir: data_dir.into(),
+            shutdown_grace: Duration::from_secs(30),
+            ledger: None,
+            max_body_bytes: 1024 * 1024,
+            max_queued_jobs: 100_000,
+            retry_policy: RetryPolicy::default(),
+        }
+    }
 }
 
 /// The gateway's view of the in-process orchestrator.
@@ -47,18 +70,23 @@ fn unavailable(error: SubmitError) -> OrchestratorError {
 
 #[async_trait]
 impl distriqueue_gateway::Orchestrator for LocalOrchestrator {
-    async fn register(
-        &self,
-        id: JobId,
-        spec: JobSpec,
-    ) -> Result<Option<JobResponse>, OrchestratorError> {
+    async fn register(&self, id: JobId, spec: JobSpec) -> Result<Registered, OrchestratorError> {
         let command = Command::Register {
             id,
             spec: Box::new(spec),
             max_queued: self.0.max_queued(),
+            policy: self.0.retry_policy(),
         };
-        let Applied { job, .. } = self.0.submit(command).await.map_err(unavailable)??;
-        Ok(job.map(|job| *job))
+        let Applied {
+            job,
+            created,
+            job_id,
+        } = self.0.submit(command).await.map_err(unavailable)??;
+        Ok(Registered {
+            job_id: job_id.unwrap_or(id),
+            job: job.map(|job| *job),
+            created,
+        })
     }
 
     async fn cancel(&self, id: JobId) -> Result<JobResponse, OrchestratorError> {
@@ -69,6 +97,21 @@ impl distriqueue_gateway::Orchestrator for LocalOrchestrator {
             .map_err(unavailable)??;
         job.map(|job| *job)
             .ok_or_else(|| OrchestratorError::Unavailable("cancel answered no snapshot".into()))
+    }
+
+    async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError> {
+        let command = Command::Retry {
+            id: stored.id,
+            spec: Box::new(JobSpec::from_response(stored)),
+            created_at: parse_client_time(&stored.created_at).unwrap_or_default(),
+            attempt_floor: stored.attempt,
+            version_floor: stored.version,
+            previous_attempts: stored.attempts.clone(),
+            policy: self.0.retry_policy(),
+        };
+        let Applied { job, .. } = self.0.submit(command).await.map_err(unavailable)??;
+        job.map(|job| *job)
+            .ok_or_else(|| OrchestratorError::Unavailable("retry answered no snapshot".into()))
     }
 }
 
@@ -107,6 +150,7 @@ pub async fn start(
     let broker = InProcessBroker::new();
     let orchestrator_config = OrchestratorConfig {
         max_queued: Some(config.max_queued_jobs),
+        retry_policy: config.retry_policy,
         ..OrchestratorConfig::new(
             config.orchestrator_addr,
             config.data_dir.join("orchestrator"),

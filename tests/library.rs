@@ -31,11 +31,10 @@ fn config(data_dir: &std::path::Path, max_queued_jobs: u64, concurrency: usize) 
         gateway_addr: "127.0.0.1:0".parse().expect("addr"),
         orchestrator_addr: "127.0.0.1:0".parse().expect("addr"),
         concurrency,
-        data_dir: data_dir.to_path_buf(),
         shutdown_grace: Duration::from_secs(5),
-        ledger: None,
         max_body_bytes: 64 * 1024,
         max_queued_jobs,
+        ..ServeConfig::new(data_dir)
     }
 }
 

@@ -342,10 +342,18 @@ async fn kill_minus_nine_then_restart_completes_every_accepted_job_without_rerun
         let job = wait_terminal(&client, &serve.gateway, id, DEADLINE).await;
         assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
     }
-    // The blocker's attempt died with the process; it runs again as attempt 2 (shortened wait:
-    // only its state is checked, not its completion).
-    let (_, blocker_job) = get(&client, &format!("{}/api/jobs/{blocker}", serve.gateway)).await;
-    assert!(blocker_job["attempt"].as_u64() >= Some(2), "{blocker_job}");
+    // The blocker's attempt died with the process ("worker lost"): after its backoff it runs
+    // again as attempt 2 (only that is checked, not its completion a minute later).
+    let blocker_url = format!("{}/api/jobs/{blocker}", serve.gateway);
+    wait_until(DEADLINE, "the blocker's second attempt", || {
+        let client = client.clone();
+        let url = blocker_url.clone();
+        async move { get(&client, &url).await.1["attempt"].as_u64() >= Some(2) }
+    })
+    .await;
+    let (_, blocker_job) = get(&client, &blocker_url).await;
+    assert_eq!(blocker_job["attempts"][0]["state"], "LOST", "{blocker_job}");
+    assert_eq!(blocker_job["retryCount"], 1, "{blocker_job}");
 
     let starts = starts_per_job(&ledger);
     for id in &finished_before {
@@ -448,7 +456,7 @@ async fn bad_input_gets_contract_errors_and_stores_nothing() {
         ),
         (
             "later field",
-            json!({"type": "echo", "jobPriority": "HIGH", "delaySeconds": 5}).to_string(),
+            json!({"type": "echo", "jobPriority": "HIGH", "callbackUrl": "http://example.test/hook"}).to_string(),
             400,
         ),
     ];

@@ -242,10 +242,12 @@ mod tests {
                 id: JobId(uuid::Uuid::from_u128(n)),
                 spec: Box::new(spec.clone()),
                 max_queued: None,
+                policy: Default::default(),
             })
             .collect();
         state.apply(&distriqueue_core::Batch {
             now: Millis(0),
+            seed: 0,
             commands,
         });
         broker.publish_events(state.unpublished().cloned());

@@ -7,7 +7,10 @@ pub mod request;
 pub mod time;
 pub mod wire;
 
-pub use machine::{Batch, Command, Effect, Outcome, Refusal, Report, ReportKind, State};
+pub use machine::{
+    Batch, Command, Effect, Outcome, Refusal, Report, ReportKind, RetryPolicy, State, Timer,
+    TimerKind,
+};
 pub use model::{JobId, JobStatus, Priority, WorkerId};
 pub use time::Millis;
-pub use wire::{ControlMessage, JobMessage, JobResponse, StatusEvent};
+pub use wire::{AttemptView, ControlMessage, JobMessage, JobResponse, StatusEvent};

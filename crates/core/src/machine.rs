@@ -2,7 +2,8 @@
 //! time and returns one [`Outcome`] per command plus the [`Effect`]s to carry out after commit.
 //!
 //! It is deterministic and does no I/O: the same log gives the same state and effects on every
-//! node (DESIGN.md, "Who owns what"). Maps are `BTreeMap`s so iteration order is fixed.
+//! node (DESIGN.md, "Who owns what"). Maps are `BTreeMap`s so iteration order is fixed; time and
+//! randomness (backoff jitter) come in the [`Batch`], stamped by the leader.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -10,32 +11,53 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{JobId, JobStatus, Priority, WorkerId};
-use crate::request::JobSpec;
+use crate::request::{JobSpec, Schedule};
 use crate::time::Millis;
-use crate::wire::{ControlMessage, JobMessage, JobResponse, StatusEvent, WIRE_FORMAT};
+use crate::wire::{AttemptView, ControlMessage, JobMessage, JobResponse, StatusEvent, WIRE_FORMAT};
 
-/// One log entry's worth of commands, stamped with the leader's time when it was proposed.
+/// One log entry's worth of commands, stamped by the leader when it was proposed: its time and
+/// a random seed (the source of backoff jitter, so every node draws the same numbers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
     pub now: Millis,
+    #[serde(default)]
+    pub seed: u64,
     pub commands: Vec<Command>,
 }
 
 /// A request to change the lifecycle. Every change goes through one of these, in log order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    /// Accept a new job as QUEUED (attempt 1). Registering an id again changes nothing.
-    /// `max_queued` is the admission cap on PENDING + QUEUED jobs the leader enforces.
+    /// Accept a new job: QUEUED (attempt 1), or PENDING until its schedule is due. Registering an
+    /// id again, or an idempotency key within its retention window, creates nothing.
+    /// `max_queued` is the admission cap on PENDING + QUEUED jobs; `policy` the server's retry
+    /// policy, both filled in by the leader.
     Register {
         id: JobId,
         spec: Box<JobSpec>,
         max_queued: Option<u64>,
+        #[serde(default)]
+        policy: RetryPolicy,
     },
     /// A worker's report for an attempt (the lease rule of DESIGN.md).
     Report(Report),
-    /// Cancel a non-terminal job.
+    /// Cancel a non-terminal job; a RUNNING one's worker is told to stop.
     Cancel { id: JobId },
-    /// The worker is gone: its running attempts are dispatched again as new attempts.
+    /// Start a new chain of attempts for a FAILED, TIMEOUT or CANCELLED job (`POST /retry`).
+    /// The gateway sends what its read model holds, for a job the orchestrator no longer holds:
+    /// the spec, and floors for the attempt number and the version.
+    Retry {
+        id: JobId,
+        spec: Box<JobSpec>,
+        created_at: Millis,
+        attempt_floor: u32,
+        version_floor: u64,
+        previous_attempts: Vec<AttemptView>,
+        policy: RetryPolicy,
+    },
+    /// A timer the state machine armed is due (the host fires it; stale ones change nothing).
+    TimerFired(Timer),
+    /// The worker is gone: its running attempts fail ("worker lost") and are retried by policy.
     WorkerLost { worker_id: WorkerId },
     /// Every event up to and including `upto` reached the read model: the "published up to"
     /// watermark of DESIGN.md, rule 6.
@@ -72,6 +94,75 @@ pub enum ReportKind {
     },
 }
 
+/// How failed attempts are retried: exponential backoff from `base_ms`, capped at `max_ms`,
+/// with full jitter (a uniform draw from 0 to the delay) or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub base_ms: u64,
+    pub max_ms: u64,
+    pub jitter: Jitter,
+}
+
+/// Backoff jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Jitter {
+    Full,
+    None,
+}
+
+impl Default for RetryPolicy {
+    /// 1 s base, 300 s cap, full jitter (issue 3).
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            base_ms: 1_000,
+            max_ms: 300_000,
+            jitter: Jitter::Full,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The upper bound of the delay before retry number `retry` (1 for the first retry):
+    /// `min(max, base * 2^(retry - 1))`, in milliseconds.
+    pub fn ceiling_ms(&self, retry: u32) -> u64 {
+        let factor = 1u64
+            .checked_shl(retry.saturating_sub(1))
+            .unwrap_or(u64::MAX);
+        self.base_ms.saturating_mul(factor).min(self.max_ms)
+    }
+
+    /// The delay before retry number `retry`, drawing jitter from `random`: the ceiling itself
+    /// without jitter, else uniform in `0..=ceiling`.
+    pub fn delay_ms(&self, retry: u32, random: u64) -> u64 {
+        let ceiling = self.ceiling_ms(retry);
+        match self.jitter {
+            Jitter::None => ceiling,
+            Jitter::Full => random % ceiling.saturating_add(1),
+        }
+    }
+}
+
+/// A timer the state machine asks the host to arm; when due, the host commits
+/// [`Command::TimerFired`] with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timer {
+    pub at: Millis,
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub kind: TimerKind,
+}
+
+/// What a timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TimerKind {
+    /// A PENDING job's schedule is due.
+    Due,
+    /// A RETRYING job's backoff is over.
+    Retry,
+    /// A RUNNING attempt's `executionTimeout` is over.
+    ExecutionTimeout,
+}
+
 /// Why a command changed nothing. Each maps to one HTTP status (see [`Refusal::http_status`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Refusal {
@@ -95,6 +186,8 @@ pub enum Refusal {
     NotRunning { id: JobId, status: JobStatus },
     #[error("queue full: {cap} jobs are waiting to run")]
     QueueFull { cap: u64 },
+    #[error("job {id} is {status}; only FAILED, TIMEOUT or CANCELLED jobs can be retried")]
+    NotRetryable { id: JobId, status: JobStatus },
 }
 
 impl Refusal {
@@ -112,12 +205,14 @@ impl Refusal {
 pub type Outcome = Result<Applied, Refusal>;
 
 /// A command that was applied (or was a harmless repeat).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Applied {
     /// The job's snapshot after the command, when the job is still held in full.
     pub job: Option<Box<JobResponse>>,
-    /// False when a `Register` found the id already known.
+    /// False when a `Register` found the id (or its idempotency key) already known.
     pub created: bool,
+    /// The job the command concerned: for a repeated idempotency key, the first job's id.
+    pub job_id: Option<JobId>,
 }
 
 /// What the host must do after the commit, in this order.
@@ -128,6 +223,8 @@ pub enum Effect {
     /// Tell the worker holding the attempt's lease to stop its handler (CONTRACT.md
     /// `control.exchange`, routing key = worker id).
     StopAttempt(ControlMessage),
+    /// Arm a timer; the host commits [`Command::TimerFired`] when it is due.
+    ArmTimer(Timer),
     /// Publish the lifecycle event (read model, SSE).
     Emit(Box<StatusEvent>),
 }
@@ -137,15 +234,74 @@ pub enum Effect {
 pub struct MachineConfig {
     /// How long a terminal job's tombstone is kept, in milliseconds (default 15 minutes). Late
     /// reports for a job past it get 404 instead of 409 (both refuse); the gateway answers a
-    /// cancel of such a job with 409 from its read model. The idempotency issue ties this to the
-    /// key retention window.
+    /// cancel of such a job with 409 from its read model.
     pub tombstone_retention_ms: i64,
+    /// How long an idempotency key answers with its first job, in milliseconds (default 24 h).
+    #[serde(default = "default_idempotency_retention_ms")]
+    pub idempotency_retention_ms: i64,
+}
+
+fn default_idempotency_retention_ms() -> i64 {
+    24 * 3600 * 1000
 }
 
 impl Default for MachineConfig {
     fn default() -> MachineConfig {
         MachineConfig {
             tombstone_retention_ms: 15 * 60 * 1000,
+            idempotency_retention_ms: default_idempotency_retention_ms(),
+        }
+    }
+}
+
+/// One attempt of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub number: u32,
+    pub worker_id: Option<WorkerId>,
+    pub state: AttemptState,
+    pub error: Option<String>,
+    pub started_at: Option<Millis>,
+    pub ended_at: Option<Millis>,
+}
+
+/// Where an attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    TimedOut,
+    Cancelled,
+    /// Its worker was declared lost.
+    Lost,
+}
+
+impl AttemptState {
+    fn as_str(self) -> &'static str {
+        match self {
+            AttemptState::Queued => "QUEUED",
+            AttemptState::Running => "RUNNING",
+            AttemptState::Completed => "COMPLETED",
+            AttemptState::Failed => "FAILED",
+            AttemptState::TimedOut => "TIMEOUT",
+            AttemptState::Cancelled => "CANCELLED",
+            AttemptState::Lost => "LOST",
+        }
+    }
+}
+
+impl AttemptRecord {
+    /// The attempt as clients see it.
+    pub fn view(&self) -> AttemptView {
+        AttemptView {
+            attempt: self.number,
+            worker_id: self.worker_id.as_ref().map(|worker| worker.0.clone()),
+            state: self.state.as_str().to_string(),
+            error_message: self.error.clone(),
+            started_at: self.started_at.map(Millis::to_iso),
+            ended_at: self.ended_at.map(Millis::to_iso),
         }
     }
 }
@@ -171,6 +327,15 @@ pub struct JobRecord {
     pub completed_at: Option<Millis>,
     /// Sequence number of the event that queued the current attempt: FIFO order within a priority.
     pub queued_seq: u64,
+    /// The retry policy stamped at registration.
+    #[serde(default)]
+    pub policy: RetryPolicy,
+    /// When a PENDING job's schedule or a RETRYING job's backoff is due.
+    #[serde(default)]
+    pub due_at: Option<Millis>,
+    /// Every attempt so far, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
 }
 
 impl JobRecord {
@@ -192,7 +357,40 @@ impl JobRecord {
             started_at: None,
             completed_at: None,
             queued_seq: 0,
+            policy: RetryPolicy::default(),
+            due_at: None,
+            attempts: Vec::new(),
         }
+    }
+
+    /// The current attempt's record (pushed when the attempt is dispatched).
+    fn current_attempt(&mut self) -> Option<&mut AttemptRecord> {
+        self.attempts
+            .last_mut()
+            .filter(|attempt| attempt.number == self.attempt)
+    }
+
+    /// The timer this job waits on, if any: its schedule, its backoff or its execution timeout.
+    pub fn timer(&self) -> Option<Timer> {
+        let (kind, at) = match self.status {
+            JobStatus::Pending => (TimerKind::Due, self.due_at?),
+            JobStatus::Retrying => (TimerKind::Retry, self.due_at?),
+            JobStatus::Running => {
+                let timeout_ms = i64::try_from(self.spec.execution_timeout_s.saturating_mul(1000))
+                    .unwrap_or(i64::MAX);
+                (
+                    TimerKind::ExecutionTimeout,
+                    Millis(self.started_at?.0.saturating_add(timeout_ms)),
+                )
+            }
+            _ => return None,
+        };
+        Some(Timer {
+            at,
+            job_id: self.id,
+            attempt: self.attempt,
+            kind,
+        })
     }
 
     /// The job's snapshot as clients see it.
@@ -233,6 +431,7 @@ impl JobRecord {
             progress: self.progress,
             attempt: self.attempt,
             version: self.version,
+            attempts: self.attempts.iter().map(AttemptRecord::view).collect(),
         }
     }
 
@@ -297,6 +496,43 @@ pub struct State {
     /// The latest leader time applied: a new leader never stamps an earlier one.
     #[serde(default)]
     leader_time: Millis,
+    /// Idempotency keys within their retention window: the first job's id and when the key
+    /// expires.
+    #[serde(default)]
+    keys: BTreeMap<String, (JobId, Millis)>,
+    /// Keys by expiry, oldest first, for pruning.
+    #[serde(default)]
+    key_order: VecDeque<(Millis, String)>,
+}
+
+/// A job's place in the machine: live, finished (tombstone) or unknown.
+enum Found<'a> {
+    Live(&'a mut JobRecord),
+    Finished(&'a Tombstone),
+    Unknown,
+}
+
+/// Mixes the batch seed with a job and attempt into one pseudo-random number (splitmix64), so
+/// each retry draws its own jitter and every node draws the same.
+fn draw(seed: u64, id: JobId, attempt: u32) -> u64 {
+    let (high, low) = id.0.as_u64_pair();
+    let mut z =
+        seed ^ high.rotate_left(17) ^ low ^ u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Why an attempt ended without success.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The handler failed; `permanent` failures are never retried.
+    Handler { permanent: bool },
+    /// The attempt ran past `executionTimeout`.
+    TimedOut,
+    /// Its worker was declared lost.
+    WorkerLost,
 }
 
 impl State {
@@ -312,43 +548,68 @@ impl State {
     pub fn apply(&mut self, batch: &Batch) -> (Vec<Outcome>, Vec<Effect>) {
         let mut effects = Vec::new();
         self.leader_time = self.leader_time.max(batch.now);
-        self.prune_tombstones(batch.now);
+        self.prune(batch.now);
         let outcomes = batch
             .commands
             .iter()
-            .map(|command| self.apply_command(batch.now, command, &mut effects))
+            .map(|command| self.apply_command(batch, command, &mut effects))
             .collect();
         (outcomes, effects)
     }
 
     fn apply_command(
         &mut self,
-        now: Millis,
+        batch: &Batch,
         command: &Command,
         effects: &mut Vec<Effect>,
     ) -> Outcome {
+        let now = batch.now;
         match command {
             Command::Register {
                 id,
                 spec,
                 max_queued,
-            } => self.register(now, *id, spec, *max_queued, effects),
-            Command::Report(report) => self.report(now, report, effects),
+                policy,
+            } => self.register(now, *id, spec, *max_queued, *policy, effects),
+            Command::Report(report) => self.report(batch, report, effects),
             Command::Cancel { id } => self.cancel(now, *id, effects),
+            Command::Retry {
+                id,
+                spec,
+                created_at,
+                attempt_floor,
+                version_floor,
+                previous_attempts,
+                policy,
+            } => self.retry(
+                now,
+                *id,
+                spec,
+                *created_at,
+                (*attempt_floor, *version_floor),
+                previous_attempts,
+                *policy,
+                effects,
+            ),
+            Command::TimerFired(timer) => self.timer_fired(batch, *timer, effects),
             Command::WorkerLost { worker_id } => {
-                self.worker_lost(now, worker_id, effects);
-                Ok(Applied {
-                    job: None,
-                    created: false,
-                })
+                self.worker_lost(batch, worker_id, effects);
+                Ok(Applied::default())
             }
             Command::AckEvents { upto } => {
                 self.ack_events(*upto);
-                Ok(Applied {
-                    job: None,
-                    created: false,
-                })
+                Ok(Applied::default())
             }
+        }
+    }
+
+    fn find(&mut self, id: JobId) -> Found<'_> {
+        if let Some(record) = self.jobs.get_mut(&id) {
+            return Found::Live(record);
+        }
+        match self.tombstones.get(&id) {
+            Some(tombstone) => Found::Finished(tombstone),
+            None => Found::Unknown,
         }
     }
 
@@ -358,42 +619,91 @@ impl State {
         id: JobId,
         spec: &JobSpec,
         max_queued: Option<u64>,
+        policy: RetryPolicy,
         effects: &mut Vec<Effect>,
     ) -> Outcome {
-        if let Some(record) = self.jobs.get(&id) {
-            return Ok(Applied {
-                job: Some(Box::new(record.response())),
-                created: false,
-            });
-        }
-        if self.tombstones.contains_key(&id) {
-            return Ok(Applied {
-                job: None,
-                created: false,
-            });
+        let known = spec
+            .idempotency_key
+            .as_ref()
+            .and_then(|key| self.keys.get(key))
+            .map(|(first, _)| *first);
+        let existing = known.unwrap_or(id);
+        match self.find(existing) {
+            Found::Live(record) => {
+                return Ok(Applied {
+                    job: Some(Box::new(record.response())),
+                    created: false,
+                    job_id: Some(existing),
+                })
+            }
+            Found::Finished(_) => {
+                return Ok(Applied {
+                    job: None,
+                    created: false,
+                    job_id: Some(existing),
+                })
+            }
+            Found::Unknown if known.is_some() => {
+                // The first job is finished and forgotten, but the key still names it.
+                return Ok(Applied {
+                    job: None,
+                    created: false,
+                    job_id: Some(existing),
+                });
+            }
+            Found::Unknown => {}
         }
         if let Some(cap) = max_queued {
             if self.n_waiting >= cap {
                 return Err(Refusal::QueueFull { cap });
             }
         }
-        let record = JobRecord::queued(id, spec.clone(), now);
+        let mut record = JobRecord::queued(id, spec.clone(), now);
+        record.policy = policy;
+        let due = match spec.schedule {
+            Some(Schedule::At(at)) => Some(at),
+            Some(Schedule::Delay(delay_ms)) => Some(Millis(
+                now.0
+                    .saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
+            )),
+            None => None,
+        }
+        .filter(|due| *due > now);
+        if let Some(due) = due {
+            record.status = JobStatus::Pending;
+            record.due_at = Some(due);
+        }
+        if let Some(key) = &spec.idempotency_key {
+            let expires = Millis(now.0.saturating_add(self.config.idempotency_retention_ms));
+            self.keys.insert(key.clone(), (id, expires));
+            self.key_order.push_back((expires, key.clone()));
+        }
+        if let Some(timer) = record.timer() {
+            effects.push(Effect::ArmTimer(timer));
+        }
         self.n_waiting += 1;
         self.jobs.insert(id, record);
-        let job = self.changed(now, id, true, effects);
-        Ok(Applied { job, created: true })
+        let dispatch = due.is_none();
+        let job = self.changed(now, id, dispatch, effects);
+        Ok(Applied {
+            job,
+            created: true,
+            job_id: Some(id),
+        })
     }
 
-    fn report(&mut self, now: Millis, report: &Report, effects: &mut Vec<Effect>) -> Outcome {
+    fn report(&mut self, batch: &Batch, report: &Report, effects: &mut Vec<Effect>) -> Outcome {
+        let now = batch.now;
         let id = report.job_id;
-        let Some(record) = self.jobs.get_mut(&id) else {
-            return Err(match self.tombstones.get(&id) {
-                Some(tombstone) => Refusal::Terminal {
+        let record = match self.find(id) {
+            Found::Live(record) => record,
+            Found::Finished(tombstone) => {
+                return Err(Refusal::Terminal {
                     id,
                     status: tombstone.status,
-                },
-                None => Refusal::NotFound(id),
-            });
+                })
+            }
+            Found::Unknown => return Err(Refusal::NotFound(id)),
         };
         if let Some(reported) = report.attempt {
             if reported != record.attempt {
@@ -404,78 +714,200 @@ impl State {
                 });
             }
         }
-        let holder_check = |record: &JobRecord| match (&record.status, &record.worker_id) {
-            (JobStatus::Running, Some(holder)) if *holder == report.worker_id => Ok(()),
-            (JobStatus::Running, Some(holder)) => Err(Refusal::LeaseHeld {
+        let lease_refusal = |record: &JobRecord| match (&record.status, &record.worker_id) {
+            (JobStatus::Running, Some(holder)) => Refusal::LeaseHeld {
                 id,
                 attempt: record.attempt,
                 holder: holder.clone(),
-            }),
-            (status, _) => Err(Refusal::NotRunning {
+            },
+            (status, _) => Refusal::NotRunning {
                 id,
                 status: *status,
-            }),
+            },
         };
+        let holds_lease = record.status == JobStatus::Running
+            && record.worker_id.as_ref() == Some(&report.worker_id);
         match &report.kind {
             ReportKind::Running => {
                 if record.status != JobStatus::Queued {
-                    return Err(match (&record.status, &record.worker_id) {
-                        (JobStatus::Running, Some(holder)) => Refusal::LeaseHeld {
-                            id,
-                            attempt: record.attempt,
-                            holder: holder.clone(),
-                        },
-                        (status, _) => Refusal::NotRunning {
-                            id,
-                            status: *status,
-                        },
-                    });
+                    return Err(lease_refusal(record));
                 }
                 record.status = JobStatus::Running;
                 record.worker_id = Some(report.worker_id.clone());
                 record.started_at = Some(now);
                 record.progress = None;
+                if let Some(attempt) = record.current_attempt() {
+                    attempt.state = AttemptState::Running;
+                    attempt.worker_id = Some(report.worker_id.clone());
+                    attempt.started_at = Some(now);
+                }
+                if let Some(timer) = record.timer() {
+                    effects.push(Effect::ArmTimer(timer));
+                }
                 self.n_waiting -= 1;
             }
             ReportKind::Progress { percent } => {
-                holder_check(record)?;
+                if !holds_lease {
+                    return Err(lease_refusal(record));
+                }
                 record.progress = Some((*percent).min(100));
             }
             ReportKind::Completed { result } => {
-                holder_check(record)?;
+                if !holds_lease {
+                    return Err(lease_refusal(record));
+                }
                 record.status = JobStatus::Completed;
                 record.result = Some(result.clone());
                 record.error_message = None;
                 record.progress = Some(100);
                 record.completed_at = Some(now);
+                if let Some(attempt) = record.current_attempt() {
+                    attempt.state = AttemptState::Completed;
+                    attempt.ended_at = Some(now);
+                }
             }
-            ReportKind::Failed { error, .. } => {
-                holder_check(record)?;
-                record.status = JobStatus::Failed;
-                record.error_message = Some(error.clone());
-                record.completed_at = Some(now);
+            ReportKind::Failed { error, permanent } => {
+                if !holds_lease {
+                    return Err(lease_refusal(record));
+                }
+                Self::fail_attempt(
+                    batch,
+                    record,
+                    error,
+                    Failure::Handler {
+                        permanent: *permanent,
+                    },
+                    effects,
+                );
             }
         }
         let job = self.changed(now, id, false, effects);
         Ok(Applied {
             job,
             created: false,
+            job_id: Some(id),
+        })
+    }
+
+    /// Ends the current (running) attempt without success: RETRYING with a backoff timer when
+    /// retries are left and the failure is not permanent, else FAILED (TIMEOUT for a timeout).
+    fn fail_attempt(
+        batch: &Batch,
+        record: &mut JobRecord,
+        error: &str,
+        failure: Failure,
+        effects: &mut Vec<Effect>,
+    ) {
+        let now = batch.now;
+        let attempt_state = match failure {
+            Failure::Handler { .. } => AttemptState::Failed,
+            Failure::TimedOut => AttemptState::TimedOut,
+            Failure::WorkerLost => AttemptState::Lost,
+        };
+        if let Some(attempt) = record.current_attempt() {
+            attempt.state = attempt_state;
+            attempt.error = Some(error.to_string());
+            attempt.ended_at = Some(now);
+        }
+        record.error_message = Some(error.to_string());
+        let permanent = matches!(failure, Failure::Handler { permanent: true });
+        if permanent || record.retry_count >= record.spec.max_retries {
+            record.status = if failure == Failure::TimedOut {
+                JobStatus::Timeout
+            } else {
+                JobStatus::Failed
+            };
+            record.completed_at = Some(now);
+            return;
+        }
+        record.retry_count += 1;
+        let policy = RetryPolicy {
+            base_ms: record
+                .spec
+                .retry_backoff_ms
+                .unwrap_or(record.policy.base_ms),
+            ..record.policy
+        };
+        let delay_ms = policy.delay_ms(
+            record.retry_count,
+            draw(batch.seed, record.id, record.attempt),
+        );
+        record.status = JobStatus::Retrying;
+        record.due_at = Some(Millis(
+            now.0
+                .saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
+        ));
+        if let Some(timer) = record.timer() {
+            effects.push(Effect::ArmTimer(timer));
+        }
+    }
+
+    fn timer_fired(&mut self, batch: &Batch, timer: Timer, effects: &mut Vec<Effect>) -> Outcome {
+        let now = batch.now;
+        let id = timer.job_id;
+        let Found::Live(record) = self.find(id) else {
+            return Ok(Applied::default());
+        };
+        // A timer counts only for the attempt and state it was armed for, once due.
+        if record.attempt != timer.attempt
+            || record
+                .timer()
+                .is_none_or(|armed| armed.kind != timer.kind || armed.at > now)
+        {
+            return Ok(Applied::default());
+        }
+        let dispatch = match timer.kind {
+            TimerKind::Due => {
+                record.status = JobStatus::Queued;
+                record.due_at = None;
+                true
+            }
+            TimerKind::Retry => {
+                record.status = JobStatus::Queued;
+                record.due_at = None;
+                record.attempt += 1;
+                record.worker_id = None;
+                record.started_at = None;
+                record.progress = None;
+                self.n_waiting += 1;
+                true
+            }
+            TimerKind::ExecutionTimeout => {
+                if let Some(holder) = &record.worker_id {
+                    effects.push(Effect::StopAttempt(ControlMessage::Cancel {
+                        worker_id: holder.clone(),
+                        job_id: id,
+                        attempt: record.attempt,
+                    }));
+                }
+                let error = format!(
+                    "execution timed out after {} s",
+                    record.spec.execution_timeout_s
+                );
+                Self::fail_attempt(batch, record, &error, Failure::TimedOut, effects);
+                false
+            }
+        };
+        let job = self.changed(now, id, dispatch, effects);
+        Ok(Applied {
+            job,
+            created: false,
+            job_id: Some(id),
         })
     }
 
     fn cancel(&mut self, now: Millis, id: JobId, effects: &mut Vec<Effect>) -> Outcome {
-        let Some(record) = self.jobs.get_mut(&id) else {
-            return Err(match self.tombstones.get(&id) {
-                Some(tombstone) => Refusal::Terminal {
+        let record = match self.find(id) {
+            Found::Live(record) => record,
+            Found::Finished(tombstone) => {
+                return Err(Refusal::Terminal {
                     id,
                     status: tombstone.status,
-                },
-                None => Refusal::NotFound(id),
-            });
+                })
+            }
+            Found::Unknown => return Err(Refusal::NotFound(id)),
         };
-        if matches!(record.status, JobStatus::Pending | JobStatus::Queued) {
-            self.n_waiting -= 1;
-        }
+        let was_waiting = matches!(record.status, JobStatus::Pending | JobStatus::Queued);
         if let (JobStatus::Running, Some(worker_id)) = (record.status, &record.worker_id) {
             effects.push(Effect::StopAttempt(ControlMessage::Cancel {
                 worker_id: worker_id.clone(),
@@ -483,16 +915,94 @@ impl State {
                 attempt: record.attempt,
             }));
         }
+        if matches!(record.status, JobStatus::Queued | JobStatus::Running) {
+            if let Some(attempt) = record.current_attempt() {
+                attempt.state = AttemptState::Cancelled;
+                attempt.ended_at = Some(now);
+            }
+        }
         record.status = JobStatus::Cancelled;
+        record.due_at = None;
         record.completed_at = Some(now);
+        if was_waiting {
+            self.n_waiting -= 1;
+        }
         let job = self.changed(now, id, false, effects);
         Ok(Applied {
             job,
             created: false,
+            job_id: Some(id),
         })
     }
 
-    fn worker_lost(&mut self, now: Millis, worker_id: &WorkerId, effects: &mut Vec<Effect>) {
+    #[allow(clippy::too_many_arguments)] // one per field of `Command::Retry`
+    fn retry(
+        &mut self,
+        now: Millis,
+        id: JobId,
+        spec: &JobSpec,
+        created_at: Millis,
+        (attempt_floor, version_floor): (u32, u64),
+        previous_attempts: &[AttemptView],
+        policy: RetryPolicy,
+        effects: &mut Vec<Effect>,
+    ) -> Outcome {
+        let (last_attempt, last_version) = match self.find(id) {
+            Found::Live(record) => {
+                return Err(Refusal::NotRetryable {
+                    id,
+                    status: record.status,
+                })
+            }
+            Found::Finished(tombstone) if tombstone.status == JobStatus::Completed => {
+                return Err(Refusal::NotRetryable {
+                    id,
+                    status: tombstone.status,
+                })
+            }
+            Found::Finished(tombstone) => (tombstone.attempt, tombstone.version),
+            Found::Unknown if attempt_floor == 0 => return Err(Refusal::NotFound(id)),
+            Found::Unknown => (0, 0),
+        };
+        self.tombstones.remove(&id);
+        let mut record = JobRecord::queued(id, spec.clone(), created_at);
+        record.policy = policy;
+        record.attempt = last_attempt.max(attempt_floor) + 1;
+        record.version = last_version.max(version_floor);
+        record.attempts = previous_attempts
+            .iter()
+            .map(|view| AttemptRecord {
+                number: view.attempt,
+                worker_id: view.worker_id.clone().map(WorkerId),
+                state: match view.state.as_str() {
+                    "COMPLETED" => AttemptState::Completed,
+                    "TIMEOUT" => AttemptState::TimedOut,
+                    "CANCELLED" => AttemptState::Cancelled,
+                    "LOST" => AttemptState::Lost,
+                    _ => AttemptState::Failed,
+                },
+                error: view.error_message.clone(),
+                started_at: view
+                    .started_at
+                    .as_deref()
+                    .and_then(crate::time::parse_client_time),
+                ended_at: view
+                    .ended_at
+                    .as_deref()
+                    .and_then(crate::time::parse_client_time),
+            })
+            .collect();
+        self.n_waiting += 1;
+        self.jobs.insert(id, record);
+        let job = self.changed(now, id, true, effects);
+        Ok(Applied {
+            job,
+            created: false,
+            job_id: Some(id),
+        })
+    }
+
+    fn worker_lost(&mut self, batch: &Batch, worker_id: &WorkerId, effects: &mut Vec<Effect>) {
         let lost: Vec<JobId> = self
             .jobs
             .values()
@@ -503,14 +1013,9 @@ impl State {
             .collect();
         for id in lost {
             if let Some(record) = self.jobs.get_mut(&id) {
-                record.status = JobStatus::Queued;
-                record.attempt += 1;
-                record.worker_id = None;
-                record.started_at = None;
-                record.progress = None;
-                self.n_waiting += 1;
+                Self::fail_attempt(batch, record, "worker lost", Failure::WorkerLost, effects);
             }
-            self.changed(now, id, true, effects);
+            self.changed(batch.now, id, false, effects);
         }
     }
 
@@ -529,19 +1034,35 @@ impl State {
         }
     }
 
-    fn prune_tombstones(&mut self, now: Millis) {
+    fn prune(&mut self, now: Millis) {
         while let Some(&(completed_at, id)) = self.tombstone_order.front() {
             if now.since(completed_at) <= self.config.tombstone_retention_ms {
                 break;
             }
             self.tombstone_order.pop_front();
-            self.tombstones.remove(&id);
+            // A retried job left its tombstone early; a later one may be newer than this entry.
+            if self
+                .tombstones
+                .get(&id)
+                .is_some_and(|tombstone| tombstone.completed_at == completed_at)
+            {
+                self.tombstones.remove(&id);
+            }
         }
-    }
-
-    /// The latest leader time applied (epoch ms); proposers stamp no earlier time.
-    pub fn leader_time(&self) -> Millis {
-        self.leader_time
+        while let Some((expires, _)) = self.key_order.front() {
+            if *expires > now {
+                break;
+            }
+            if let Some((expires, key)) = self.key_order.pop_front() {
+                if self
+                    .keys
+                    .get(&key)
+                    .is_some_and(|(_, current)| *current == expires)
+                {
+                    self.keys.remove(&key);
+                }
+            }
+        }
     }
 
     /// The live (non-terminal) job, if held.
@@ -579,6 +1100,11 @@ impl State {
         self.published_upto
     }
 
+    /// The latest leader time applied (epoch ms); proposers stamp no earlier time.
+    pub fn leader_time(&self) -> Millis {
+        self.leader_time
+    }
+
     /// Events past the watermark, oldest first: what a restarted host publishes again.
     pub fn unpublished(&self) -> impl Iterator<Item = &StatusEvent> {
         self.unpublished.iter()
@@ -594,6 +1120,11 @@ impl State {
             .collect();
         queued.sort_by_key(|record| record.queued_seq);
         queued.into_iter().map(JobRecord::message).collect()
+    }
+
+    /// Every timer the live jobs wait on: what a restarted host (or a new leader) arms again.
+    pub fn timers(&self) -> Vec<Timer> {
+        self.jobs.values().filter_map(JobRecord::timer).collect()
     }
 
     /// Workers holding a lease on a RUNNING attempt.
@@ -620,6 +1151,14 @@ impl State {
         let seq = self.last_seq;
         if dispatch {
             record.queued_seq = seq;
+            record.attempts.push(AttemptRecord {
+                number: record.attempt,
+                worker_id: None,
+                state: AttemptState::Queued,
+                error: None,
+                started_at: None,
+                ended_at: None,
+            });
         }
         let job = record.response();
         let event = StatusEvent {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::model::Priority;
+use crate::time::{parse_client_time, Millis};
 
 /// Default `maxRetries` of CONTRACT.md.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
@@ -22,13 +23,15 @@ pub const MAX_EXECUTION_TIMEOUT_S: u64 = 7 * 24 * 3600;
 pub const MAX_MAX_RETRIES: u32 = 1000;
 
 /// Request fields that a later issue implements. They are refused by name until then, never
-/// silently ignored (issue 2).
-pub const NOT_YET_SUPPORTED: [&str; 4] = [
-    "scheduleAt",
-    "delaySeconds",
-    "idempotencyKey",
-    "callbackUrl",
-];
+/// silently ignored.
+pub const NOT_YET_SUPPORTED: [&str; 1] = ["callbackUrl"];
+
+/// Longest accepted `idempotencyKey`, in characters.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
+/// Largest accepted `retryBackoffMs`: one day.
+pub const MAX_RETRY_BACKOFF_MS: u64 = 24 * 3600 * 1000;
+/// Largest accepted `delaySeconds`: one year.
+pub const MAX_DELAY_S: u64 = 366 * 24 * 3600;
 
 /// What a client asked to run: the validated, immutable part of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,13 +41,54 @@ pub struct JobSpec {
     pub priority: Priority,
     /// The handler's input; always a JSON object (`{}` by default).
     pub payload: Map<String, Value>,
-    /// Retries after the first attempt (`maxRetries`, default 3).
+    /// Retries after the first attempt (`maxRetries`, default 3; 0 means one attempt).
     pub max_retries: u32,
     /// Seconds an attempt may run (`executionTimeout`, default 300).
     pub execution_timeout_s: u64,
     pub metadata: BTreeMap<String, String>,
     pub parent_job_id: Option<String>,
     pub tags: Vec<String>,
+    /// When to run: no earlier than this time (`scheduleAt`) or this long after it is
+    /// registered (`delaySeconds`). `None`: now.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    /// A repeat within the retention window answers with the first job (`idempotencyKey` or the
+    /// `Idempotency-Key` header).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Overrides the server's backoff base for this job (`retryBackoffMs`), milliseconds.
+    #[serde(default)]
+    pub retry_backoff_ms: Option<u64>,
+}
+
+impl JobSpec {
+    /// The spec of a job as the read model holds it, for `POST /retry` of a job the
+    /// orchestrator no longer holds (its schedule, key and backoff override are not kept there:
+    /// a retry runs now).
+    pub fn from_response(job: &crate::wire::JobResponse) -> JobSpec {
+        JobSpec {
+            job_type: job.job_type.clone(),
+            priority: job.priority,
+            payload: job.payload.clone(),
+            max_retries: job.max_retries,
+            execution_timeout_s: job.execution_timeout,
+            metadata: job.metadata.clone(),
+            parent_job_id: job.parent_job_id.clone(),
+            tags: job.tags.clone(),
+            schedule: None,
+            idempotency_key: None,
+            retry_backoff_ms: None,
+        }
+    }
+}
+
+/// When a scheduled job becomes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Schedule {
+    /// At this time (UTC).
+    At(Millis),
+    /// This many milliseconds after the job is registered (leader time).
+    Delay(u64),
 }
 
 /// Field path (`type`, `jobs[0].type`) to a message saying what is wrong with it.
@@ -69,31 +113,32 @@ pub fn parse_job_request(body: &Value, prefix: &str) -> Result<JobSpec, Violatio
     let mut violation = |field: &str, message: &str| {
         violations.insert(format!("{prefix}{field}"), message.to_string());
     };
+    let present = |name: &str| fields.get(name).filter(|value| !value.is_null());
 
-    let job_type = match fields.get("type") {
+    let job_type = match present("type") {
         Some(Value::String(text)) if text.trim().is_empty() => {
             violation("type", "must not be blank");
-            None
+            String::new()
         }
         Some(Value::String(text)) if text.chars().count() > MAX_TYPE_CHARS => {
             violation("type", "must be at most 255 characters");
-            None
+            String::new()
         }
-        Some(Value::String(text)) => Some(text.trim().to_string()),
-        None | Some(Value::Null) => {
+        Some(Value::String(text)) => text.trim().to_string(),
+        None => {
             violation("type", "is required");
-            None
+            String::new()
         }
         Some(_) => {
             violation("type", "must be a string");
-            None
+            String::new()
         }
     };
 
-    let priority = match fields.get("jobPriority").or_else(|| fields.get("priority")) {
-        None | Some(Value::Null) => {
+    let priority = match present("jobPriority").or_else(|| present("priority")) {
+        None => {
             violation("jobPriority", "is required (LOW, MEDIUM, HIGH or CRITICAL)");
-            None
+            Priority::Medium
         }
         Some(value) => {
             let parsed = match value {
@@ -101,97 +146,162 @@ pub fn parse_job_request(body: &Value, prefix: &str) -> Result<JobSpec, Violatio
                 Value::Number(number) => number.as_i64().and_then(Priority::from_number),
                 _ => None,
             };
-            if parsed.is_none() {
+            parsed.unwrap_or_else(|| {
                 violation(
                     "jobPriority",
                     "must be LOW, MEDIUM, HIGH or CRITICAL (any case) or 1, 5, 10, 15",
                 );
-            }
-            parsed
+                Priority::Medium
+            })
         }
     };
 
-    let payload = match fields.get("payload") {
-        None | Some(Value::Null) => Some(Map::new()),
-        Some(Value::Object(object)) => Some(object.clone()),
+    let payload = match present("payload") {
+        None => Map::new(),
+        Some(Value::Object(object)) => object.clone(),
         Some(_) => {
             violation("payload", "must be a JSON object");
-            None
+            Map::new()
         }
     };
 
-    let max_retries = match fields.get("maxRetries") {
-        None | Some(Value::Null) => Some(DEFAULT_MAX_RETRIES),
+    let max_retries = match present("maxRetries") {
+        None => DEFAULT_MAX_RETRIES,
         Some(value) => match value.as_u64() {
-            Some(n) if n <= u64::from(MAX_MAX_RETRIES) => Some(n as u32),
+            Some(n) if n <= u64::from(MAX_MAX_RETRIES) => n as u32,
             _ => {
                 violation("maxRetries", "must be an integer from 0 to 1000");
-                None
+                DEFAULT_MAX_RETRIES
             }
         },
     };
 
-    let execution_timeout_s = match fields.get("executionTimeout") {
-        None | Some(Value::Null) => Some(DEFAULT_EXECUTION_TIMEOUT_S),
+    let execution_timeout_s = match present("executionTimeout") {
+        None => DEFAULT_EXECUTION_TIMEOUT_S,
         Some(value) => match value.as_u64() {
-            Some(n) if n > 0 && n <= MAX_EXECUTION_TIMEOUT_S => Some(n),
+            Some(n) if n > 0 && n <= MAX_EXECUTION_TIMEOUT_S => n,
             _ => {
                 violation(
                     "executionTimeout",
                     "must be an integer number of seconds from 1 to 604800",
                 );
-                None
+                DEFAULT_EXECUTION_TIMEOUT_S
             }
         },
     };
 
-    let metadata = match fields.get("metadata") {
-        None | Some(Value::Null) => Some(BTreeMap::new()),
+    let metadata = match present("metadata") {
+        None => BTreeMap::new(),
         Some(Value::Object(object)) => {
             let entries: Option<BTreeMap<String, String>> = object
                 .iter()
                 .map(|(key, value)| value.as_str().map(|text| (key.clone(), text.to_string())))
                 .collect();
-            if entries.is_none() {
+            entries.unwrap_or_else(|| {
                 violation("metadata", "must be an object of string to string");
-            }
-            entries
+                BTreeMap::new()
+            })
         }
         Some(_) => {
             violation("metadata", "must be an object of string to string");
-            None
+            BTreeMap::new()
         }
     };
 
-    let parent_job_id = match fields.get("parentJobId") {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(text)) => Some(Some(text.clone())),
+    let parent_job_id = match present("parentJobId") {
+        None => None,
+        Some(Value::String(text)) => Some(text.clone()),
         Some(_) => {
             violation("parentJobId", "must be a string");
             None
         }
     };
 
-    let tags = match fields.get("tags") {
-        None | Some(Value::Null) => Some(Vec::new()),
+    let tags = match present("tags") {
+        None => Vec::new(),
         Some(Value::Array(items)) => {
             let tags: Option<Vec<String>> = items
                 .iter()
                 .map(|item| item.as_str().map(str::to_string))
                 .collect();
-            if tags.is_none() {
+            tags.unwrap_or_else(|| {
                 violation("tags", "must be an array of strings");
-            }
-            tags
+                Vec::new()
+            })
         }
         Some(_) => {
             violation("tags", "must be an array of strings");
+            Vec::new()
+        }
+    };
+
+    let schedule_at = match present("scheduleAt") {
+        None => None,
+        Some(Value::String(text)) => parse_client_time(text).or_else(|| {
+            violation(
+                "scheduleAt",
+                "must be an RFC 3339 time or an ISO local date-time (read as UTC)",
+            );
+            None
+        }),
+        Some(_) => {
+            violation("scheduleAt", "must be a string with a date-time");
+            None
+        }
+    };
+    let delay_s = match present("delaySeconds") {
+        None => None,
+        Some(value) => match value.as_u64() {
+            Some(n) if n <= MAX_DELAY_S => Some(n),
+            _ => {
+                violation(
+                    "delaySeconds",
+                    "must be an integer number of seconds from 0 to 31622400",
+                );
+                None
+            }
+        },
+    };
+    let schedule = match (schedule_at, delay_s) {
+        (Some(_), Some(_)) => {
+            violation(
+                "delaySeconds",
+                "give either scheduleAt or delaySeconds, not both",
+            );
+            None
+        }
+        (Some(at), None) => Some(Schedule::At(at)),
+        (None, Some(delay)) => Some(Schedule::Delay(delay * 1000)),
+        (None, None) => None,
+    };
+
+    let idempotency_key = match present("idempotencyKey") {
+        None => None,
+        Some(Value::String(text)) => check_idempotency_key(text)
+            .map_err(|message| violation("idempotencyKey", message))
+            .ok(),
+        Some(_) => {
+            violation("idempotencyKey", "must be a string");
             None
         }
     };
 
+    let retry_backoff_ms = match present("retryBackoffMs") {
+        None => None,
+        Some(value) => match value.as_u64() {
+            Some(n) if n <= MAX_RETRY_BACKOFF_MS => Some(n),
+            _ => {
+                violation(
+                    "retryBackoffMs",
+                    "must be an integer number of milliseconds from 0 to 86400000",
+                );
+                None
+            }
+        },
+    };
+
     for field in NOT_YET_SUPPORTED {
-        if fields.get(field).is_some_and(|value| !value.is_null()) {
+        if present(field).is_some() {
             violation(
                 field,
                 "is not supported yet by this server; resend without it",
@@ -199,7 +309,10 @@ pub fn parse_job_request(body: &Value, prefix: &str) -> Result<JobSpec, Violatio
         }
     }
 
-    match (
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    Ok(JobSpec {
         job_type,
         priority,
         payload,
@@ -208,27 +321,21 @@ pub fn parse_job_request(body: &Value, prefix: &str) -> Result<JobSpec, Violatio
         metadata,
         parent_job_id,
         tags,
-    ) {
-        (
-            Some(job_type),
-            Some(priority),
-            Some(payload),
-            Some(max_retries),
-            Some(execution_timeout_s),
-            Some(metadata),
-            Some(parent_job_id),
-            Some(tags),
-        ) if violations.is_empty() => Ok(JobSpec {
-            job_type,
-            priority,
-            payload,
-            max_retries,
-            execution_timeout_s,
-            metadata,
-            parent_job_id,
-            tags,
-        }),
-        _ => Err(violations),
+        schedule,
+        idempotency_key,
+        retry_backoff_ms,
+    })
+}
+
+/// Checks an idempotency key (body field or `Idempotency-Key` header): not blank, at most 255
+/// characters. Returns the key as given, or the message of the violation.
+pub fn check_idempotency_key(key: &str) -> Result<String, &'static str> {
+    if key.trim().is_empty() {
+        Err("must not be blank")
+    } else if key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+        Err("must be at most 255 characters")
+    } else {
+        Ok(key.to_string())
     }
 }
 
@@ -314,16 +421,46 @@ mod tests {
     }
 
     #[test]
-    fn later_fields_are_refused_by_name() {
+    fn scheduling_idempotency_and_backoff_fields_are_read() {
+        let spec = check_ok(
+            json!({"type": "echo", "jobPriority": 1, "delaySeconds": 3, "idempotencyKey": "k-1", "retryBackoffMs": 50}),
+        );
+        assert_eq!(spec.schedule, Some(Schedule::Delay(3_000)));
+        assert_eq!(spec.idempotency_key.as_deref(), Some("k-1"));
+        assert_eq!(spec.retry_backoff_ms, Some(50));
+        let spec = check_ok(
+            json!({"type": "echo", "jobPriority": 1, "scheduleAt": "1970-01-01T00:00:02Z"}),
+        );
+        assert_eq!(spec.schedule, Some(Schedule::At(Millis(2_000))));
+        check_ok(json!({"type": "echo", "jobPriority": 1, "delaySeconds": null}));
         check_err(
-            json!({"type": "echo", "jobPriority": 1, "delaySeconds": 3}),
+            json!({"type": "echo", "jobPriority": 1, "scheduleAt": "soon"}),
+            &["scheduleAt"],
+        );
+        check_err(
+            json!({"type": "echo", "jobPriority": 1, "delaySeconds": -1}),
             &["delaySeconds"],
         );
         check_err(
-            json!({"type": "echo", "jobPriority": 1, "scheduleAt": "2030-01-01T00:00:00Z", "idempotencyKey": "k", "callbackUrl": "http://x"}),
-            &["callbackUrl", "idempotencyKey", "scheduleAt"],
+            json!({"type": "echo", "jobPriority": 1, "delaySeconds": 1, "scheduleAt": "1970-01-01T00:00:02Z"}),
+            &["delaySeconds"],
         );
-        check_ok(json!({"type": "echo", "jobPriority": 1, "delaySeconds": null}));
+        check_err(
+            json!({"type": "echo", "jobPriority": 1, "idempotencyKey": " "}),
+            &["idempotencyKey"],
+        );
+        check_err(
+            json!({"type": "echo", "jobPriority": 1, "retryBackoffMs": "x"}),
+            &["retryBackoffMs"],
+        );
+    }
+
+    #[test]
+    fn callback_url_is_refused_by_name_until_webhooks_exist() {
+        check_err(
+            json!({"type": "echo", "jobPriority": 1, "callbackUrl": "http://x"}),
+            &["callbackUrl"],
+        );
     }
 
     #[test]

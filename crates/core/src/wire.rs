@@ -73,6 +73,9 @@ pub struct JobResponse {
     pub attempt: u32,
     /// Grows with every change of the job; the read model keeps the highest it has seen.
     pub version: u64,
+    /// Every attempt so far, oldest first (also `GET /api/jobs/{id}/attempts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptView>,
 }
 
 /// The job message a worker consumes from `job.<priority>` (CONTRACT.md "RabbitMQ": body
@@ -141,6 +144,28 @@ pub struct StatusEvent {
     pub job: JobResponse,
     #[serde(default = "default_format")]
     pub format: u32,
+}
+
+/// One attempt as clients see it (`GET /api/jobs/{id}/attempts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    #[serde(rename = "workerId", default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// QUEUED, RUNNING, COMPLETED, FAILED, TIMEOUT, CANCELLED or LOST.
+    pub state: String,
+    #[serde(
+        rename = "errorMessage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error_message: Option<String>,
+    /// ISO-8601 UTC.
+    #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// ISO-8601 UTC.
+    #[serde(rename = "endedAt", default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
 }
 
 /// A control message for one worker (CONTRACT.md `control.exchange`: routing key = worker id,

@@ -1,16 +1,16 @@
-//! The lifecycle state machine through its public surface: transition tables and a property test
-//! over random command sequences with simulated time.
+//! The lifecycle state machine through its public surface: transition tables, backoff bounds and
+//! a property test over random command sequences with simulated time.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use distriqueue_core::machine::{Applied, MachineConfig};
+use distriqueue_core::machine::{Applied, Jitter, MachineConfig};
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{
     Batch, Command, ControlMessage, Effect, JobId, JobStatus, Millis, Outcome, Refusal, Report,
-    ReportKind, State, WorkerId,
+    ReportKind, RetryPolicy, State, Timer, TimerKind, WorkerId,
 };
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 fn job_id(n: u8) -> JobId {
@@ -21,14 +21,29 @@ fn worker(n: u8) -> WorkerId {
     WorkerId(format!("w{n}"))
 }
 
-fn register(n: u8) -> Command {
-    let spec = parse_job_request(&json!({"type": "echo", "jobPriority": "HIGH"}), "")
-        .expect("valid request");
+/// No jitter, 100 ms base: delays 100, 200, 400, ...
+const POLICY: RetryPolicy = RetryPolicy {
+    base_ms: 100,
+    max_ms: 10_000,
+    jitter: Jitter::None,
+};
+
+fn register_with(n: u8, request: Value) -> Command {
+    let mut body = json!({"type": "echo", "jobPriority": "HIGH"});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), request.as_object()) {
+        body.extend(extra.clone());
+    }
+    let spec = parse_job_request(&body, "").expect("valid request");
     Command::Register {
         id: job_id(n),
         spec: Box::new(spec),
         max_queued: None,
+        policy: POLICY,
     }
+}
+
+fn register(n: u8) -> Command {
+    register_with(n, json!({}))
 }
 
 fn report(n: u8, attempt: Option<u32>, w: u8, kind: ReportKind) -> Command {
@@ -40,9 +55,17 @@ fn report(n: u8, attempt: Option<u32>, w: u8, kind: ReportKind) -> Command {
     })
 }
 
+fn failed(permanent: bool) -> ReportKind {
+    ReportKind::Failed {
+        error: "boom".into(),
+        permanent,
+    }
+}
+
 fn apply(state: &mut State, now: i64, command: Command) -> (Outcome, Vec<Effect>) {
     let (mut outcomes, effects) = state.apply(&Batch {
         now: Millis(now),
+        seed: 42,
         commands: vec![command],
     });
     (outcomes.remove(0), effects)
@@ -62,20 +85,50 @@ fn status_of(outcome: &Outcome) -> JobStatus {
     }
 }
 
+fn timers(effects: &[Effect]) -> Vec<Timer> {
+    effects
+        .iter()
+        .filter_map(|effect| {
+            if let Effect::ArmTimer(timer) = effect {
+                Some(*timer)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn dispatched_attempts(effects: &[Effect]) -> Vec<u32> {
+    effects
+        .iter()
+        .filter_map(|effect| {
+            if let Effect::Dispatch(message) = effect {
+                Some(message.attempt)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn happy_path_queues_runs_and_completes() {
     let mut state = State::default();
     let (outcome, effects) = apply(&mut state, 1_000, register(0));
     assert_eq!(status_of(&outcome), JobStatus::Queued);
-    assert!(matches!(&effects[0], Effect::Dispatch(message) if message.attempt == 1));
-    assert!(matches!(&effects[1], Effect::Emit(event) if event.seq == 1 && event.version == 1));
+    assert_eq!(dispatched_attempts(&effects), [1]);
+    assert!(
+        matches!(effects.last(), Some(Effect::Emit(event)) if event.seq == 1 && event.version == 1)
+    );
 
-    let (outcome, _) = apply(
+    let (outcome, effects) = apply(
         &mut state,
         1_500,
         report(0, Some(1), 1, ReportKind::Running),
     );
     assert_eq!(status_of(&outcome), JobStatus::Running);
+    assert_eq!(timers(&effects)[0].kind, TimerKind::ExecutionTimeout);
+    assert_eq!(timers(&effects)[0].at, Millis(1_500 + 300_000));
     let (outcome, effects) = apply(
         &mut state,
         2_000,
@@ -101,6 +154,8 @@ fn happy_path_queues_runs_and_completes() {
         (JobStatus::Completed, 500, 500, Some(1_000))
     );
     assert_eq!(job.worker_id.as_deref(), Some("w1"));
+    assert_eq!(job.attempts.len(), 1);
+    assert_eq!(job.attempts[0].state, "COMPLETED");
     assert!(
         matches!(&effects[0], Effect::Emit(event) if event.seq == 3 && event.version == 3 && event.result.is_some())
     );
@@ -143,19 +198,7 @@ fn lease_rule_refuses_every_other_report() {
         assert!(effects.is_empty());
     }
     // A report without attempt from the holder counts for the current attempt.
-    let (outcome, _) = apply(
-        &mut state,
-        3,
-        report(
-            0,
-            None,
-            1,
-            ReportKind::Failed {
-                error: "boom".into(),
-                permanent: true,
-            },
-        ),
-    );
+    let (outcome, _) = apply(&mut state, 3, report(0, None, 1, failed(true)));
     assert_eq!(status_of(&outcome), JobStatus::Failed);
     let (outcome, _) = apply(
         &mut state,
@@ -169,6 +212,256 @@ fn lease_rule_refuses_every_other_report() {
             status: JobStatus::Failed
         })
     );
+}
+
+#[test]
+fn failed_attempts_retry_after_exponential_backoff_then_fail_for_good() {
+    let mut state = State::default();
+    step(&mut state, 0, register_with(0, json!({"maxRetries": 2})));
+    let mut now = 0;
+    for (attempt, expected_delay) in [(1, 100), (2, 200)] {
+        step(
+            &mut state,
+            now,
+            report(0, Some(attempt), 1, ReportKind::Running),
+        );
+        let (outcome, effects) = apply(
+            &mut state,
+            now + 10,
+            report(0, Some(attempt), 1, failed(false)),
+        );
+        let Ok(Applied { job: Some(job), .. }) = outcome else {
+            panic!("retrying")
+        };
+        assert_eq!(
+            (job.status, job.retry_count, job.error_message.as_deref()),
+            (JobStatus::Retrying, attempt, Some("boom"))
+        );
+        let timer = timers(&effects)[0];
+        assert_eq!(
+            (timer.kind, timer.at, timer.attempt),
+            (TimerKind::Retry, Millis(now + 10 + expected_delay), attempt)
+        );
+        // Early or stale firings change nothing.
+        let (_, early) = apply(&mut state, now + 11, Command::TimerFired(timer));
+        assert!(early.is_empty(), "{early:?}");
+        let (outcome, effects) = apply(&mut state, timer.at.0, Command::TimerFired(timer));
+        assert_eq!(status_of(&outcome), JobStatus::Queued);
+        assert_eq!(dispatched_attempts(&effects), [attempt + 1]);
+        let (_, again) = apply(&mut state, timer.at.0 + 1, Command::TimerFired(timer));
+        assert!(again.is_empty(), "a timer fires once: {again:?}");
+        now = timer.at.0;
+    }
+    step(&mut state, now, report(0, Some(3), 2, ReportKind::Running));
+    let (outcome, effects) = apply(&mut state, now + 5, report(0, Some(3), 2, failed(false)));
+    let Ok(Applied { job: Some(job), .. }) = outcome else {
+        panic!("failed")
+    };
+    assert_eq!(
+        (job.status, job.retry_count, job.attempts.len()),
+        (JobStatus::Failed, 2, 3)
+    );
+    assert!(timers(&effects).is_empty());
+}
+
+#[test]
+fn permanent_failures_and_zero_retries_end_at_once() {
+    let mut state = State::default();
+    step(&mut state, 0, register(0));
+    step(&mut state, 0, report(0, Some(1), 1, ReportKind::Running));
+    assert_eq!(
+        status_of(&apply(&mut state, 1, report(0, Some(1), 1, failed(true))).0),
+        JobStatus::Failed
+    );
+    step(&mut state, 0, register_with(1, json!({"maxRetries": 0})));
+    step(&mut state, 0, report(1, Some(1), 1, ReportKind::Running));
+    assert_eq!(
+        status_of(&apply(&mut state, 1, report(1, Some(1), 1, failed(false))).0),
+        JobStatus::Failed
+    );
+}
+
+#[test]
+fn execution_timeout_stops_the_worker_and_retries_then_times_out() {
+    let mut state = State::default();
+    step(
+        &mut state,
+        0,
+        register_with(0, json!({"executionTimeout": 1, "maxRetries": 1})),
+    );
+    let effects = step(&mut state, 0, report(0, Some(1), 3, ReportKind::Running));
+    let timer = timers(&effects)[0];
+    assert_eq!(timer.at, Millis(1_000));
+    let (outcome, effects) = apply(&mut state, 1_000, Command::TimerFired(timer));
+    assert_eq!(status_of(&outcome), JobStatus::Retrying);
+    assert!(
+        effects.contains(&Effect::StopAttempt(ControlMessage::Cancel {
+            worker_id: worker(3),
+            job_id: job_id(0),
+            attempt: 1
+        }))
+    );
+    let retry = timers(&effects)[0];
+    step(&mut state, retry.at.0, Command::TimerFired(retry));
+    let effects = step(
+        &mut state,
+        retry.at.0,
+        report(0, Some(2), 3, ReportKind::Running),
+    );
+    let timeout = timers(&effects)[0];
+    let (outcome, _) = apply(&mut state, timeout.at.0, Command::TimerFired(timeout));
+    let Ok(Applied { job: Some(job), .. }) = outcome else {
+        panic!("timed out")
+    };
+    assert_eq!(job.status, JobStatus::Timeout);
+    assert_eq!(
+        job.error_message.as_deref(),
+        Some("execution timed out after 1 s")
+    );
+    // The late result of the timed-out attempt is refused.
+    let (outcome, _) = apply(
+        &mut state,
+        timeout.at.0 + 1,
+        report(0, Some(2), 3, ReportKind::Completed { result: json!({}) }),
+    );
+    assert_eq!(outcome.expect_err("refused").http_status(), 409);
+}
+
+#[test]
+fn scheduled_jobs_wait_pending_until_due() {
+    let mut state = State::default();
+    let (outcome, effects) = apply(
+        &mut state,
+        1_000,
+        register_with(0, json!({"delaySeconds": 3})),
+    );
+    assert_eq!(status_of(&outcome), JobStatus::Pending);
+    assert!(dispatched_attempts(&effects).is_empty());
+    let due = timers(&effects)[0];
+    assert_eq!((due.kind, due.at), (TimerKind::Due, Millis(4_000)));
+    assert_eq!(state.n_waiting(), 1);
+    assert_eq!(
+        state.timers(),
+        [due],
+        "a restarted host re-arms it from the state"
+    );
+    let (_, effects) = apply(&mut state, 3_999, Command::TimerFired(due));
+    assert!(effects.is_empty(), "not due yet");
+    let (outcome, effects) = apply(&mut state, 4_000, Command::TimerFired(due));
+    assert_eq!(status_of(&outcome), JobStatus::Queued);
+    assert_eq!(dispatched_attempts(&effects), [1]);
+    // A schedule in the past runs now.
+    let (outcome, _) = apply(
+        &mut state,
+        5_000,
+        register_with(1, json!({"scheduleAt": "1970-01-01T00:00:01Z"})),
+    );
+    assert_eq!(status_of(&outcome), JobStatus::Queued);
+}
+
+#[test]
+fn idempotency_key_answers_with_the_first_job_within_the_window() {
+    let mut state = State::new(MachineConfig {
+        tombstone_retention_ms: 1_000,
+        idempotency_retention_ms: 10_000,
+    });
+    step(
+        &mut state,
+        0,
+        register_with(0, json!({"idempotencyKey": "k"})),
+    );
+    let (outcome, effects) = apply(
+        &mut state,
+        1,
+        register_with(1, json!({"idempotencyKey": "k"})),
+    );
+    let applied = outcome.expect("answered");
+    assert_eq!((applied.created, applied.job_id), (false, Some(job_id(0))));
+    assert!(effects.is_empty());
+    assert!(state.job(job_id(1)).is_none());
+    // Still answered after the first job finished and its tombstone expired.
+    step(&mut state, 2, Command::Cancel { id: job_id(0) });
+    let (outcome, _) = apply(
+        &mut state,
+        5_000,
+        register_with(2, json!({"idempotencyKey": "k"})),
+    );
+    assert_eq!(outcome.expect("answered").job_id, Some(job_id(0)));
+    // After the window the key is free again.
+    let (outcome, _) = apply(
+        &mut state,
+        10_001,
+        register_with(3, json!({"idempotencyKey": "k"})),
+    );
+    assert_eq!(outcome.expect("created").job_id, Some(job_id(3)));
+}
+
+#[test]
+fn retry_starts_a_new_chain_for_finished_jobs_only() {
+    let mut state = State::default();
+    step(&mut state, 0, register_with(0, json!({"maxRetries": 0})));
+    step(&mut state, 0, report(0, Some(1), 1, ReportKind::Running));
+    let failed_effects = step(&mut state, 1, report(0, Some(1), 1, failed(false)));
+    let Some(Effect::Emit(event)) = failed_effects.last() else {
+        panic!("event")
+    };
+    let stored = event.job.clone();
+    let retry = |spec_from: &distriqueue_core::JobResponse| Command::Retry {
+        id: spec_from.id,
+        spec: Box::new(distriqueue_core::request::JobSpec::from_response(spec_from)),
+        created_at: Millis(0),
+        attempt_floor: spec_from.attempt,
+        version_floor: spec_from.version,
+        previous_attempts: spec_from.attempts.clone(),
+        policy: POLICY,
+    };
+    let (outcome, effects) = apply(&mut state, 2, retry(&stored));
+    let Ok(Applied { job: Some(job), .. }) = outcome else {
+        panic!("retried")
+    };
+    assert_eq!(
+        (job.status, job.attempt, job.retry_count),
+        (JobStatus::Queued, 2, 0)
+    );
+    assert!(job.version > stored.version);
+    assert_eq!(
+        job.attempts
+            .iter()
+            .map(|a| (a.attempt, a.state.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "FAILED"), (2, "QUEUED")]
+    );
+    assert_eq!(dispatched_attempts(&effects), [2]);
+    // Not while it is live; not for a completed job.
+    assert_eq!(
+        apply(&mut state, 3, retry(&job))
+            .0
+            .expect_err("live")
+            .http_status(),
+        409
+    );
+    step(&mut state, 3, report(0, Some(2), 1, ReportKind::Running));
+    step(
+        &mut state,
+        4,
+        report(0, Some(2), 1, ReportKind::Completed { result: json!({}) }),
+    );
+    assert_eq!(
+        apply(&mut state, 5, retry(&job))
+            .0
+            .expect_err("completed")
+            .http_status(),
+        409
+    );
+    // A job the orchestrator forgot is retried from the read model's floors.
+    let mut forgotten = stored.clone();
+    forgotten.id = job_id(9);
+    forgotten.attempt = 4;
+    let (outcome, _) = apply(&mut state, 6, retry(&forgotten));
+    let Ok(Applied { job: Some(job), .. }) = outcome else {
+        panic!("retried")
+    };
+    assert_eq!(job.attempt, 5);
 }
 
 #[test]
@@ -203,7 +496,6 @@ fn cancel_of_running_job_tells_its_worker_to_stop() {
         })
     );
     assert!(matches!(&effects[1], Effect::Emit(event) if event.status == JobStatus::Cancelled));
-    // A queued job has no worker to tell.
     step(&mut state, 3, register(1));
     let (_, effects) = apply(&mut state, 4, Command::Cancel { id: job_id(1) });
     assert!(
@@ -223,11 +515,15 @@ fn register_is_idempotent_and_capped() {
         outcome,
         Ok(Applied {
             created: false,
-            job: Some(_)
+            job: Some(_),
+            ..
         })
     ));
     assert!(effects.is_empty(), "a repeated register dispatches nothing");
-    let Command::Register { id, spec, .. } = register(1) else {
+    let Command::Register {
+        id, spec, policy, ..
+    } = register(1)
+    else {
         unreachable!()
     };
     let (outcome, _) = apply(
@@ -237,13 +533,14 @@ fn register_is_idempotent_and_capped() {
             id,
             spec,
             max_queued: Some(1),
+            policy,
         },
     );
     assert_eq!(outcome, Err(Refusal::QueueFull { cap: 1 }));
 }
 
 #[test]
-fn worker_lost_dispatches_a_new_attempt_and_fences_the_old_one() {
+fn lost_worker_fails_its_attempts_which_retry_by_policy() {
     let mut state = State::default();
     step(&mut state, 0, register(0));
     step(&mut state, 1, report(0, Some(1), 1, ReportKind::Running));
@@ -251,14 +548,21 @@ fn worker_lost_dispatches_a_new_attempt_and_fences_the_old_one() {
         state.lease_holders().into_iter().collect::<Vec<_>>(),
         [worker(1)]
     );
-    let (_, effects) = apply(
+    let effects = step(
         &mut state,
         2,
         Command::WorkerLost {
             worker_id: worker(1),
         },
     );
-    assert!(matches!(&effects[0], Effect::Dispatch(message) if message.attempt == 2));
+    let job = state.job(job_id(0)).expect("live");
+    assert_eq!(
+        (job.status, job.error_message.as_deref()),
+        (JobStatus::Retrying, Some("worker lost"))
+    );
+    let retry = timers(&effects)[0];
+    let effects = step(&mut state, retry.at.0, Command::TimerFired(retry));
+    assert_eq!(dispatched_attempts(&effects), [2]);
     let (outcome, _) = apply(
         &mut state,
         3,
@@ -305,6 +609,7 @@ fn acked_events_leave_the_unpublished_buffer() {
 fn tombstones_expire_after_retention() {
     let mut state = State::new(MachineConfig {
         tombstone_retention_ms: 1_000,
+        ..MachineConfig::default()
     });
     step(&mut state, 0, register(0));
     step(&mut state, 10, Command::Cancel { id: job_id(0) });
@@ -319,15 +624,65 @@ fn state_round_trips_through_json() {
     let mut state = State::default();
     step(&mut state, 0, register(0));
     step(&mut state, 1, report(0, Some(1), 1, ReportKind::Running));
-    step(&mut state, 2, register(1));
+    step(
+        &mut state,
+        2,
+        register_with(1, json!({"delaySeconds": 5, "idempotencyKey": "x"})),
+    );
     let text = serde_json::to_string(&state).expect("serializable");
     let back: State = serde_json::from_str(&text).expect("deserializable");
     assert_eq!(back, state);
 }
 
-fn command_strategy() -> impl Strategy<Value = Command> {
-    let job = 0u8..4;
-    let attempt = prop_oneof![Just(None), (1u32..4).prop_map(Some)];
+#[test]
+fn backoff_delays_stay_within_policy_bounds_for_any_seed() {
+    let full = RetryPolicy {
+        base_ms: 1_000,
+        max_ms: 300_000,
+        jitter: Jitter::Full,
+    };
+    let none = RetryPolicy {
+        jitter: Jitter::None,
+        ..full
+    };
+    let mut random = 0x2545_F491_4F6C_DD1Du64; // xorshift, seeded: the same draws every run
+    for retry in 1..=12u32 {
+        let ceiling = (1_000u64 << (retry - 1)).min(300_000);
+        assert_eq!(full.ceiling_ms(retry), ceiling);
+        assert_eq!(none.delay_ms(retry, random), ceiling);
+        let mut seen_low_half = false;
+        for _ in 0..1_000 {
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            let delay = full.delay_ms(retry, random);
+            assert!(delay <= ceiling, "retry {retry}: {delay} > {ceiling}");
+            seen_low_half |= delay < ceiling / 2;
+        }
+        assert!(seen_low_half, "full jitter draws from the whole range");
+    }
+    assert_eq!(
+        full.ceiling_ms(200),
+        300_000,
+        "no overflow for large retry numbers"
+    );
+}
+
+/// Commands over 3 jobs and 3 workers, with time passing, including timers (valid, early and
+/// stale), retries of finished jobs, heartbeats stopping (worker lost) and restarts (the state
+/// serialized and read back, as a snapshot would).
+#[derive(Debug, Clone)]
+enum Step {
+    Command(Command),
+    FireDueTimers,
+    FireStaleTimer(u8, u32, u8),
+    RetryFinished(u8),
+    Restart,
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    let job = 0u8..3;
+    let attempt = prop_oneof![Just(None), (1u32..5).prop_map(Some)];
     let kind = prop_oneof![
         Just(ReportKind::Running),
         (0u8..=100).prop_map(|percent| ReportKind::Progress { percent }),
@@ -339,85 +694,156 @@ fn command_strategy() -> impl Strategy<Value = Command> {
             permanent
         }),
     ];
+    let register = (
+        job.clone(),
+        0u32..3,
+        prop_oneof![Just(None), (0u64..3).prop_map(Some)],
+        any::<bool>(),
+    )
+        .prop_map(|(n, max_retries, delay, keyed)| {
+            let mut request = json!({"maxRetries": max_retries, "executionTimeout": 2});
+            if let Some(delay) = delay {
+                request["delaySeconds"] = json!(delay);
+            }
+            if keyed {
+                request["idempotencyKey"] = json!(format!("key-{}", n % 2));
+            }
+            register_with(n, request)
+        });
     prop_oneof![
-        2 => job.clone().prop_map(register),
-        6 => (job.clone(), attempt, 0u8..3, kind).prop_map(|(n, attempt, w, kind)| report(n, attempt, w, kind)),
-        1 => job.prop_map(|n| Command::Cancel { id: job_id(n) }),
-        1 => (0u8..3).prop_map(|w| Command::WorkerLost { worker_id: worker(w) }),
-        1 => (0u64..40).prop_map(|upto| Command::AckEvents { upto }),
+        3 => register.prop_map(Step::Command),
+        8 => (job.clone(), attempt, 0u8..3, kind).prop_map(|(n, attempt, w, kind)| Step::Command(report(n, attempt, w, kind))),
+        1 => job.clone().prop_map(|n| Step::Command(Command::Cancel { id: job_id(n) })),
+        1 => (0u8..3).prop_map(|w| Step::Command(Command::WorkerLost { worker_id: worker(w) })),
+        1 => (0u64..60).prop_map(|upto| Step::Command(Command::AckEvents { upto })),
+        3 => Just(Step::FireDueTimers),
+        1 => (job.clone(), 1u32..5, 0u8..3).prop_map(|(n, attempt, kind)| Step::FireStaleTimer(n, attempt, kind)),
+        1 => job.prop_map(Step::RetryFinished),
+        1 => Just(Step::Restart),
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+/// The test's own record of what happened, checked against the state after every step.
+#[derive(Default)]
+struct Oracle {
+    /// Terminal status of each finished chain, until a `Retry` restarts it.
+    terminal: BTreeMap<JobId, JobStatus>,
+    leases: BTreeMap<(JobId, u32), WorkerId>,
+    outcomes: BTreeSet<(JobId, u32)>,
+    versions: BTreeMap<JobId, u64>,
+    dispatched: BTreeSet<(JobId, u32)>,
+    armed: BTreeSet<Timer>,
+    last_seq: u64,
+    /// The last snapshot seen of each job, for `Retry` from "the read model".
+    snapshots: BTreeMap<JobId, distriqueue_core::JobResponse>,
+}
 
-    /// After every step: terminal states never change; at most one lease and one outcome per
-    /// attempt; versions and sequence numbers only grow; the waiting count is exact; every
-    /// QUEUED attempt was dispatched and every RUNNING one has a holder.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+    /// After every step: a terminal state changes only by an explicit retry; at most one lease
+    /// and one accepted outcome per attempt; `retryCount` never exceeds `maxRetries`; versions
+    /// and sequence numbers only grow; the waiting count is exact; every non-terminal job has a
+    /// live attempt, a pending dispatch or a pending timer.
     #[test]
-    fn invariants_hold_for_any_command_sequence(steps in prop::collection::vec((command_strategy(), 0i64..5_000), 1..80)) {
+    fn invariants_hold_for_any_command_sequence(steps in prop::collection::vec((step_strategy(), 0i64..2_500), 1..60)) {
         let mut state = State::default();
         let mut now = 0i64;
-        let mut terminal: BTreeMap<JobId, JobStatus> = BTreeMap::new();
-        let mut leases: BTreeMap<(JobId, u32), WorkerId> = BTreeMap::new();
-        let mut outcomes_per_attempt: BTreeSet<(JobId, u32)> = BTreeSet::new();
-        let mut versions: BTreeMap<JobId, u64> = BTreeMap::new();
-        let mut dispatched: BTreeSet<(JobId, u32)> = BTreeSet::new();
-        let mut last_seq = 0u64;
-        for (command, advance) in steps {
+        let mut oracle = Oracle::default();
+        for (step, advance) in steps {
             now += advance;
-            let attempt_before = match &command {
-                Command::Report(r) => state.job(r.job_id).map(|j| j.attempt),
-                _ => None,
+            let commands: Vec<Command> = match step {
+                Step::Command(command) => vec![command],
+                Step::FireDueTimers => {
+                    let due: Vec<Timer> = oracle.armed.iter().filter(|timer| timer.at.0 <= now).copied().collect();
+                    due.into_iter().map(|timer| { oracle.armed.remove(&timer); Command::TimerFired(timer) }).collect()
+                }
+                Step::FireStaleTimer(n, attempt, kind) => {
+                    let kind = [TimerKind::Due, TimerKind::Retry, TimerKind::ExecutionTimeout][usize::from(kind)];
+                    vec![Command::TimerFired(Timer { at: Millis(now), job_id: job_id(n), attempt, kind })]
+                }
+                Step::RetryFinished(n) => match oracle.snapshots.get(&job_id(n)) {
+                    Some(job) => vec![Command::Retry {
+                        id: job.id,
+                        spec: Box::new(distriqueue_core::request::JobSpec::from_response(job)),
+                        created_at: Millis(0),
+                        attempt_floor: job.attempt,
+                        version_floor: job.version,
+                        previous_attempts: job.attempts.clone(),
+                        policy: POLICY,
+                    }],
+                    None => Vec::new(),
+                },
+                Step::Restart => {
+                    let text = serde_json::to_string(&state).expect("serializable");
+                    state = serde_json::from_str(&text).expect("deserializable");
+                    // A restarted host re-arms every timer from the state.
+                    oracle.armed.extend(state.timers());
+                    Vec::new()
+                }
             };
-            let (outcome, effects) = apply(&mut state, now, command.clone());
-            if let (Command::Report(r), Ok(_), Some(attempt)) = (&command, &outcome, attempt_before) {
-                match r.kind {
-                    ReportKind::Running => {
-                        prop_assert!(leases.insert((r.job_id, attempt), r.worker_id.clone()).is_none(), "second lease");
-                    }
-                    ReportKind::Completed { .. } | ReportKind::Failed { .. } => {
-                        prop_assert_eq!(leases.get(&(r.job_id, attempt)), Some(&r.worker_id));
-                        prop_assert!(outcomes_per_attempt.insert((r.job_id, attempt)), "second outcome");
-                    }
-                    ReportKind::Progress { .. } => {}
-                }
-            }
-            for effect in &effects {
-                match effect {
-                    Effect::Dispatch(message) => { dispatched.insert((message.id, message.attempt)); }
-                    // A stop goes to the lease holder of the attempt, and only on cancel.
-                    Effect::StopAttempt(ControlMessage::Cancel { worker_id, job_id, attempt }) => {
-                        let is_cancel = matches!(command, Command::Cancel { .. });
-                        prop_assert!(is_cancel, "stop from {:?}", command);
-                        prop_assert_eq!(leases.get(&(*job_id, *attempt)), Some(worker_id));
-                    }
-                    Effect::Emit(event) => {
-                        prop_assert!(event.seq > last_seq);
-                        last_seq = event.seq;
-                        let previous = versions.insert(event.job_id, event.version).unwrap_or(0);
-                        prop_assert!(event.version > previous);
-                        if let Some(status) = terminal.get(&event.job_id) {
-                            prop_assert!(false, "event for terminal job {} ({status})", event.job_id);
+            for command in commands {
+                let before = match &command {
+                    Command::Report(r) => state.job(r.job_id).map(|j| j.attempt),
+                    _ => None,
+                };
+                let (outcome, effects) = apply(&mut state, now, command.clone());
+                if let (Command::Report(r), Ok(_), Some(attempt)) = (&command, &outcome, before) {
+                    match r.kind {
+                        ReportKind::Running => {
+                            prop_assert!(oracle.leases.insert((r.job_id, attempt), r.worker_id.clone()).is_none(), "second lease");
                         }
-                        if event.status.is_terminal() { terminal.insert(event.job_id, event.status); }
+                        ReportKind::Completed { .. } | ReportKind::Failed { .. } => {
+                            prop_assert_eq!(oracle.leases.get(&(r.job_id, attempt)), Some(&r.worker_id));
+                            prop_assert!(oracle.outcomes.insert((r.job_id, attempt)), "second outcome");
+                        }
+                        ReportKind::Progress { .. } => {}
+                    }
+                }
+                for effect in &effects {
+                    match effect {
+                        Effect::Dispatch(message) => {
+                            prop_assert!(oracle.dispatched.insert((message.id, message.attempt)), "attempt number reused");
+                        }
+                        Effect::ArmTimer(timer) => { oracle.armed.insert(*timer); }
+                        Effect::StopAttempt(ControlMessage::Cancel { worker_id, job_id, attempt }) => {
+                            prop_assert_eq!(oracle.leases.get(&(*job_id, *attempt)), Some(worker_id));
+                        }
+                        Effect::Emit(event) => {
+                            prop_assert!(event.seq > oracle.last_seq);
+                            oracle.last_seq = event.seq;
+                            let previous = oracle.versions.insert(event.job_id, event.version).unwrap_or(0);
+                            prop_assert!(event.version > previous);
+                            if let Some(status) = oracle.terminal.get(&event.job_id) {
+                                let is_retry = matches!(command, Command::Retry { .. });
+                                prop_assert!(is_retry, "terminal job {} ({}) changed by {:?}", event.job_id, status, command);
+                                oracle.terminal.remove(&event.job_id);
+                            }
+                            prop_assert!(event.job.retry_count <= event.job.max_retries, "retryCount past maxRetries");
+                            if event.status.is_terminal() { oracle.terminal.insert(event.job_id, event.status); }
+                            oracle.snapshots.insert(event.job_id, event.job.clone());
+                        }
                     }
                 }
             }
-            for (id, status) in &terminal {
+            for (id, status) in &oracle.terminal {
                 prop_assert!(state.job(*id).is_none());
-                prop_assert_eq!(state.tombstone(*id).map(|t| t.status), Some(*status));
+                if let Some(tombstone) = state.tombstone(*id) {
+                    prop_assert_eq!(tombstone.status, *status);
+                }
             }
             let waiting = state.jobs().filter(|j| matches!(j.status, JobStatus::Pending | JobStatus::Queued)).count() as u64;
             prop_assert_eq!(state.n_waiting(), waiting);
             for job in state.jobs() {
+                let has_timer = |kind| oracle.armed.iter().any(|t| t.job_id == job.id && t.attempt == job.attempt && t.kind == kind);
                 match job.status {
-                    JobStatus::Queued => prop_assert!(dispatched.contains(&(job.id, job.attempt))),
-                    JobStatus::Running => prop_assert!(job.worker_id.is_some()),
-                    other => prop_assert!(false, "unexpected live status {other}"),
+                    JobStatus::Queued => prop_assert!(oracle.dispatched.contains(&(job.id, job.attempt))),
+                    JobStatus::Running => prop_assert!(job.worker_id.is_some() && has_timer(TimerKind::ExecutionTimeout)),
+                    JobStatus::Pending => prop_assert!(has_timer(TimerKind::Due)),
+                    JobStatus::Retrying => prop_assert!(has_timer(TimerKind::Retry)),
+                    other => prop_assert!(false, "unexpected live status {}", other),
                 }
             }
-            prop_assert!(outcomes_per_attempt.iter().all(|(id, _)| terminal.contains_key(id)));
         }
     }
 }

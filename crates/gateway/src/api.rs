@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use distriqueue_core::request::parse_job_request;
+use distriqueue_core::request::{check_idempotency_key, parse_job_request};
 use distriqueue_core::{JobId, JobResponse, Millis, Refusal};
 use serde_json::json;
 
@@ -17,7 +17,7 @@ use crate::query::parse_list_query;
 use crate::sse;
 use crate::state::AppState;
 
-/// The header of idempotent submission, which a later issue implements.
+/// The header of idempotent submission (CONTRACT.md).
 const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
 /// The gateway's routes over `state`, without a socket (tests call it directly).
@@ -31,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/stream", get(sse::stream))
         .route("/api/jobs/{id}", get(get_job))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/jobs/{id}/retry", post(retry_job))
+        .route("/api/jobs/{id}/attempts", get(list_attempts))
         .route("/api/actuator/health", get(health))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
@@ -39,23 +41,40 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `POST /api/jobs`: validate, mint the id, commit through the orchestrator, store the
-/// snapshot, answer 202 with `Location`.
+/// snapshot, answer 202 with `Location`; a repeated idempotency key (body field or
+/// `Idempotency-Key` header) answers 200 with the first job and creates nothing.
 async fn submit_job(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if headers.contains_key(IDEMPOTENCY_KEY_HEADER) {
-        return Err(ApiError::violation(
-            IDEMPOTENCY_KEY_HEADER,
-            "is not supported yet by this server; resend without it",
-        ));
-    }
     check_json_content_type(&headers)?;
     let request = read_json(&headers, body, state.config.body_limit_bytes).await?;
-    let spec = parse_job_request(&request, "").map_err(ApiError::Validation)?;
-    let id = JobId::new_random();
-    let job = match state.orchestrator.register(id, spec).await? {
+    let mut spec = parse_job_request(&request, "").map_err(ApiError::Validation)?;
+    if let Some(header) = headers.get(IDEMPOTENCY_KEY_HEADER) {
+        let key = header
+            .to_str()
+            .map_err(|_| ApiError::violation(IDEMPOTENCY_KEY_HEADER, "must be visible ASCII text"))
+            .and_then(|text| {
+                check_idempotency_key(text)
+                    .map_err(|message| ApiError::violation(IDEMPOTENCY_KEY_HEADER, message))
+            })?;
+        match &spec.idempotency_key {
+            Some(body_key) if *body_key != key => {
+                return Err(ApiError::violation(
+                    IDEMPOTENCY_KEY_HEADER,
+                    "differs from the body's idempotencyKey",
+                ))
+            }
+            _ => spec.idempotency_key = Some(key),
+        }
+    }
+    let registered = state
+        .orchestrator
+        .register(JobId::new_random(), spec)
+        .await?;
+    let id = registered.job_id;
+    let job = match registered.job {
         Some(job) => {
             // The job is committed: answering an error now would make the client submit it
             // again under a new id. If the read model cannot take it yet, the event feed stores
@@ -65,13 +84,17 @@ async fn submit_job(
             }
             job
         }
-        // The id is already known and finished: the read model has it.
+        // The job is known and finished: the read model has it.
         None => state.store.get(id).await?.ok_or_else(|| {
             ApiError::Internal(format!(
                 "job {id} is finished at the orchestrator but absent from the read model"
             ))
         })?,
     };
+    if !registered.created {
+        tracing::debug!(job_id = %id, "repeated submission answered with the first job");
+        return Ok((StatusCode::OK, Json(job)).into_response());
+    }
     tracing::debug!(job_id = %id, job_type = %job.job_type, "job accepted");
     let location = HeaderValue::try_from(format!("/api/jobs/{id}"))
         .map_err(|error| ApiError::Internal(format!("Location header: {error}")))?;
@@ -81,6 +104,34 @@ async fn submit_job(
         Json(job),
     )
         .into_response())
+}
+
+/// `POST /api/jobs/{id}/retry`: a new chain of attempts for a FAILED, TIMEOUT or CANCELLED job
+/// (200 with the QUEUED snapshot, stored first); 409 for any other state; 404 unknown.
+async fn retry_job(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<JobResponse>, ApiError> {
+    let id = job_id_of(path)?;
+    let Some(stored) = state.store.get(id).await? else {
+        return Err(job_not_found(&id.to_string()));
+    };
+    let job = state.orchestrator.retry(&stored).await?;
+    state.writer.write(vec![job.clone()]).await?;
+    tracing::debug!(job_id = %id, attempt = job.attempt, "job retried");
+    Ok(Json(job))
+}
+
+/// `GET /api/jobs/{id}/attempts`: each attempt's number, worker, state, error, start and end.
+async fn list_attempts(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = job_id_of(path)?;
+    match state.store.get(id).await? {
+        Some(job) => Ok(Json(json!({"jobId": id, "attempts": job.attempts}))),
+        None => Err(job_not_found(&id.to_string())),
+    }
 }
 
 /// `GET /api/jobs/{id}`: the read model's record; 404 also for an id that is not a UUID.

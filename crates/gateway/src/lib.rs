@@ -39,17 +39,27 @@ pub use state::AppState;
 /// HTTP implementation (the gateway never depends on the orchestrator crate).
 #[async_trait::async_trait]
 pub trait Orchestrator: Send + Sync + 'static {
-    /// Commits `Register` for a gateway-minted id. `Ok(Some(snapshot))`: the committed job (its
-    /// snapshot, QUEUED); `Ok(None)`: the id is known but no longer held in full (a finished
-    /// job): answer from the read model.
-    async fn register(
-        &self,
-        id: JobId,
-        spec: JobSpec,
-    ) -> Result<Option<JobResponse>, OrchestratorError>;
+    /// Commits `Register` for a gateway-minted id (answers for a repeated idempotency key too).
+    async fn register(&self, id: JobId, spec: JobSpec) -> Result<Registered, OrchestratorError>;
 
     /// Commits `Cancel`; `Ok` = the CANCELLED snapshot.
     async fn cancel(&self, id: JobId) -> Result<JobResponse, OrchestratorError>;
+
+    /// Commits `Retry` for a FAILED, TIMEOUT or CANCELLED job, given what the read model holds of
+    /// it; `Ok` = the snapshot of its new attempt (QUEUED).
+    async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError>;
+}
+
+/// The answer to a register.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The job's id: the minted one, or the first job's for a repeated idempotency key.
+    pub job_id: JobId,
+    /// The committed snapshot, when the orchestrator still holds the job in full; `None` for a
+    /// finished job (answer from the read model).
+    pub job: Option<JobResponse>,
+    /// False when nothing was created (a repeat).
+    pub created: bool,
 }
 
 /// Why the orchestrator did not commit a command.

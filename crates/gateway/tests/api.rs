@@ -188,30 +188,57 @@ async fn submit_with_payload_not_an_object_is_refused_naming_it() {
 }
 
 #[tokio::test]
-async fn submit_with_later_issue_fields_is_refused_naming_them() {
+async fn submit_with_callback_url_is_refused_naming_it() {
     check_submit_refused(
-        json!({"type": "echo", "jobPriority": "LOW", "idempotencyKey": "k", "delaySeconds": 5}),
-        &["delaySeconds", "idempotencyKey"],
+        json!({"type": "echo", "jobPriority": "LOW", "callbackUrl": "http://example.test/hook"}),
+        &["callbackUrl"],
     )
     .await;
 }
 
+fn keyed_submit(header_key: Option<&str>, body: Value) -> Request<Body> {
+    let mut request = Request::post("/api/jobs").header(header::CONTENT_TYPE, "application/json");
+    if let Some(key) = header_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.body(Body::from(body.to_string())).expect("request")
+}
+
 #[tokio::test]
-async fn submit_with_idempotency_key_header_is_refused_naming_it() {
+async fn repeated_idempotency_key_answers_200_with_the_first_job() {
     let harness = harness().await;
-    let answer = harness
-        .send(
-            Request::post("/api/jobs")
-                .header(header::CONTENT_TYPE, "application/json")
-                .header("Idempotency-Key", "abc")
-                .body(Body::from(
-                    json!({"type": "echo", "jobPriority": "LOW"}).to_string(),
-                ))
-                .expect("request"),
-        )
+    let echo = json!({"type": "echo", "jobPriority": "LOW"});
+    let first = harness.send(keyed_submit(Some("abc"), echo.clone())).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    let again = harness.send(keyed_submit(Some("abc"), echo.clone())).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["id"], first.body["id"]);
+    let by_field = harness
+        .send(keyed_submit(
+            None,
+            json!({"type": "echo", "jobPriority": "LOW", "idempotencyKey": "abc"}),
+        ))
         .await;
-    check_violations(&answer, &["Idempotency-Key"]);
-    harness.assert_nothing_stored().await;
+    assert_eq!(
+        (by_field.status, &by_field.body["id"]),
+        (StatusCode::OK, &first.body["id"])
+    );
+    assert_eq!(harness.n_stored().await, 1, "one job");
+
+    let blank = harness.send(keyed_submit(Some(" "), echo.clone())).await;
+    check_violations(&blank, &["Idempotency-Key"]);
+    let conflicting = harness
+        .send(keyed_submit(
+            Some("x"),
+            json!({"type": "echo", "jobPriority": "LOW", "idempotencyKey": "y"}),
+        ))
+        .await;
+    check_violations(&conflicting, &["Idempotency-Key"]);
+    assert_eq!(
+        harness.n_stored().await,
+        1,
+        "refused submissions store nothing"
+    );
 }
 
 #[tokio::test]

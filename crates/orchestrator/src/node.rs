@@ -1,7 +1,7 @@
 //! The orchestrator node: opens the log and state machine, starts openraft, and runs the
 //! proposer (commands in, batched log entries out) and the outbox (effects after commit).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::MachineConfig;
-use distriqueue_core::{Batch, Command, Effect, Millis, Outcome, State};
+use distriqueue_core::{Batch, Command, Effect, JobId, Millis, Outcome, RetryPolicy, State, Timer};
 use openraft::error::ClientWriteError;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -32,6 +32,8 @@ pub struct OrchestratorConfig {
     pub node_id: NodeId,
     /// The admission cap on PENDING + QUEUED jobs; `None` for no cap.
     pub max_queued: Option<u64>,
+    /// How failed attempts are retried (stamped into each job at registration).
+    pub retry_policy: RetryPolicy,
     /// Most commands in one log entry.
     pub max_batch: usize,
     /// Log entries between two snapshots.
@@ -46,6 +48,7 @@ impl OrchestratorConfig {
             data_dir,
             node_id: 1,
             max_queued: Some(100_000),
+            retry_policy: RetryPolicy::default(),
             max_batch: 1024,
             snapshot_every: 20_000,
         }
@@ -96,6 +99,7 @@ pub struct OrchestratorHandle {
     raft: Raft<TypeConfig>,
     node_id: NodeId,
     max_queued: Option<u64>,
+    retry_policy: RetryPolicy,
 }
 
 impl OrchestratorHandle {
@@ -121,6 +125,11 @@ impl OrchestratorHandle {
     /// The admission cap on PENDING + QUEUED jobs that `Register` commands should carry.
     pub fn max_queued(&self) -> Option<u64> {
         self.max_queued
+    }
+
+    /// The retry policy that `Register` and `Retry` commands should carry.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry_policy
     }
 
     /// This node's id.
@@ -224,16 +233,19 @@ impl Orchestrator {
         // (openraft re-applies only up to the saved commit point; the rest is applied once this
         // leader commits in its term). The lease scan of `serve` and `go_live` need that state.
         raft.client_write(Batch {
+            seed: 0,
             now: Millis::now(),
             commands: Vec::new(),
         })
         .await
         .map_err(|error| OrchestratorError::Raft(format!("barrier entry: {error}")))?;
         let (effects_sender, effects) = mpsc::unbounded_channel();
+        let (timer_sender, timer_receiver) = mpsc::unbounded_channel();
         state_machine.go_live(effects_sender);
         let (proposals_sender, proposals) = mpsc::channel(16 * 1024);
         let tasks = vec![
-            tokio::spawn(run_outbox(effects, broker)),
+            tokio::spawn(run_outbox(effects, broker, timer_sender)),
+            tokio::spawn(run_timers(timer_receiver, proposals_sender.clone())),
             tokio::spawn(run_proposer(
                 raft.clone(),
                 proposals,
@@ -247,6 +259,7 @@ impl Orchestrator {
             raft: raft.clone(),
             node_id: config.node_id,
             max_queued: config.max_queued,
+            retry_policy: config.retry_policy,
         };
         Ok(Orchestrator {
             handle,
@@ -290,9 +303,19 @@ impl Orchestrator {
     }
 }
 
-/// Carries out effects after commit, in commit order: dispatches to the job queues, events to the
-/// event feed. In-process publishing cannot fail; the RabbitMQ outbox retries until confirmed.
-async fn run_outbox(mut effects: mpsc::UnboundedReceiver<Vec<Effect>>, broker: InProcessBroker) {
+/// A leader-drawn random number for a batch (the state machine's source of backoff jitter).
+fn random_seed() -> u64 {
+    JobId::new_random().0.as_u64_pair().0
+}
+
+/// Carries out effects after commit, in commit order: dispatches to the job queues, stops to
+/// workers, timers to the timer task, events to the event feed. In-process publishing cannot
+/// fail; the RabbitMQ outbox retries until confirmed.
+async fn run_outbox(
+    mut effects: mpsc::UnboundedReceiver<Vec<Effect>>,
+    broker: InProcessBroker,
+    timers: mpsc::UnboundedSender<Timer>,
+) {
     let mut batch = Vec::new();
     while effects.recv_many(&mut batch, 256).await > 0 {
         let mut events = Vec::new();
@@ -300,10 +323,47 @@ async fn run_outbox(mut effects: mpsc::UnboundedReceiver<Vec<Effect>>, broker: I
             match effect {
                 Effect::Dispatch(message) => broker.publish_job(*message),
                 Effect::StopAttempt(control) => broker.publish_control(control),
+                Effect::ArmTimer(timer) => {
+                    let _ = timers.send(timer);
+                }
                 Effect::Emit(event) => events.push(*event),
             }
         }
         broker.publish_events(events);
+    }
+}
+
+/// Keeps the armed timers and, when one is due, commits `TimerFired` for it. Stale timers (the
+/// job moved on) are refused by the state machine as no-ops, so the task never needs to disarm.
+async fn run_timers(mut arm: mpsc::UnboundedReceiver<Timer>, proposals: mpsc::Sender<Proposal>) {
+    let mut armed: BTreeSet<Timer> = BTreeSet::new();
+    loop {
+        let next_due = armed.first().map(|timer| timer.at);
+        let sleep = async {
+            match next_due {
+                Some(at) => {
+                    let wait_ms = u64::try_from(at.0.saturating_sub(Millis::now().0)).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            timer = arm.recv() => match timer {
+                Some(timer) => { armed.insert(timer); }
+                None => return,
+            },
+            () = sleep => {
+                let now = Millis::now();
+                while armed.first().is_some_and(|timer| timer.at <= now) {
+                    let Some(timer) = armed.pop_first() else { break };
+                    let (reply, _ignored) = oneshot::channel();
+                    if proposals.send((Command::TimerFired(timer), reply)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -336,6 +396,7 @@ async fn run_proposer(
         let (commands, replies): (Vec<Command>, Vec<_>) = waiting.drain(..).unzip();
         last_now = last_now.max(Millis::now());
         let batch = Batch {
+            seed: random_seed(),
             now: last_now,
             commands,
         };

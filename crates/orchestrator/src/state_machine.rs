@@ -118,7 +118,8 @@ impl StateMachineStore {
 
     /// Switches to live operation: from now on every applied batch's effects go to `effects`.
     /// First, in the same critical section, it sends what a restarted node must carry out again:
-    /// every QUEUED attempt and every event past the committed watermark (DESIGN.md, rule 6).
+    /// every event past the committed watermark (DESIGN.md, rule 6), every QUEUED attempt, and
+    /// every timer a live job waits on.
     pub fn go_live(&self, effects: mpsc::UnboundedSender<Vec<Effect>>) {
         let mut inner = self.lock();
         let mut recovery: Vec<Effect> = inner
@@ -133,6 +134,7 @@ impl StateMachineStore {
                 .into_iter()
                 .map(|message| Effect::Dispatch(Box::new(message))),
         );
+        recovery.extend(inner.state.timers().into_iter().map(Effect::ArmTimer));
         if !recovery.is_empty() {
             tracing::info!(
                 n_effects = recovery.len(),

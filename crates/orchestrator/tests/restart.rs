@@ -25,6 +25,7 @@ fn register(id: JobId) -> Command {
         id,
         spec: Box::new(spec),
         max_queued: None,
+        policy: Default::default(),
     }
 }
 

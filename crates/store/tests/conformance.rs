@@ -62,6 +62,7 @@ fn job(n: u32, status: JobStatus, version: u64) -> JobResponse {
         progress: None,
         attempt: 1,
         version,
+        attempts: Vec::new(),
     }
 }
 

@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use distriqueue_broker::InProcessBroker;
+use distriqueue_core::machine::Applied;
 use distriqueue_core::request::JobSpec;
 use distriqueue_core::{
-    Batch, Command, Effect, JobId, JobResponse, Millis, Report, ReportKind, State, WorkerId,
+    Batch, Command, Effect, JobId, JobResponse, Millis, Report, ReportKind, RetryPolicy, State,
+    WorkerId,
 };
-use distriqueue_gateway::{Orchestrator, OrchestratorError};
+use distriqueue_gateway::{Orchestrator, OrchestratorError, Registered};
 use serde_json::Value;
 
 /// An orchestrator in memory: the real state machine, its events published to a broker.
@@ -29,25 +31,26 @@ impl FakeOrchestrator {
         }
     }
 
-    fn apply(&self, command: Command) -> Result<Option<JobResponse>, OrchestratorError> {
+    fn apply(&self, command: Command) -> Result<Applied, OrchestratorError> {
         if self.unavailable.load(Ordering::SeqCst) {
             return Err(OrchestratorError::Unavailable("no leader".to_string()));
         }
         let mut machine = self.machine.lock().expect("machine lock");
         let (outcomes, effects) = machine.apply(&Batch {
             now: Millis::now(),
+            seed: 7,
             commands: vec![command],
         });
         self.broker
             .publish_events(effects.into_iter().filter_map(|effect| match effect {
                 Effect::Emit(event) => Some(*event),
-                Effect::Dispatch(_) | Effect::StopAttempt(_) => None,
+                Effect::Dispatch(_) | Effect::StopAttempt(_) | Effect::ArmTimer(_) => None,
             }));
         let outcome = outcomes
             .into_iter()
             .next()
             .expect("one outcome per command");
-        Ok(outcome?.job.map(|job| *job))
+        Ok(outcome?)
     }
 
     /// A worker runs the job to completion with `result`.
@@ -71,20 +74,39 @@ impl FakeOrchestrator {
 
 #[async_trait::async_trait]
 impl Orchestrator for FakeOrchestrator {
-    async fn register(
-        &self,
-        id: JobId,
-        spec: JobSpec,
-    ) -> Result<Option<JobResponse>, OrchestratorError> {
-        self.apply(Command::Register {
+    async fn register(&self, id: JobId, spec: JobSpec) -> Result<Registered, OrchestratorError> {
+        let applied = self.apply(Command::Register {
             id,
             spec: Box::new(spec),
             max_queued: None,
+            policy: RetryPolicy::default(),
+        })?;
+        Ok(Registered {
+            job_id: applied.job_id.unwrap_or(id),
+            job: applied.job.map(|job| *job),
+            created: applied.created,
         })
     }
 
     async fn cancel(&self, id: JobId) -> Result<JobResponse, OrchestratorError> {
         self.apply(Command::Cancel { id })?
+            .job
+            .map(|job| *job)
             .ok_or_else(|| OrchestratorError::Unavailable("no snapshot".to_string()))
+    }
+
+    async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError> {
+        self.apply(Command::Retry {
+            id: stored.id,
+            spec: Box::new(JobSpec::from_response(stored)),
+            created_at: Millis::now(),
+            attempt_floor: stored.attempt,
+            version_floor: stored.version,
+            previous_attempts: stored.attempts.clone(),
+            policy: RetryPolicy::default(),
+        })?
+        .job
+        .map(|job| *job)
+        .ok_or_else(|| OrchestratorError::Unavailable("no snapshot".to_string()))
     }
 }
