@@ -115,6 +115,10 @@ struct ServeArgs {
     /// Longest backoff between two attempts, in ms.
     #[arg(long, env = "DQ_RETRY_BACKOFF_MAX_MS", default_value_t = 300_000)]
     retry_backoff_max_ms: u64,
+    /// Seconds a worker may stay silent before it is declared lost and its running attempts
+    /// are retried elsewhere.
+    #[arg(long, env = "DQ_HEARTBEAT_TIMEOUT", default_value_t = 30)]
+    heartbeat_timeout: u64,
     /// Backoff jitter: `full` (a uniform draw up to the backoff) or `none`.
     #[arg(long, env = "DQ_RETRY_JITTER", value_enum, default_value_t = JitterArg::Full)]
     retry_jitter: JitterArg,
@@ -141,6 +145,7 @@ impl ServeArgs {
             ledger: self.ledger,
             max_body_bytes: self.max_body_bytes,
             max_queued_jobs: self.max_queued_jobs,
+            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout.max(1)),
             retry_policy: RetryPolicy {
                 base_ms: self.retry_backoff_base_ms,
                 max_ms: self.retry_backoff_max_ms.max(self.retry_backoff_base_ms),

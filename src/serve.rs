@@ -12,7 +12,9 @@ use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::Applied;
 use distriqueue_core::request::JobSpec;
 use distriqueue_core::time::parse_client_time;
-use distriqueue_core::{Command, JobId, JobResponse, Report, RetryPolicy, WorkerId};
+use distriqueue_core::{
+    Command, JobId, JobResponse, Report, RetryPolicy, WorkerHeartbeat, WorkerId,
+};
 use distriqueue_gateway::{Gateway, GatewayConfig, OrchestratorError, Registered};
 use distriqueue_orchestrator::{Orchestrator, OrchestratorConfig, OrchestratorHandle, SubmitError};
 use distriqueue_store::Store;
@@ -39,6 +41,8 @@ pub struct ServeConfig {
     pub max_queued_jobs: u64,
     /// How failed attempts are retried.
     pub retry_policy: RetryPolicy,
+    /// A worker silent for longer than this is declared lost.
+    pub heartbeat_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -57,6 +61,7 @@ impl ServeConfig {
             max_body_bytes: 1024 * 1024,
             max_queued_jobs: 100_000,
             retry_policy: RetryPolicy::default(),
+            heartbeat_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -127,6 +132,10 @@ impl Reporter for LocalReporter {
             Err(error) => Err(ReportError::Unavailable(error.to_string())),
         }
     }
+
+    async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {
+        Ok(self.0.heartbeat(heartbeat))
+    }
 }
 
 /// A started `serve`: its bound addresses, and a task that ends when it has stopped.
@@ -151,6 +160,7 @@ pub async fn start(
     let orchestrator_config = OrchestratorConfig {
         max_queued: Some(config.max_queued_jobs),
         retry_policy: config.retry_policy,
+        heartbeat_timeout: config.heartbeat_timeout,
         ..OrchestratorConfig::new(
             config.orchestrator_addr,
             config.data_dir.join("orchestrator"),
@@ -194,6 +204,7 @@ pub async fn start(
         concurrency: config.concurrency,
         ledger: config.ledger.clone(),
         shutdown_grace: config.shutdown_grace,
+        heartbeat_timeout: config.heartbeat_timeout,
     };
     let worker = Worker::new(
         worker_config,

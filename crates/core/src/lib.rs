@@ -13,4 +13,6 @@ pub use machine::{
 };
 pub use model::{JobId, JobStatus, Priority, WorkerId};
 pub use time::Millis;
-pub use wire::{AttemptView, ControlMessage, JobMessage, JobResponse, StatusEvent};
+pub use wire::{
+    AttemptView, ControlMessage, JobMessage, JobResponse, StatusEvent, WorkerHeartbeat,
+};

@@ -168,6 +168,31 @@ pub struct AttemptView {
     pub ended_at: Option<String>,
 }
 
+/// A worker's heartbeat (CONTRACT.md `POST /api/workers/heartbeat`: snake_case, camelCase
+/// accepted). Heartbeats are soft state on the leader: only "worker lost" is committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerHeartbeat {
+    #[serde(alias = "workerId")]
+    pub worker_id: WorkerId,
+    #[serde(alias = "workerType", default)]
+    pub worker_type: String,
+    /// Job slots.
+    #[serde(default)]
+    pub capacity: u32,
+    /// Jobs running now.
+    #[serde(alias = "currentLoad", default)]
+    pub current_load: u32,
+    #[serde(alias = "totalJobsProcessed", default)]
+    pub total_jobs_processed: u64,
+    #[serde(alias = "successfulJobs", default)]
+    pub successful_jobs: u64,
+    #[serde(alias = "failedJobs", default)]
+    pub failed_jobs: u64,
+    /// The worker's clock, epoch milliseconds.
+    #[serde(default)]
+    pub timestamp: i64,
+}
+
 /// A control message for one worker (CONTRACT.md `control.exchange`: routing key = worker id,
 /// body `{"type":"cancel","jobId","attempt"}`, plus `workerId`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! The orchestrator's HTTP API for people and tools (CONTRACT.md, "Orchestrator"): health,
-//! live jobs, raft status, cancel. The worker protocol routes come with the distributed issue.
+//! live jobs, raft and cluster status, metrics, cancel. The worker protocol routes come with the
+//! distributed issue.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -22,6 +23,8 @@ pub fn router(handle: OrchestratorHandle) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/cancel", post(cancel))
         .route("/api/raft/status", get(raft_status))
+        .route("/api/cluster/status", get(cluster_status))
+        .route("/api/metrics", get(metrics))
         .fallback(
             |method: axum::http::Method, uri: axum::http::Uri| async move {
                 error(
@@ -135,7 +138,8 @@ async fn cancel(State(handle): State<OrchestratorHandle>, Path(id): Path<String>
     }
 }
 
-async fn raft_status(State(handle): State<OrchestratorHandle>) -> Json<Value> {
+/// The raft part of the status routes: real values from openraft's metrics.
+fn raft_json(handle: &OrchestratorHandle) -> Value {
     let metrics = handle.metrics();
     let role = match metrics.state {
         ServerState::Leader => "leader",
@@ -149,15 +153,72 @@ async fn raft_status(State(handle): State<OrchestratorHandle>) -> Json<Value> {
         .nodes()
         .map(|(id, node)| json!({"id": id, "addr": node.addr}))
         .collect();
-    Json(json!({
+    json!({
         "role": role,
         "term": metrics.current_term,
         "leader": metrics.current_leader,
+        // openraft 0.9 reports the applied index; on this node every committed entry is applied
+        // before it answers a write.
         "commitIndex": metrics.last_applied.map(|log_id| log_id.index),
         "lastApplied": metrics.last_applied.map(|log_id| log_id.index),
         "lastLogIndex": metrics.last_log_index,
         "snapshot": metrics.snapshot.map(|log_id| log_id.index),
         "members": members,
         "node": handle.node_id(),
+    })
+}
+
+async fn raft_status(State(handle): State<OrchestratorHandle>) -> Json<Value> {
+    Json(raft_json(&handle))
+}
+
+/// `GET /api/cluster/status`: `{node, cluster, raft, timestamp}`, the cluster part listing the
+/// workers that heartbeat to this node.
+async fn cluster_status(State(handle): State<OrchestratorHandle>) -> Json<Value> {
+    let workers = handle.describe_workers();
+    Json(json!({
+        "node": handle.node_id(),
+        "cluster": {"workers": workers, "nWorkers": workers.len()},
+        "raft": raft_json(&handle),
+        "timestamp": Millis::now().to_iso(),
+    }))
+}
+
+/// `GET /api/metrics`: live jobs by status, the waiting queue, workers, and the event watermark.
+async fn metrics(State(handle): State<OrchestratorHandle>) -> Json<Value> {
+    let (jobs, waiting, last_seq, published_upto) = handle.read(|state| {
+        let mut jobs: std::collections::BTreeMap<&'static str, u64> = JobStatus::ALL
+            .iter()
+            .map(|status| (status.as_str(), 0))
+            .collect();
+        for status in state
+            .jobs()
+            .map(|job| job.status)
+            .chain(state.tombstones().map(|job| job.status))
+        {
+            *jobs.entry(status.as_str()).or_default() += 1;
+        }
+        (
+            jobs,
+            state.n_waiting(),
+            state.last_seq(),
+            state.published_upto(),
+        )
+    });
+    let workers = handle.describe_workers();
+    let capacity: u64 = workers
+        .iter()
+        .filter_map(|worker| worker["capacity"].as_u64())
+        .sum();
+    let load: u64 = workers
+        .iter()
+        .filter_map(|worker| worker["currentLoad"].as_u64())
+        .sum();
+    Json(json!({
+        "jobs": jobs,
+        "queues": {"waiting": waiting, "maxQueued": handle.max_queued()},
+        "workers": {"count": workers.len(), "capacity": capacity, "currentLoad": load, "list": workers},
+        "events": {"lastSeq": last_seq, "publishedUpTo": published_upto},
+        "timestamp": Millis::now().to_iso(),
     }))
 }

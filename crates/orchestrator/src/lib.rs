@@ -7,6 +7,7 @@ mod log_store;
 mod node;
 mod raft;
 mod state_machine;
+mod workers;
 
 pub use api::router;
 pub use node::{

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::MachineConfig;
-use distriqueue_core::{Batch, Command, Effect, JobId, Millis, Outcome, RetryPolicy, State, Timer};
+use distriqueue_core::{
+    Batch, Command, ControlMessage, Effect, JobId, Millis, Outcome, RetryPolicy, State, Timer,
+    WorkerHeartbeat,
+};
 use openraft::error::ClientWriteError;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -20,6 +23,7 @@ use crate::api;
 use crate::log_store::LogStore;
 use crate::raft::{NoPeers, NodeId, TypeConfig};
 use crate::state_machine::StateMachineStore;
+use crate::workers::Registry;
 
 /// Settings of one orchestrator node.
 #[derive(Debug, Clone)]
@@ -34,6 +38,9 @@ pub struct OrchestratorConfig {
     pub max_queued: Option<u64>,
     /// How failed attempts are retried (stamped into each job at registration).
     pub retry_policy: RetryPolicy,
+    /// A worker silent for longer than this is declared lost (its running attempts fail and
+    /// are retried by policy).
+    pub heartbeat_timeout: Duration,
     /// Most commands in one log entry.
     pub max_batch: usize,
     /// Log entries between two snapshots.
@@ -49,6 +56,7 @@ impl OrchestratorConfig {
             node_id: 1,
             max_queued: Some(100_000),
             retry_policy: RetryPolicy::default(),
+            heartbeat_timeout: Duration::from_secs(30),
             max_batch: 1024,
             snapshot_every: 20_000,
         }
@@ -100,6 +108,7 @@ pub struct OrchestratorHandle {
     node_id: NodeId,
     max_queued: Option<u64>,
     retry_policy: RetryPolicy,
+    workers: Arc<Registry>,
 }
 
 impl OrchestratorHandle {
@@ -125,6 +134,16 @@ impl OrchestratorHandle {
     /// The admission cap on PENDING + QUEUED jobs that `Register` commands should carry.
     pub fn max_queued(&self) -> Option<u64> {
         self.max_queued
+    }
+
+    /// Records a worker's heartbeat (soft state); returns the jobs it must stop.
+    pub fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Vec<JobId> {
+        self.workers.heartbeat(heartbeat)
+    }
+
+    /// The known workers, as the orchestrator API shows them.
+    pub(crate) fn describe_workers(&self) -> Vec<serde_json::Value> {
+        self.workers.describe()
     }
 
     /// The retry policy that `Register` and `Retry` commands should carry.
@@ -239,12 +258,27 @@ impl Orchestrator {
         })
         .await
         .map_err(|error| OrchestratorError::Raft(format!("barrier entry: {error}")))?;
+        let workers = Arc::new(Registry::new(config.heartbeat_timeout));
+        // A new leader grants every worker holding a lease a full heartbeat timeout.
+        for worker_id in state_machine.read(State::lease_holders) {
+            workers.grant_grace(&worker_id);
+        }
         let (effects_sender, effects) = mpsc::unbounded_channel();
         let (timer_sender, timer_receiver) = mpsc::unbounded_channel();
         state_machine.go_live(effects_sender);
         let (proposals_sender, proposals) = mpsc::channel(16 * 1024);
         let tasks = vec![
-            tokio::spawn(run_outbox(effects, broker, timer_sender)),
+            tokio::spawn(run_outbox(
+                effects,
+                broker,
+                timer_sender,
+                Arc::clone(&workers),
+            )),
+            tokio::spawn(run_liveness(
+                Arc::clone(&workers),
+                proposals_sender.clone(),
+                config.heartbeat_timeout,
+            )),
             tokio::spawn(run_timers(timer_receiver, proposals_sender.clone())),
             tokio::spawn(run_proposer(
                 raft.clone(),
@@ -260,6 +294,7 @@ impl Orchestrator {
             node_id: config.node_id,
             max_queued: config.max_queued,
             retry_policy: config.retry_policy,
+            workers: Arc::clone(&workers),
         };
         Ok(Orchestrator {
             handle,
@@ -315,6 +350,7 @@ async fn run_outbox(
     mut effects: mpsc::UnboundedReceiver<Vec<Effect>>,
     broker: InProcessBroker,
     timers: mpsc::UnboundedSender<Timer>,
+    workers: Arc<Registry>,
 ) {
     let mut batch = Vec::new();
     while effects.recv_many(&mut batch, 256).await > 0 {
@@ -322,7 +358,13 @@ async fn run_outbox(
         for effect in batch.drain(..).flatten() {
             match effect {
                 Effect::Dispatch(message) => broker.publish_job(*message),
-                Effect::StopAttempt(control) => broker.publish_control(control),
+                Effect::StopAttempt(control) => {
+                    let ControlMessage::Cancel {
+                        worker_id, job_id, ..
+                    } = &control;
+                    workers.queue_cancel(worker_id, *job_id);
+                    broker.publish_control(control);
+                }
                 Effect::ArmTimer(timer) => {
                     let _ = timers.send(timer);
                 }
@@ -330,6 +372,32 @@ async fn run_outbox(
             }
         }
         broker.publish_events(events);
+    }
+}
+
+/// Declares lost every worker silent for longer than the heartbeat timeout (checked a few times
+/// per timeout): commits `WorkerLost`, which fails and retries its running attempts.
+async fn run_liveness(
+    workers: Arc<Registry>,
+    proposals: mpsc::Sender<Proposal>,
+    timeout: Duration,
+) {
+    let mut tick = tokio::time::interval(
+        (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+    );
+    loop {
+        tick.tick().await;
+        for worker_id in workers.take_lost() {
+            tracing::warn!(%worker_id, "worker silent past the heartbeat timeout: declared lost");
+            let (reply, _ignored) = oneshot::channel();
+            if proposals
+                .send((Command::WorkerLost { worker_id }, reply))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
     }
 }
 

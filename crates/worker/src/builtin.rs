@@ -32,6 +32,8 @@ pub enum Builtin {
     Sleep,
     /// `echo`: answers the payload.
     Echo,
+    /// `flaky`: fails the first `payload.failTimes` attempts, then succeeds (tests and demos).
+    Flaky,
 }
 
 #[rustfmt::skip]
@@ -71,6 +73,7 @@ impl Builtin {
             Self::Validate,
             Self::Sleep,
             Self::Echo,
+            Self::Flaky,
         ];
         families
             .into_iter()
@@ -85,6 +88,7 @@ impl Builtin {
             Self::Validate => VALIDATE_TYPES,
             Self::Sleep => &["sleep"],
             Self::Echo => &["echo"],
+            Self::Flaky => &["flaky"],
         }
     }
 }
@@ -607,6 +611,25 @@ pub fn sleep_result(ms: u64) -> Value {
     json!({ "slept_ms": ms })
 }
 
+/// flaky: attempt `attempt` (from 1) fails with a retryable error while it is at most
+/// `payload.failTimes` (a non-negative integer, default 1), and then succeeds with
+/// `{"attempt", "failTimes"}`. A `failTimes` that is not a non-negative integer is a permanent
+/// error.
+pub fn flaky(attempt: u32, payload: &Map<String, Value>) -> Result<Value, HandlerError> {
+    let fail_times = match payload.get("failTimes") {
+        None | Some(Value::Null) => 1,
+        Some(value) => value.as_u64().ok_or_else(|| {
+            HandlerError::Permanent("failTimes must be a non-negative integer".to_string())
+        })?,
+    };
+    if u64::from(attempt) <= fail_times {
+        return Err(HandlerError::Retryable(format!(
+            "flaky: attempt {attempt} fails ({fail_times} failing attempts asked)"
+        )));
+    }
+    Ok(json!({"attempt": attempt, "failTimes": fail_times}))
+}
+
 /// echo: result `{"echo": <payload object>}`.
 pub fn echo(payload: &Map<String, Value>) -> Value {
     json!({ "echo": payload })
@@ -628,6 +651,7 @@ mod tests {
             Some(Builtin::Sleep) => sleep_duration(&payload)
                 .map(|d| sleep_result(u64::try_from(d.as_millis()).expect("capped at 24 h"))),
             Some(Builtin::Echo) => Ok(echo(&payload)),
+            Some(Builtin::Flaky) => flaky(1, &payload),
             None => panic!("no built-in handler for {job_type}"),
         }
     }
@@ -967,5 +991,20 @@ mod tests {
     fn errors_display_their_message() {
         assert_eq!(HandlerError::Permanent("bad".into()).to_string(), "bad");
         assert_eq!(HandlerError::Retryable("later".into()).to_string(), "later");
+    }
+
+    #[test]
+    fn flaky_fails_the_first_attempts_then_succeeds() {
+        let payload = json!({"failTimes": 2});
+        let payload = payload.as_object().expect("object");
+        assert!(matches!(flaky(1, payload), Err(HandlerError::Retryable(_))));
+        assert!(matches!(flaky(2, payload), Err(HandlerError::Retryable(_))));
+        assert_eq!(flaky(3, payload), Ok(json!({"attempt": 3, "failTimes": 2})));
+        let bad = json!({"failTimes": "two"});
+        assert!(matches!(
+            flaky(1, bad.as_object().expect("object")),
+            Err(HandlerError::Permanent(_))
+        ));
+        assert_eq!(Builtin::for_type("Flaky"), Some(Builtin::Flaky));
     }
 }

@@ -21,9 +21,32 @@ pub struct JobContext {
     pub payload: Map<String, Value>,
     /// This attempt's number, from 1.
     pub attempt: u32,
-    /// Cancelled when the handler must stop (the worker's shutdown grace ran out). Long handlers
-    /// should watch it; the runtime aborts them shortly after it fires.
+    /// Cancelled when the handler must stop: the job was cancelled, or the worker is shutting
+    /// down or lost contact with the orchestrator. Long handlers should watch it; the runtime
+    /// aborts them shortly after it fires.
     pub cancel: CancellationToken,
+    /// Reports how far the handler got (0..=100): stored, returned as the job's `progress` and
+    /// sent on SSE. Cheap to call often; only the latest value is sent.
+    pub progress: Progress,
+}
+
+/// A handler's progress reporter (see [`JobContext::progress`]).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    latest: tokio::sync::watch::Sender<Option<u8>>,
+}
+
+impl Progress {
+    /// A reporter and the receiver the runtime forwards from.
+    pub(crate) fn channel() -> (Progress, tokio::sync::watch::Receiver<Option<u8>>) {
+        let (latest, receiver) = tokio::sync::watch::channel(None);
+        (Progress { latest }, receiver)
+    }
+
+    /// Reports `percent` done (values above 100 count as 100).
+    pub fn report(&self, percent: u8) {
+        self.latest.send_replace(Some(percent.min(100)));
+    }
 }
 
 /// Runs jobs of one or more types.
@@ -88,14 +111,19 @@ impl Handler for BuiltinHandler {
             Builtin::Transform => builtin::transform(&job.job_type, &job.payload),
             Builtin::Validate => builtin::validate(&job.job_type, &job.payload),
             Builtin::Echo => Ok(builtin::echo(&job.payload)),
+            Builtin::Flaky => builtin::flaky(job.attempt, &job.payload),
             Builtin::Sleep => {
                 let duration = builtin::sleep_duration(&job.payload)?;
-                tokio::select! {
-                    () = tokio::time::sleep(duration) => {
-                        Ok(builtin::sleep_result(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)))
+                // Progress in quarters, so long sleeps show it.
+                for quarter in 1..=4u8 {
+                    tokio::select! {
+                        () = tokio::time::sleep(duration / 4) => job.progress.report(quarter * 25),
+                        () = job.cancel.cancelled() => return Err(HandlerError::Retryable("sleep cancelled".into())),
                     }
-                    () = job.cancel.cancelled() => Err(HandlerError::Retryable("sleep cancelled".into())),
                 }
+                Ok(builtin::sleep_result(
+                    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                ))
             }
         }
     }

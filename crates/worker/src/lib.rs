@@ -7,6 +7,6 @@ mod ledger;
 mod runtime;
 
 pub use builtin::{Builtin, HandlerError};
-pub use handler::{Handler, Handlers, JobContext};
+pub use handler::{Handler, Handlers, JobContext, Progress};
 pub use ledger::Ledger;
 pub use runtime::{ReportError, Reporter, Worker, WorkerConfig, WorkerError};

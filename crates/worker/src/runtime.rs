@@ -3,19 +3,23 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use distriqueue_broker::InProcessBroker;
-use distriqueue_core::{ControlMessage, JobId, JobMessage, Refusal, Report, ReportKind, WorkerId};
+use distriqueue_core::{
+    ControlMessage, JobId, JobMessage, Millis, Refusal, Report, ReportKind, WorkerHeartbeat,
+    WorkerId,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::builtin::HandlerError;
-use crate::handler::{Handlers, JobContext};
+use crate::handler::{Handlers, JobContext, Progress};
 use crate::ledger::Ledger;
 
 /// Why a report got no `accepted`.
@@ -35,6 +39,9 @@ pub enum ReportError {
 pub trait Reporter: Send + Sync + 'static {
     /// Returns once the report is committed (or refused).
     async fn report(&self, report: Report) -> Result<(), ReportError>;
+
+    /// Sends a heartbeat; returns the jobs this worker must stop.
+    async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError>;
 }
 
 /// Settings of one worker.
@@ -47,6 +54,10 @@ pub struct WorkerConfig {
     pub ledger: Option<PathBuf>,
     /// How long running jobs may go on after shutdown begins before they are aborted.
     pub shutdown_grace: Duration,
+    /// The orchestrator's heartbeat timeout: the worker heartbeats three times per timeout, and
+    /// stops its own handlers (self-fencing) when it has not reached the orchestrator for
+    /// longer than the timeout minus a margin of a fifth.
+    pub heartbeat_timeout: Duration,
 }
 
 /// Why a worker could not start.
@@ -66,6 +77,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     concurrency: usize,
     shutdown_grace: Duration,
+    heartbeat_timeout: Duration,
     /// Cancels for this worker's attempts (CONTRACT.md `control.exchange`).
     controls: mpsc::UnboundedReceiver<ControlMessage>,
 }
@@ -82,6 +94,9 @@ struct Shared {
     outcomes: TaskTracker,
     /// The stop token of every attempt this worker holds, from its `running` report on.
     running: Mutex<HashMap<(JobId, u32), CancellationToken>>,
+    /// Outcomes reported so far: all, completed, failed.
+    n_finished: [AtomicU64; 3],
+    capacity: u32,
 }
 
 /// How long a handler told to stop (cancel, shutdown) may take before it is aborted.
@@ -118,11 +133,14 @@ impl Worker {
             abort: CancellationToken::new(),
             outcomes: TaskTracker::new(),
             running: Mutex::default(),
+            n_finished: Default::default(),
+            capacity: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
         };
         Ok(Worker {
             shared: Arc::new(shared),
             concurrency: config.concurrency,
             shutdown_grace: config.shutdown_grace,
+            heartbeat_timeout: config.heartbeat_timeout,
             controls,
         })
     }
@@ -134,8 +152,10 @@ impl Worker {
             shared,
             concurrency,
             shutdown_grace,
+            heartbeat_timeout,
             mut controls,
         } = self;
+        let heartbeats = tokio::spawn(Arc::clone(&shared).run_heartbeats(heartbeat_timeout));
         let control_loop = tokio::spawn({
             let shared = Arc::clone(&shared);
             async move {
@@ -177,6 +197,11 @@ impl Worker {
             tracing::warn!("outcome reports still pending at shutdown");
         }
         control_loop.abort();
+        heartbeats.abort();
+        // A last heartbeat says nothing runs here any more.
+        if let Err(error) = shared.reporter.heartbeat(shared.heartbeat()).await {
+            tracing::debug!(%error, "last heartbeat not delivered");
+        }
     }
 }
 
@@ -197,6 +222,15 @@ async fn report_outcome(reporter: Arc<dyn Reporter>, abort: CancellationToken, r
                 tokio::time::sleep(REPORT_RETRY).await;
             }
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -231,6 +265,67 @@ impl Shared {
             shared: self,
             key,
             token,
+        }
+    }
+
+    /// This worker's heartbeat now.
+    fn heartbeat(&self) -> WorkerHeartbeat {
+        let count = |index: usize| self.n_finished[index].load(Ordering::Relaxed);
+        WorkerHeartbeat {
+            worker_id: self.worker_id.clone(),
+            worker_type: "distriqueue".to_string(),
+            capacity: self.capacity,
+            current_load: u32::try_from(self.lock_running().len()).unwrap_or(u32::MAX),
+            total_jobs_processed: count(0),
+            successful_jobs: count(1),
+            failed_jobs: count(2),
+            timestamp: Millis::now().0,
+        }
+    }
+
+    /// Heartbeats three times per timeout; stops the handlers the replies name; and stops every
+    /// handler when the orchestrator was out of reach for longer than the timeout minus a margin
+    /// (self-fencing: by then the orchestrator may have declared this worker lost and started
+    /// its attempts elsewhere).
+    async fn run_heartbeats(self: Arc<Self>, timeout: Duration) {
+        let fence_after = timeout - timeout / 5;
+        let mut tick = tokio::time::interval((timeout / 3).max(Duration::from_millis(50)));
+        let mut last_reached = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            match self.reporter.heartbeat(self.heartbeat()).await {
+                Ok(cancels) => {
+                    last_reached = tokio::time::Instant::now();
+                    for job_id in cancels {
+                        self.stop_job(job_id);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "heartbeat not delivered");
+                    if last_reached.elapsed() > fence_after {
+                        let running: Vec<CancellationToken> =
+                            self.lock_running().values().cloned().collect();
+                        if !running.is_empty() {
+                            tracing::error!(
+                                n_running = running.len(),
+                                "orchestrator out of reach: stopping every handler"
+                            );
+                        }
+                        for token in running {
+                            token.cancel();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every attempt of `job_id` this worker runs.
+    fn stop_job(&self, job_id: JobId) {
+        for ((running_job, _), token) in self.lock_running().iter() {
+            if *running_job == job_id {
+                token.cancel();
+            }
         }
     }
 
@@ -303,6 +398,10 @@ impl Shared {
         if let Some(ledger) = &self.ledger {
             ledger.record("finish", message.id, message.attempt, &self.worker_id);
         }
+        let counter = if outcome.is_ok() { 1 } else { 2 };
+        for index in [0, counter] {
+            self.n_finished[index].fetch_add(1, Ordering::Relaxed);
+        }
         let kind = match outcome {
             Ok(result) => ReportKind::Completed { result },
             Err(HandlerError::Permanent(error)) => ReportKind::Failed {
@@ -322,9 +421,9 @@ impl Shared {
         self.outcomes.spawn(report_outcome(reporter, abort, report));
     }
 
-    /// Runs the handler for `message` within its execution timeout; `None` when `job_token` fired
-    /// first (the job was cancelled, or the worker's shutdown grace ran out) and the handler was
-    /// stopped.
+    /// Runs the handler for `message` within its execution timeout; `None` when it was stopped
+    /// first: `job_token` fired (the job was cancelled, or the worker is shutting down) or the
+    /// timeout passed. A stopped handler's outcome is not reported.
     async fn run_handler(
         &self,
         message: &JobMessage,
@@ -336,13 +435,39 @@ impl Shared {
                 message.job_type
             ))));
         };
+        let (progress, mut progress_updates) = Progress::channel();
         let context = JobContext {
             id: message.id,
             job_type: message.job_type.clone(),
             payload: message.payload.clone(),
             attempt: message.attempt,
             cancel: job_token.clone(),
+            progress,
         };
+        // Forwards the latest progress while the handler runs (values in between may be skipped).
+        let forwarder = {
+            let reporter = Arc::clone(&self.reporter);
+            let (job_id, attempt, worker_id) =
+                (message.id, message.attempt, self.worker_id.clone());
+            tokio::spawn(async move {
+                while progress_updates.changed().await.is_ok() {
+                    let Some(percent) = *progress_updates.borrow_and_update() else {
+                        continue;
+                    };
+                    let kind = ReportKind::Progress { percent };
+                    let report = Report {
+                        job_id,
+                        attempt: Some(attempt),
+                        worker_id: worker_id.clone(),
+                        kind,
+                    };
+                    if let Err(error) = reporter.report(report).await {
+                        tracing::debug!(%job_id, %error, "progress not recorded");
+                    }
+                }
+            })
+        };
+        let _stop_forwarding = AbortOnDrop(forwarder);
         let timeout = Duration::from_secs(message.execution_timeout.max(1));
         // The handler runs in its own task so a panic in user code fails the job, not the slot.
         let mut task = tokio::spawn(async move { handler.handle(context).await });
@@ -358,11 +483,11 @@ impl Shared {
                 "handler panicked: {join_error}"
             )))),
             Some(Err(_)) => {
+                // The orchestrator times the attempt out on its own timer (TIMEOUT or a retry);
+                // the worker only stops the handler and frees the slot.
                 task.abort();
-                Some(Err(HandlerError::Retryable(format!(
-                    "execution timed out after {} s",
-                    timeout.as_secs()
-                ))))
+                tracing::info!(job_id = %message.id, attempt = message.attempt, "execution timeout: handler stopped");
+                None
             }
             None => {
                 // Give the handler a moment to see its token, then stop it.

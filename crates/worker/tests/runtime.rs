@@ -9,7 +9,8 @@ use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::JobRecord;
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{
-    ControlMessage, JobId, JobMessage, Millis, Refusal, Report, ReportKind, WorkerId,
+    ControlMessage, JobId, JobMessage, Millis, Refusal, Report, ReportKind, WorkerHeartbeat,
+    WorkerId,
 };
 use distriqueue_worker::{Handlers, ReportError, Reporter, Worker, WorkerConfig};
 use serde_json::json;
@@ -19,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 /// reports, and records every report it accepted.
 #[derive(Default)]
 struct Script {
+    /// Heartbeats fail: the orchestrator is out of reach.
+    unreachable: bool,
     refuse: Vec<JobId>,
     n_unavailable: Mutex<usize>,
     accepted: Mutex<Vec<Report>>,
@@ -44,6 +47,13 @@ impl Reporter for Script {
         self.accepted.lock().expect("lock").push(report);
         Ok(())
     }
+
+    async fn heartbeat(&self, _heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {
+        if self.unreachable {
+            return Err(ReportError::Unavailable("scripted".into()));
+        }
+        Ok(Vec::new())
+    }
 }
 
 fn message(job_type: &str, payload: serde_json::Value) -> JobMessage {
@@ -56,11 +66,19 @@ fn message(job_type: &str, payload: serde_json::Value) -> JobMessage {
 }
 
 fn config(ledger: Option<std::path::PathBuf>) -> WorkerConfig {
+    config_with_timeout(ledger, Duration::from_secs(30))
+}
+
+fn config_with_timeout(
+    ledger: Option<std::path::PathBuf>,
+    heartbeat_timeout: Duration,
+) -> WorkerConfig {
     WorkerConfig {
         worker_id: WorkerId("w1".into()),
         concurrency: 2,
         ledger,
         shutdown_grace: Duration::from_secs(5),
+        heartbeat_timeout,
     }
 }
 
@@ -224,4 +242,49 @@ async fn cancel_stops_the_running_handler_and_reports_nothing() {
         .collect();
     assert_eq!(sleeper_lines.len(), 1, "started, never finished: {ledger}");
     assert!(sleeper_lines[0].contains("\"start\""), "{ledger}");
+}
+
+#[tokio::test]
+async fn worker_that_cannot_reach_the_orchestrator_stops_its_own_handlers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger.jsonl");
+    let broker = InProcessBroker::new();
+    let script = Arc::new(Script {
+        unreachable: true,
+        ..Script::default()
+    });
+    let reporter = Arc::clone(&script) as Arc<dyn Reporter>;
+    let config = config_with_timeout(Some(ledger.clone()), Duration::from_millis(300));
+    let worker =
+        Worker::new(config, Handlers::builtin(), broker.clone(), reporter).expect("worker");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let sleeper = message("sleep", json!({"ms": 60_000}));
+    broker.publish_job(sleeper.clone());
+    wait_for_reports(&script, 1).await;
+    // The slot is free again once self-fencing stopped the sleeper.
+    let next = message("echo", json!({}));
+    let second_slot_busy = message("sleep", json!({"ms": 60_000}));
+    broker.publish_job(second_slot_busy);
+    broker.publish_job(next.clone());
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !script.accepted.lock().expect("lock").iter().any(|report| {
+            report.job_id == next.id && matches!(report.kind, ReportKind::Completed { .. })
+        }) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the fenced slots run the next job");
+    shutdown.cancel();
+    running.await.expect("worker stops");
+    let text = std::fs::read_to_string(&ledger).expect("ledger");
+    let sleeper_lines = text
+        .lines()
+        .filter(|line| line.contains(&sleeper.id.to_string()))
+        .count();
+    assert_eq!(
+        sleeper_lines, 1,
+        "the fenced handler started and never finished: {text}"
+    );
 }

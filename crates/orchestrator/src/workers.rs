@@ -1,0 +1,124 @@
+//! The worker registry: heartbeats as soft state on the leader (DESIGN.md, "Live state stays
+//! small"). A worker silent for longer than the heartbeat timeout is declared lost, which is the
+//! only part that is committed (`Command::WorkerLost`). Cancels for a worker wait here too, for
+//! workers that learn them from their heartbeat reply.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use distriqueue_core::{JobId, Millis, WorkerHeartbeat, WorkerId};
+use serde_json::{json, Value};
+
+struct Entry {
+    heartbeat: WorkerHeartbeat,
+    last_seen: Instant,
+    last_seen_at: Millis,
+    /// Jobs this worker must stop, until its next heartbeat takes them.
+    cancels: Vec<JobId>,
+}
+
+/// The leader's view of its workers.
+pub(crate) struct Registry {
+    timeout: Duration,
+    workers: Mutex<HashMap<WorkerId, Entry>>,
+}
+
+impl Registry {
+    pub(crate) fn new(timeout: Duration) -> Registry {
+        Registry {
+            timeout,
+            workers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, Entry>> {
+        // Plain inserts and removes: a poisoned map is still consistent.
+        self.workers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a heartbeat; returns (and forgets) the jobs the worker must stop.
+    pub(crate) fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Vec<JobId> {
+        let mut workers = self.lock();
+        let entry = workers
+            .entry(heartbeat.worker_id.clone())
+            .or_insert_with(|| Entry {
+                heartbeat: heartbeat.clone(),
+                last_seen: Instant::now(),
+                last_seen_at: Millis::now(),
+                cancels: Vec::new(),
+            });
+        entry.heartbeat = heartbeat;
+        entry.last_seen = Instant::now();
+        entry.last_seen_at = Millis::now();
+        std::mem::take(&mut entry.cancels)
+    }
+
+    /// Grants `worker_id` a full heartbeat timeout from now, if it is not known yet: what a new
+    /// leader does for every worker holding a lease.
+    pub(crate) fn grant_grace(&self, worker_id: &WorkerId) {
+        let mut workers = self.lock();
+        workers.entry(worker_id.clone()).or_insert_with(|| Entry {
+            heartbeat: WorkerHeartbeat {
+                worker_id: worker_id.clone(),
+                worker_type: String::new(),
+                capacity: 0,
+                current_load: 0,
+                total_jobs_processed: 0,
+                successful_jobs: 0,
+                failed_jobs: 0,
+                timestamp: 0,
+            },
+            last_seen: Instant::now(),
+            last_seen_at: Millis::now(),
+            cancels: Vec::new(),
+        });
+    }
+
+    /// Queues a cancel for the worker's next heartbeat reply (when the worker is known).
+    pub(crate) fn queue_cancel(&self, worker_id: &WorkerId, job_id: JobId) {
+        if let Some(entry) = self.lock().get_mut(worker_id) {
+            entry.cancels.push(job_id);
+        }
+    }
+
+    /// Removes and returns every worker silent for longer than the timeout.
+    pub(crate) fn take_lost(&self) -> Vec<WorkerId> {
+        let mut workers = self.lock();
+        let lost: Vec<WorkerId> = workers
+            .iter()
+            .filter(|(_, entry)| entry.last_seen.elapsed() > self.timeout)
+            .map(|(worker_id, _)| worker_id.clone())
+            .collect();
+        for worker_id in &lost {
+            workers.remove(worker_id);
+        }
+        lost
+    }
+
+    /// The workers as `GET /api/cluster/status` and `GET /api/metrics` show them, by id.
+    pub(crate) fn describe(&self) -> Vec<Value> {
+        let workers = self.lock();
+        let sorted: BTreeMap<&WorkerId, &Entry> = workers.iter().collect();
+        sorted
+            .into_iter()
+            .map(|(worker_id, entry)| {
+                let beat = &entry.heartbeat;
+                json!({
+                    "workerId": worker_id,
+                    "workerType": beat.worker_type,
+                    "capacity": beat.capacity,
+                    "currentLoad": beat.current_load,
+                    "totalJobsProcessed": beat.total_jobs_processed,
+                    "successfulJobs": beat.successful_jobs,
+                    "failedJobs": beat.failed_jobs,
+                    "lastHeartbeat": entry.last_seen_at.to_iso(),
+                    "silentForMs": u64::try_from(entry.last_seen.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "status": "alive",
+                })
+            })
+            .collect()
+    }
+}
