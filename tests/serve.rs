@@ -557,6 +557,19 @@ async fn orchestrator_reports_health_raft_status_and_live_jobs() {
     );
     let (_, raft) = get(&client, &format!("{}/api/raft/status", serve.orchestrator)).await;
     assert!(raft["commitIndex"].as_u64() >= Some(3), "{raft}");
+    // The in-process worker heartbeats: it shows in the cluster status and the metrics.
+    let (_, cluster) = get(
+        &client,
+        &format!("{}/api/cluster/status", serve.orchestrator),
+    )
+    .await;
+    let workers = cluster["cluster"]["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 1, "{cluster}");
+    assert!(workers[0]["capacity"].as_u64() >= Some(1), "{cluster}");
+    assert_eq!(cluster["raft"]["role"], "leader", "{cluster}");
+    let (_, metrics) = get(&client, &format!("{}/api/metrics", serve.orchestrator)).await;
+    assert_eq!(metrics["jobs"]["COMPLETED"], 1, "{metrics}");
+    assert_eq!(metrics["workers"]["count"], 1, "{metrics}");
     let response = client
         .post(format!("{}/api/jobs/{id}/cancel", serve.orchestrator))
         .send()
