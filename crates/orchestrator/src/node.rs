@@ -1,14 +1,14 @@
 //! The orchestrator node: opens the log and state machine, starts openraft, and runs the
 //! proposer (commands in, batched log entries out) and the outbox (effects after commit).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use distriqueue_broker::InProcessBroker;
-use distriqueue_core::machine::MachineConfig;
+use distriqueue_core::machine::{JobRecord, MachineConfig};
 use distriqueue_core::{
     Batch, Command, ControlMessage, Effect, JobId, Millis, Outcome, RetryPolicy, State, Timer,
     WorkerHeartbeat,
@@ -279,7 +279,7 @@ impl Orchestrator {
                 proposals_sender.clone(),
                 config.heartbeat_timeout,
             )),
-            tokio::spawn(run_timers(timer_receiver, proposals_sender.clone())),
+            tokio::spawn(run_timers(timer_receiver, proposals_sender.clone(), state_machine.clone())),
             tokio::spawn(run_proposer(
                 raft.clone(),
                 proposals,
@@ -349,7 +349,7 @@ fn random_seed() -> u64 {
 async fn run_outbox(
     mut effects: mpsc::UnboundedReceiver<Vec<Effect>>,
     broker: InProcessBroker,
-    timers: mpsc::UnboundedSender<Timer>,
+    timers: mpsc::UnboundedSender<TimerOp>,
     workers: Arc<Registry>,
 ) {
     let mut batch = Vec::new();
@@ -366,9 +366,14 @@ async fn run_outbox(
                     broker.publish_control(control);
                 }
                 Effect::ArmTimer(timer) => {
-                    let _ = timers.send(timer);
+                    let _ = timers.send(TimerOp::Arm(timer));
                 }
-                Effect::Emit(event) => events.push(*event),
+                Effect::Emit(event) => {
+                    if event.status.is_terminal() {
+                        let _ = timers.send(TimerOp::Disarm(event.job_id));
+                    }
+                    events.push(*event);
+                }
             }
         }
         broker.publish_events(events);
@@ -401,10 +406,22 @@ async fn run_liveness(
     }
 }
 
-/// Keeps the armed timers and, when one is due, commits `TimerFired` for it. Stale timers (the
-/// job moved on) are refused by the state machine as no-ops, so the task never needs to disarm.
-async fn run_timers(mut arm: mpsc::UnboundedReceiver<Timer>, proposals: mpsc::Sender<Proposal>) {
+/// What the outbox tells the timer task.
+enum TimerOp {
+    Arm(Timer),
+    /// The job is finished: forget its timers.
+    Disarm(JobId),
+}
+
+/// Keeps the armed timers and, when one is due, commits `TimerFired` for it if the state still
+/// waits on exactly that timer (a stale one would be a no-op command; it is dropped here).
+async fn run_timers(
+    mut ops: mpsc::UnboundedReceiver<TimerOp>,
+    proposals: mpsc::Sender<Proposal>,
+    state_machine: StateMachineStore,
+) {
     let mut armed: BTreeSet<Timer> = BTreeSet::new();
+    let mut by_job: HashMap<JobId, Vec<Timer>> = HashMap::new();
     loop {
         let next_due = armed.first().map(|timer| timer.at);
         let sleep = async {
@@ -417,14 +434,32 @@ async fn run_timers(mut arm: mpsc::UnboundedReceiver<Timer>, proposals: mpsc::Se
             }
         };
         tokio::select! {
-            timer = arm.recv() => match timer {
-                Some(timer) => { armed.insert(timer); }
+            op = ops.recv() => match op {
+                Some(TimerOp::Arm(timer)) => {
+                    armed.insert(timer);
+                    by_job.entry(timer.job_id).or_default().push(timer);
+                }
+                Some(TimerOp::Disarm(job_id)) => {
+                    for timer in by_job.remove(&job_id).unwrap_or_default() {
+                        armed.remove(&timer);
+                    }
+                }
                 None => return,
             },
             () = sleep => {
                 let now = Millis::now();
                 while armed.first().is_some_and(|timer| timer.at <= now) {
                     let Some(timer) = armed.pop_first() else { break };
+                    if let Some(timers) = by_job.get_mut(&timer.job_id) {
+                        timers.retain(|other| *other != timer);
+                        if timers.is_empty() {
+                            by_job.remove(&timer.job_id);
+                        }
+                    }
+                    let current = state_machine.read(|state| state.job(timer.job_id).and_then(JobRecord::timer));
+                    if current != Some(timer) {
+                        continue;
+                    }
                     let (reply, _ignored) = oneshot::channel();
                     if proposals.send((Command::TimerFired(timer), reply)).await.is_err() {
                         return;
