@@ -57,6 +57,20 @@ enum Verb {
         #[command(flatten)]
         args: verbs::CancelArgs,
     },
+    /// Run a FAILED, TIMEOUT or CANCELLED job again (a new chain of attempts).
+    Retry {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        args: verbs::GetArgs,
+    },
+    /// Print a job's attempts: worker, state, error and times of each.
+    Attempts {
+        #[command(flatten)]
+        server: ServerArg,
+        #[command(flatten)]
+        args: verbs::GetArgs,
+    },
     /// Print lifecycle updates as they happen (all jobs, or one).
     Watch {
         #[command(flatten)]
@@ -222,6 +236,8 @@ async fn main() -> anyhow::Result<()> {
         Some(Verb::Get { server, args }) => verbs::get(&server.server, args).await,
         Some(Verb::List { server, args }) => verbs::list(&server.server, args).await,
         Some(Verb::Cancel { server, args }) => verbs::cancel(&server.server, args).await,
+        Some(Verb::Retry { server, args }) => verbs::retry(&server.server, args).await,
+        Some(Verb::Attempts { server, args }) => verbs::attempts(&server.server, args).await,
         Some(Verb::Watch { server, args }) => verbs::watch(&server.server, args).await,
         Some(Verb::Bench { server, args }) => bench::run(&server.server, args).await,
     }

@@ -245,9 +245,12 @@ async fn release_previous_leases(handle: &OrchestratorHandle) -> anyhow::Result<
     for worker_id in holders {
         tracing::info!(%worker_id, "worker of an earlier run is gone; dispatching its jobs again");
         handle
-            .submit(Command::WorkerLost { worker_id })
+            .submit(Command::WorkerLost {
+                worker_id: worker_id.clone(),
+            })
             .await?
             .map_err(anyhow::Error::from)?;
+        handle.forget_worker(&worker_id);
     }
     Ok(())
 }

@@ -35,6 +35,18 @@ pub struct SubmitArgs {
     /// Execution timeout in seconds (server default 300)
     #[arg(long)]
     pub timeout: Option<u64>,
+    /// Run no earlier than this many seconds from now (the job is PENDING until then)
+    #[arg(long, conflicts_with = "schedule_at")]
+    pub delay_seconds: Option<u64>,
+    /// Run no earlier than this time (RFC 3339, or an ISO local date-time read as UTC)
+    #[arg(long)]
+    pub schedule_at: Option<String>,
+    /// Make the submission idempotent: a repeat within 24 h answers with the first job
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Backoff before the first retry, in ms (server default 1000; doubles with each retry)
+    #[arg(long)]
+    pub retry_backoff_ms: Option<u64>,
     /// Wait until the job is terminal and print its final state instead of the submitted one
     #[arg(long)]
     pub wait: bool,
@@ -188,6 +200,25 @@ pub async fn cancel(server: &str, args: CancelArgs) -> anyhow::Result<()> {
     print_json(&job)
 }
 
+/// `retry`: `POST /api/jobs/{id}/retry`; prints the job's new QUEUED state.
+pub async fn retry(server: &str, args: GetArgs) -> anyhow::Result<()> {
+    let job = client(server)?
+        .retry(&args.id)
+        .await
+        .map_err(|err| explain(err, server))?;
+    print_json(&job)
+}
+
+/// `attempts`: `GET /api/jobs/{id}/attempts`; prints each attempt's worker, state, error and
+/// times.
+pub async fn attempts(server: &str, args: GetArgs) -> anyhow::Result<()> {
+    let attempts = client(server)?
+        .attempts(&args.id)
+        .await
+        .map_err(|err| explain(err, server))?;
+    print_json(&attempts)
+}
+
 /// `watch`: `GET /api/jobs/stream` (`?jobId=` with an id); prints each event's `data` JSON on
 /// its own line as received (the `connected` event first), until the server closes the stream
 /// (`Ok`), the connection breaks (error) or Ctrl-C (`Ok`). With an id it first prints the job's
@@ -201,7 +232,8 @@ pub async fn watch(server: &str, args: WatchArgs) -> anyhow::Result<()> {
     if let Some(id) = &args.id {
         // The job's current state first: updates before the stream opened are not replayed.
         let job = client.get(id).await.map_err(|err| explain(err, server))?;
-        print_json(&job)?;
+        // One line, like the updates that follow.
+        print_line(&serde_json::to_string(&job).context("cannot render the job as JSON")?)?;
         if job.status.is_terminal() {
             return Ok(());
         }
@@ -270,6 +302,18 @@ fn submit_request(args: &SubmitArgs) -> anyhow::Result<Value> {
     if let Some(timeout) = args.timeout {
         request.insert("executionTimeout".to_owned(), Value::from(timeout));
     }
+    if let Some(delay) = args.delay_seconds {
+        request.insert("delaySeconds".to_owned(), Value::from(delay));
+    }
+    if let Some(at) = &args.schedule_at {
+        request.insert("scheduleAt".to_owned(), Value::from(at.clone()));
+    }
+    if let Some(key) = &args.idempotency_key {
+        request.insert("idempotencyKey".to_owned(), Value::from(key.clone()));
+    }
+    if let Some(backoff) = args.retry_backoff_ms {
+        request.insert("retryBackoffMs".to_owned(), Value::from(backoff));
+    }
     Ok(Value::Object(request))
 }
 
@@ -323,6 +367,10 @@ mod tests {
             payload: payload.to_owned(),
             max_retries: None,
             timeout: None,
+            delay_seconds: None,
+            schedule_at: None,
+            idempotency_key: None,
+            retry_backoff_ms: None,
             wait: false,
             wait_timeout: 300,
         }

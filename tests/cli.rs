@@ -61,6 +61,58 @@ fn submit_wait_get_list_and_cancel_from_the_command_line() {
     assert!(!ok, "cancelling a completed job must fail");
     assert!(stderr.contains("409"), "{stderr}");
 
+    // Watching a finished job prints its state and ends.
+    let (ok, stdout, stderr) = cli(&serve.gateway, &["watch", id]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("COMPLETED"), "{stdout}");
+
+    // A job that fails under --wait is printed and the exit code says so.
+    let (ok, stdout, stderr) = cli(
+        &serve.gateway,
+        &["submit", "--type", "no-such-type", "--wait"],
+    );
+    assert!(!ok, "a FAILED job must not exit 0");
+    assert!(
+        stdout.contains("FAILED") && stderr.contains("FAILED"),
+        "{stdout} / {stderr}"
+    );
+
+    // Retry and attempts of the failed job.
+    let failed: Value = serde_json::from_str(&stdout).expect("the failed job as JSON");
+    let failed_id = failed["id"].as_str().expect("id");
+    let (ok, stdout, stderr) = cli(&serve.gateway, &["retry", failed_id]);
+    assert!(ok, "{stderr}");
+    let retried: Value = serde_json::from_str(&stdout).expect("retry prints the job");
+    assert_eq!(
+        (retried["jobStatus"].as_str(), retried["attempt"].as_u64()),
+        (Some("QUEUED"), Some(2)),
+        "{retried}"
+    );
+    let (ok, stdout, stderr) = cli(&serve.gateway, &["attempts", failed_id]);
+    assert!(ok, "{stderr}");
+    let attempts: Value = serde_json::from_str(&stdout).expect("attempts as JSON");
+    assert_eq!(attempts["attempts"][0]["state"], "FAILED", "{attempts}");
+
+    // The same idempotency key twice: one job.
+    let submit_keyed = || {
+        cli(
+            &serve.gateway,
+            &[
+                "submit",
+                "--type",
+                "echo",
+                "--idempotency-key",
+                "cli-1",
+                "--delay-seconds",
+                "1",
+            ],
+        )
+    };
+    let (first, second) = (submit_keyed(), submit_keyed());
+    assert!(first.0 && second.0, "{} {}", first.2, second.2);
+    let id_of = |text: &str| serde_json::from_str::<Value>(text).expect("job")["id"].clone();
+    assert_eq!(id_of(&first.1), id_of(&second.1));
+
     let (ok, _, stderr) = cli(
         &serve.gateway,
         &["submit", "--type", "echo", "--payload", "[1]"],

@@ -278,6 +278,28 @@ impl GatewayClient {
         decode(self.send(self.request(Method::POST, url)).await?).await
     }
 
+    /// `POST /api/jobs/{id}/retry`: a new chain of attempts for a FAILED, TIMEOUT or CANCELLED
+    /// job; returns its QUEUED snapshot.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] 404 for an unknown job, 409 for any other state;
+    /// [`ClientError::Transport`], [`ClientError::Decode`].
+    pub async fn retry(&self, id: &str) -> Result<JobResponse, ClientError> {
+        let url = self.url(&["api", "jobs", id, "retry"])?;
+        decode(self.send(self.request(Method::POST, url)).await?).await
+    }
+
+    /// `GET /api/jobs/{id}/attempts`: `{"jobId", "attempts": [{attempt, workerId, state,
+    /// errorMessage, startedAt, endedAt}]}`.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] 404 for an unknown job; [`ClientError::Transport`],
+    /// [`ClientError::Decode`].
+    pub async fn attempts(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        let url = self.url(&["api", "jobs", id, "attempts"])?;
+        decode(self.send(self.request(Method::GET, url)).await?).await
+    }
+
     /// `GET /api/jobs/stream` (with `?jobId=` when `job_id` is given): the server-sent events
     /// as they come, first `connected` `{clientId, message, timestamp}`, then `job-update`
     /// `{jobId, status, timestamp, workerId, ...}` per transition. Keep-alive comments are

@@ -736,6 +736,8 @@ impl State {
                 record.worker_id = Some(report.worker_id.clone());
                 record.started_at = Some(now);
                 record.progress = None;
+                // The previous attempt's error stays in its attempt record.
+                record.error_message = None;
                 if let Some(attempt) = record.current_attempt() {
                     attempt.state = AttemptState::Running;
                     attempt.worker_id = Some(report.worker_id.clone());
@@ -821,6 +823,8 @@ impl State {
             return;
         }
         record.retry_count += 1;
+        // The failed attempt's times stay in its record; the job's times are the next attempt's.
+        record.started_at = None;
         let policy = RetryPolicy {
             base_ms: record
                 .spec

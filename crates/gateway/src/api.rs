@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use distriqueue_core::request::{check_idempotency_key, parse_job_request};
+use distriqueue_core::request::{check_idempotency_key, parse_job_request, Schedule, MAX_DELAY_S};
 use distriqueue_core::{JobId, JobResponse, Millis, Refusal};
 use serde_json::json;
 
@@ -51,6 +51,17 @@ async fn submit_job(
     check_json_content_type(&headers)?;
     let request = read_json(&headers, body, state.config.body_limit_bytes).await?;
     let mut spec = parse_job_request(&request, "").map_err(ApiError::Validation)?;
+    if let Some(Schedule::At(at)) = spec.schedule {
+        let latest = Millis::now()
+            .0
+            .saturating_add(i64::try_from(MAX_DELAY_S * 1000).unwrap_or(i64::MAX));
+        if at.0 > latest {
+            return Err(ApiError::violation(
+                "scheduleAt",
+                "must be at most 366 days ahead",
+            ));
+        }
+    }
     if let Some(header) = headers.get(IDEMPOTENCY_KEY_HEADER) {
         let key = header
             .to_str()

@@ -11,7 +11,7 @@ use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::{JobRecord, MachineConfig};
 use distriqueue_core::{
     Batch, Command, ControlMessage, Effect, JobId, Millis, Outcome, RetryPolicy, State, Timer,
-    WorkerHeartbeat,
+    WorkerHeartbeat, WorkerId,
 };
 use openraft::error::ClientWriteError;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
@@ -139,6 +139,11 @@ impl OrchestratorHandle {
     /// Records a worker's heartbeat (soft state); returns the jobs it must stop.
     pub fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Vec<JobId> {
         self.workers.heartbeat(heartbeat)
+    }
+
+    /// Forgets a worker known to be gone (after its `WorkerLost` is committed).
+    pub fn forget_worker(&self, worker_id: &WorkerId) {
+        self.workers.forget(worker_id);
     }
 
     /// The known workers, as the orchestrator API shows them.
@@ -279,7 +284,11 @@ impl Orchestrator {
                 proposals_sender.clone(),
                 config.heartbeat_timeout,
             )),
-            tokio::spawn(run_timers(timer_receiver, proposals_sender.clone(), state_machine.clone())),
+            tokio::spawn(run_timers(
+                timer_receiver,
+                proposals_sender.clone(),
+                state_machine.clone(),
+            )),
             tokio::spawn(run_proposer(
                 raft.clone(),
                 proposals,

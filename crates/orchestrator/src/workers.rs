@@ -16,6 +16,8 @@ struct Entry {
     last_seen_at: Millis,
     /// Jobs this worker must stop, until its next heartbeat takes them.
     cancels: Vec<JobId>,
+    /// False for a lease holder granted a grace period that has not heartbeat yet.
+    heard_from: bool,
 }
 
 /// The leader's view of its workers.
@@ -49,7 +51,9 @@ impl Registry {
                 last_seen: Instant::now(),
                 last_seen_at: Millis::now(),
                 cancels: Vec::new(),
+                heard_from: true,
             });
+        entry.heard_from = true;
         entry.heartbeat = heartbeat;
         entry.last_seen = Instant::now();
         entry.last_seen_at = Millis::now();
@@ -74,7 +78,13 @@ impl Registry {
             last_seen: Instant::now(),
             last_seen_at: Millis::now(),
             cancels: Vec::new(),
+            heard_from: false,
         });
+    }
+
+    /// Forgets a worker that is known to be gone (its leases were released by `WorkerLost`).
+    pub(crate) fn forget(&self, worker_id: &WorkerId) {
+        self.lock().remove(worker_id);
     }
 
     /// Queues a cancel for the worker's next heartbeat reply (when the worker is known).
@@ -116,7 +126,7 @@ impl Registry {
                     "failedJobs": beat.failed_jobs,
                     "lastHeartbeat": entry.last_seen_at.to_iso(),
                     "silentForMs": u64::try_from(entry.last_seen.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    "status": "alive",
+                    "status": if entry.heard_from { "alive" } else { "awaiting first heartbeat" },
                 })
             })
             .collect()
