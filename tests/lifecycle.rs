@@ -99,13 +99,8 @@ async fn failing_job_dead_letters_after_its_retries_and_retry_brings_it_back() {
     .await;
     assert_eq!(dead["content"][0]["id"], json!(id), "{dead}");
 
-    let response = client
-        .post(format!("{}/api/jobs/{id}/retry", serve.gateway))
-        .send()
-        .await
-        .expect("retry");
-    assert_eq!(response.status().as_u16(), 200);
-    let retried: Value = response.json().await.expect("json");
+    let (status, retried) = post(&client, &format!("{}/api/jobs/{id}/retry", serve.gateway)).await;
+    assert_eq!(status, 200);
     assert_eq!(
         (
             retried["jobStatus"].as_str(),
@@ -131,18 +126,14 @@ async fn failing_job_dead_letters_after_its_retries_and_retry_brings_it_back() {
     // Only finished jobs can be retried; unknown ones are 404.
     let done = submit_ok(&client, &serve.gateway, &echo_job("LOW", 1)).await;
     wait_terminal(&client, &serve.gateway, &done, DEADLINE).await;
-    let response = client
-        .post(format!("{}/api/jobs/{done}/retry", serve.gateway))
-        .send()
-        .await
-        .expect("retry");
-    assert_eq!(response.status().as_u16(), 409);
-    let response = client
-        .post(format!("{}/api/jobs/{}/retry", serve.gateway, uuid_like()))
-        .send()
-        .await
-        .expect("retry");
-    assert_eq!(response.status().as_u16(), 404);
+    let (status, _) = post(&client, &format!("{}/api/jobs/{done}/retry", serve.gateway)).await;
+    assert_eq!(status, 409);
+    let (status, _) = post(
+        &client,
+        &format!("{}/api/jobs/{}/retry", serve.gateway, uuid_like()),
+    )
+    .await;
+    assert_eq!(status, 404);
 }
 
 fn uuid_like() -> String {

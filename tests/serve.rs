@@ -397,13 +397,12 @@ async fn cancelled_queued_job_never_runs_and_cancel_of_completed_job_conflicts()
     let client = http();
     let blocker = submit_ok(&client, &serve.gateway, &sleep_job(3_000, "HIGH")).await;
     let victim = submit_ok(&client, &serve.gateway, &echo_job("LOW", 1)).await;
-    let response = client
-        .post(format!("{}/api/jobs/{victim}/cancel", serve.gateway))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(response.status().as_u16(), 200);
-    let cancelled: Value = response.json().await.expect("json");
+    let (status, cancelled) = post(
+        &client,
+        &format!("{}/api/jobs/{victim}/cancel", serve.gateway),
+    )
+    .await;
+    assert_eq!(status, 200);
     assert_eq!(cancelled["jobStatus"], "CANCELLED");
 
     let after = submit_ok(&client, &serve.gateway, &echo_job("LOW", 2)).await;
@@ -417,13 +416,12 @@ async fn cancelled_queued_job_never_runs_and_cancel_of_completed_job_conflicts()
         "a cancelled job ran"
     );
 
-    let response = client
-        .post(format!("{}/api/jobs/{after}/cancel", serve.gateway))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(response.status().as_u16(), 409);
-    let body: Value = response.json().await.expect("json");
+    let (status, body) = post(
+        &client,
+        &format!("{}/api/jobs/{after}/cancel", serve.gateway),
+    )
+    .await;
+    assert_eq!(status, 409);
     assert!(body["error"].is_string(), "{body}");
 }
 
@@ -512,12 +510,12 @@ async fn bad_input_gets_contract_errors_and_stores_nothing() {
         assert_eq!(status, expected, "{url}: {body}");
         assert!(body["error"].is_string(), "{url}: {body}");
     }
-    let response = client
-        .post(format!("{}/api/jobs/not-a-uuid/cancel", serve.orchestrator))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(response.status().as_u16(), 404);
+    let (status, _) = post(
+        &client,
+        &format!("{}/api/jobs/not-a-uuid/cancel", serve.orchestrator),
+    )
+    .await;
+    assert_eq!(status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -570,12 +568,12 @@ async fn orchestrator_reports_health_raft_status_and_live_jobs() {
     let (_, metrics) = get(&client, &format!("{}/api/metrics", serve.orchestrator)).await;
     assert_eq!(metrics["jobs"]["COMPLETED"], 1, "{metrics}");
     assert_eq!(metrics["workers"]["count"], 1, "{metrics}");
-    let response = client
-        .post(format!("{}/api/jobs/{id}/cancel", serve.orchestrator))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(response.status().as_u16(), 409);
+    let (status, _) = post(
+        &client,
+        &format!("{}/api/jobs/{id}/cancel", serve.orchestrator),
+    )
+    .await;
+    assert_eq!(status, 409);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -735,12 +733,12 @@ async fn cancel_of_running_job_stops_its_handler_and_frees_the_slot() {
     let client = http();
     let sleeper = submit_ok(&client, &serve.gateway, &sleep_job(60_000, "HIGH")).await;
     wait_started(&ledger, &sleeper).await;
-    let response = client
-        .post(format!("{}/api/jobs/{sleeper}/cancel", serve.gateway))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(response.status().as_u16(), 200);
+    let (status, _) = post(
+        &client,
+        &format!("{}/api/jobs/{sleeper}/cancel", serve.gateway),
+    )
+    .await;
+    assert_eq!(status, 200);
     // With one slot, the next job runs only once the cancelled handler has stopped.
     let next = submit_ok(&client, &serve.gateway, &echo_job("LOW", 1)).await;
     let job = wait_terminal(&client, &serve.gateway, &next, DEADLINE).await;

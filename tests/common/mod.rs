@@ -128,6 +128,13 @@ pub async fn submit_ok(client: &reqwest::Client, gateway: &str, body: &Value) ->
     job["id"].as_str().expect("id").to_string()
 }
 
+/// POST without a body (cancel, retry); returns (status, body).
+pub async fn post(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    let response = client.post(url).send().await.expect("POST");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// GET a path; returns (status, body).
 pub async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
     let response = client.get(url).send().await.expect("GET");
