@@ -1,6 +1,8 @@
 //! Rebuilds the crate when a migration is added: `sqlx::migrate!` embeds the files of
-//! `migrations/`, but stable Rust cannot track a new file in that directory by itself.
+//! `migrations/` and `migrations-postgres/`, but stable Rust cannot track a new file in those
+//! directories by itself.
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
+    println!("cargo:rerun-if-changed=migrations-postgres");
 }

@@ -1,11 +1,12 @@
 //! The gateway's durable job record (DESIGN.md "The gateway owns the durable job record"): a read
-//! model of [`JobResponse`] snapshots in SQLite, answering `GET /api/jobs/{id}` and the filtered,
-//! paged, sorted `GET /api/jobs` of CONTRACT.md.
+//! model of [`JobResponse`] snapshots in SQLite or PostgreSQL, answering `GET /api/jobs/{id}` and
+//! the filtered, paged, sorted `GET /api/jobs` of CONTRACT.md.
 //!
 //! A row changes only by a snapshot with a higher `version`, so duplicate, late and out-of-order
-//! snapshots are harmless. Writes go through one connection (SQLite has one writer anyway, and a
-//! single writer never waits on a lock held by another of its own connections); reads use a
-//! separate pool and, in WAL mode, never block on the writer.
+//! snapshots are harmless. On SQLite, writes go through one connection (SQLite has one writer
+//! anyway, and a single writer never waits on a lock held by another of its own connections);
+//! reads use a separate pool and, in WAL mode, never block on the writer. On PostgreSQL, one pool
+//! serves both, and several stores (gateways) may share one database.
 
 mod query;
 
@@ -17,10 +18,11 @@ use std::time::Duration;
 use distriqueue_core::model::{JobId, JobStatus};
 use distriqueue_core::time::parse_client_time;
 use distriqueue_core::wire::JobResponse;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Database, Encode, QueryBuilder, Sqlite, Type};
 
 pub use query::{JobQuery, Page, SortBy, SortDirection};
 
@@ -36,6 +38,15 @@ const UPSERT_COLUMNS: usize = 12;
 
 /// Rows per upsert statement, staying under [`MAX_BIND_PARAMS`].
 const UPSERT_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / UPSERT_COLUMNS;
+
+/// Bound parameters PostgreSQL accepts in one statement (the protocol's 16-bit count).
+const PG_MAX_BIND_PARAMS: usize = 65_535;
+
+/// Rows per upsert statement on PostgreSQL, staying under [`PG_MAX_BIND_PARAMS`].
+const PG_UPSERT_ROWS_PER_STATEMENT: usize = PG_MAX_BIND_PARAMS / UPSERT_COLUMNS;
+
+/// Connections of the pool of a PostgreSQL database (reads and writes).
+const PG_CONNECTIONS: u32 = 8;
 
 /// How long a connection waits for a lock held elsewhere before failing with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,10 +94,22 @@ pub enum StoreError {
 /// The job read model. Cloning is cheap: clones share the connection pools.
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// One connection: every write.
-    writer: SqlitePool,
-    /// Every read. For an in-memory database, the writer's pool itself.
-    reader: SqlitePool,
+    /// The database and its pools.
+    backend: Backend,
+}
+
+/// The database behind a [`Store`].
+#[derive(Debug, Clone)]
+enum Backend {
+    /// SQLite: a file or an in-memory database.
+    Sqlite {
+        /// One connection: every write.
+        writer: SqlitePool,
+        /// Every read. For an in-memory database, the writer's pool itself.
+        reader: SqlitePool,
+    },
+    /// PostgreSQL: one pool for reads and writes.
+    Postgres(PgPool),
 }
 
 /// The columns of one snapshot, ready to bind.
@@ -161,9 +184,15 @@ fn decode(id: String, format: i64, snapshot: &str) -> Result<JobResponse, StoreE
 }
 
 /// Appends ` WHERE ...` for the filters of `query` (nothing when it has none), values bound.
-fn push_filters(sql: &mut QueryBuilder<Sqlite>, query: &JobQuery) {
+fn push_filters<DB>(sql: &mut QueryBuilder<DB>, query: &JobQuery)
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'static str: Encode<'q, DB> + Type<DB>,
+{
     let mut keyword = " WHERE ";
-    let mut condition = |sql: &mut QueryBuilder<Sqlite>, text: &str| {
+    let mut condition = |sql: &mut QueryBuilder<DB>, text: &str| {
         sql.push(keyword).push(text);
         keyword = " AND ";
     };
@@ -225,20 +254,51 @@ fn connect_options(url: &str) -> Result<(SqliteConnectOptions, bool), StoreError
     Ok((options, in_memory))
 }
 
+/// Connect options for a `postgres://` or `postgresql://` URL.
+fn pg_connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    PgConnectOptions::from_str(url).map_err(|error| StoreError::BadUrl {
+        url: url.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+/// Whether `url` names a PostgreSQL database.
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 impl Store {
-    /// Opens (creating if missing) the database at `url`: `sqlite://PATH`, `sqlite:PATH`,
-    /// `sqlite::memory:`, or a bare file path (taken literally, no URL decoding). Applies the
-    /// migrations of `crates/store/migrations/`. Connections use the WAL journal,
-    /// `synchronous=NORMAL` and a 5 s busy timeout.
+    /// Opens the database at `url` and applies the migrations of its backend.
     ///
-    /// A file database gets one write connection and a pool of 8 read connections. An in-memory
+    /// SQLite (created if missing): `sqlite://PATH`, `sqlite:PATH`, `sqlite::memory:`, or a bare
+    /// file path (taken literally, no URL decoding), migrated by `crates/store/migrations/`.
+    /// Connections use the WAL journal, `synchronous=NORMAL` and a 5 s busy timeout. A file
+    /// database gets one write connection and a pool of 8 read connections. An in-memory
     /// database lives as long as the store: one connection, never closed while the store is
     /// open, serves reads and writes, and each `open` of `sqlite::memory:` is a new database.
     ///
-    /// Errors: [`StoreError::BadUrl`] for an empty path or unknown URL parameters,
-    /// [`StoreError::Database`] when the file cannot be opened or created,
-    /// [`StoreError::Migrate`] when the migrations fail or the database is newer than this build.
+    /// PostgreSQL (the database must exist): `postgres://...` or `postgresql://...` with the
+    /// parameters sqlx reads, migrated by `crates/store/migrations-postgres/`; one pool of up to
+    /// 8 connections. Several stores may share one database (migrations take an advisory lock).
+    ///
+    /// Errors: [`StoreError::BadUrl`] for an empty path, an unparsable URL or unknown URL
+    /// parameters, [`StoreError::Database`] when the database cannot be opened, created or
+    /// reached, [`StoreError::Migrate`] when the migrations fail or the database is newer than
+    /// this build.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        if is_postgres_url(url) {
+            let options = pg_connect_options(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(PG_CONNECTIONS)
+                .connect_with(options)
+                .await?;
+            sqlx::migrate!("./migrations-postgres").run(&pool).await?;
+            tracing::debug!("job store open on PostgreSQL");
+            return Ok(Store {
+                backend: Backend::Postgres(pool),
+            });
+        }
+
         let (options, in_memory) = connect_options(url)?;
 
         let mut writer = SqlitePoolOptions::new().max_connections(1);
@@ -261,17 +321,21 @@ impl Store {
                 .await?
         };
         tracing::debug!(url, in_memory, "job store open");
-        Ok(Store { writer, reader })
+        Ok(Store {
+            backend: Backend::Sqlite { writer, reader },
+        })
     }
 
     /// Applies snapshots: each one is inserted, or replaces the stored row only when its
     /// `version` is higher, so duplicate, late and out-of-order snapshots are harmless. Within
     /// `jobs`, only the highest version of each id counts (the first one on a tie). All or
-    /// nothing: one transaction, in statements of up to 2,730 rows. Empty input is a no-op.
+    /// nothing: one transaction, in multi-row statements of up to 2,730 rows (SQLite) or 5,461
+    /// rows (PostgreSQL). Empty input is a no-op.
     ///
     /// Errors: [`StoreError::InvalidSnapshot`] (before anything is written) for a timestamp that
     /// is not ISO-8601 or a version above `i64::MAX`; [`StoreError::Database`] otherwise.
     pub async fn upsert(&self, jobs: &[JobResponse]) -> Result<(), StoreError> {
+        // One row per id: a PostgreSQL statement may not touch a row twice.
         let mut slots: HashMap<JobId, usize> = HashMap::with_capacity(jobs.len());
         let mut latest: Vec<&JobResponse> = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -296,19 +360,44 @@ impl Store {
             .map(JobRow::new)
             .collect::<Result<Vec<_>, _>>()?;
 
-        if rows.len() <= UPSERT_ROWS_PER_STATEMENT {
-            // One statement is atomic on its own: no transaction round trips.
-            upsert_statement(&rows)
-                .build()
-                .execute(&self.writer)
-                .await?;
-            return Ok(());
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                if rows.len() <= UPSERT_ROWS_PER_STATEMENT {
+                    // One statement is atomic on its own: no transaction round trips.
+                    upsert_statement::<Sqlite>(&rows)
+                        .build()
+                        .execute(writer)
+                        .await?;
+                    return Ok(());
+                }
+                let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+                for chunk in rows.chunks(UPSERT_ROWS_PER_STATEMENT) {
+                    upsert_statement::<Sqlite>(chunk)
+                        .build()
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+            Backend::Postgres(pool) => {
+                if rows.len() <= PG_UPSERT_ROWS_PER_STATEMENT {
+                    // One statement is atomic on its own: no transaction round trips.
+                    upsert_statement::<Postgres>(&rows)
+                        .build()
+                        .execute(pool)
+                        .await?;
+                    return Ok(());
+                }
+                let mut tx = pool.begin().await?;
+                for chunk in rows.chunks(PG_UPSERT_ROWS_PER_STATEMENT) {
+                    upsert_statement::<Postgres>(chunk)
+                        .build()
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
         }
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in rows.chunks(UPSERT_ROWS_PER_STATEMENT) {
-            upsert_statement(chunk).build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -317,44 +406,53 @@ impl Store {
     /// Errors: [`StoreError::CorruptSnapshot`] when the row cannot be read back;
     /// [`StoreError::Database`] otherwise.
     pub async fn get(&self, id: JobId) -> Result<Option<JobResponse>, StoreError> {
-        let row: Option<(String, i64, String)> =
-            sqlx::query_as("SELECT id, format, snapshot FROM jobs WHERE id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&self.reader)
-                .await?;
+        let row: Option<(String, i64, String)> = match &self.backend {
+            Backend::Sqlite { reader, .. } => {
+                sqlx::query_as("SELECT id, format, snapshot FROM jobs WHERE id = ?")
+                    .bind(id.to_string())
+                    .fetch_optional(reader)
+                    .await?
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query_as("SELECT id, format, snapshot FROM jobs WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
         row.map(|(id, format, snapshot)| decode(id, format, &snapshot))
             .transpose()
     }
 
     /// One page of the jobs matching `query`'s filters, in its sort order (ties broken by id in
     /// the same direction; NULL start or completion times last in both directions), with the
-    /// number of matching jobs over all pages. Page and count come from one read transaction,
-    /// so they agree. A page past the end has no content but still the total.
+    /// number of matching jobs over all pages. Page and count come from one read transaction
+    /// (on PostgreSQL a repeatable-read one), so they agree. A page past the end has no content
+    /// but still the total.
     ///
     /// Errors: [`StoreError::CorruptSnapshot`] when a row cannot be read back;
     /// [`StoreError::Database`] otherwise.
     pub async fn list(&self, query: &JobQuery) -> Result<Page, StoreError> {
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM jobs");
-        push_filters(&mut count, query);
-
-        let (column, nullable) = query.sort_by.column();
-        let direction = query.direction.sql();
-        let mut select = QueryBuilder::<Sqlite>::new("SELECT id, format, snapshot FROM jobs");
-        push_filters(&mut select, query);
-        select.push(" ORDER BY ");
-        if nullable {
-            select.push(format_args!("{column} IS NULL, "));
-        }
-        select
-            .push(format_args!("{column} {direction}, id {direction} LIMIT "))
-            .push_bind(i64::from(query.size))
-            .push(" OFFSET ")
-            .push_bind(i64::from(query.page) * i64::from(query.size));
-
-        let mut tx = self.reader.begin().await?;
-        let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
-        let rows: Vec<(String, i64, String)> = select.build_query_as().fetch_all(&mut *tx).await?;
-        tx.commit().await?;
+        let (total, rows): (i64, Vec<(String, i64, String)>) = match &self.backend {
+            Backend::Sqlite { reader, .. } => {
+                let (mut count, mut select) = list_statements::<Sqlite>(query, false);
+                let mut tx = reader.begin().await?;
+                let total = count.build_query_scalar().fetch_one(&mut *tx).await?;
+                let rows = select.build_query_as().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                (total, rows)
+            }
+            Backend::Postgres(pool) => {
+                let (mut count, mut select) = list_statements::<Postgres>(query, true);
+                let mut tx = pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?;
+                let total = count.build_query_scalar().fetch_one(&mut *tx).await?;
+                let rows = select.build_query_as().fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                (total, rows)
+            }
+        };
 
         let content = rows
             .into_iter()
@@ -375,14 +473,25 @@ impl Store {
         let by_text: HashMap<String, JobId> = ids.iter().map(|id| (id.to_string(), *id)).collect();
         let texts: Vec<&str> = by_text.keys().map(String::as_str).collect();
         let mut versions = HashMap::with_capacity(texts.len());
-        for chunk in texts.chunks(MAX_BIND_PARAMS) {
-            let mut sql = QueryBuilder::<Sqlite>::new("SELECT id, version FROM jobs WHERE id IN (");
-            let mut list = sql.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            sql.push(")");
-            let rows: Vec<(String, i64)> = sql.build_query_as().fetch_all(&self.reader).await?;
+        let chunk_size = match self.backend {
+            Backend::Sqlite { .. } => MAX_BIND_PARAMS,
+            Backend::Postgres(_) => PG_MAX_BIND_PARAMS,
+        };
+        for chunk in texts.chunks(chunk_size) {
+            let rows: Vec<(String, i64)> = match &self.backend {
+                Backend::Sqlite { reader, .. } => {
+                    versions_statement::<Sqlite>(chunk)
+                        .build_query_as()
+                        .fetch_all(reader)
+                        .await?
+                }
+                Backend::Postgres(pool) => {
+                    versions_statement::<Postgres>(chunk)
+                        .build_query_as()
+                        .fetch_all(pool)
+                        .await?
+                }
+            };
             for (text, version) in rows {
                 let version = u64::try_from(version).map_err(|_| StoreError::CorruptSnapshot {
                     id: text.clone(),
@@ -397,10 +506,68 @@ impl Store {
     }
 }
 
-/// One multi-row `INSERT ... ON CONFLICT DO UPDATE ... WHERE excluded.version > jobs.version`
-/// for `rows` (at most [`UPSERT_ROWS_PER_STATEMENT`]).
-fn upsert_statement(rows: &[JobRow]) -> QueryBuilder<Sqlite> {
-    let mut sql = QueryBuilder::<Sqlite>::new(
+/// The count and the page query of [`Store::list`]. `nulls_last` selects PostgreSQL's
+/// `NULLS LAST`; otherwise NULLs go last by sorting on `column IS NULL` first (SQLite).
+fn list_statements<DB>(query: &JobQuery, nulls_last: bool) -> (QueryBuilder<DB>, QueryBuilder<DB>)
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'static str: Encode<'q, DB> + Type<DB>,
+{
+    let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM jobs");
+    push_filters(&mut count, query);
+
+    let (column, nullable) = query.sort_by.column();
+    let direction = query.direction.sql();
+    let mut select = QueryBuilder::<DB>::new("SELECT id, format, snapshot FROM jobs");
+    push_filters(&mut select, query);
+    select.push(" ORDER BY ");
+    if nullable && nulls_last {
+        select.push(format_args!("{column} {direction} NULLS LAST, "));
+    } else if nullable {
+        select.push(format_args!("{column} IS NULL, {column} {direction}, "));
+    } else {
+        select.push(format_args!("{column} {direction}, "));
+    }
+    select
+        .push(format_args!("id {direction} LIMIT "))
+        .push_bind(i64::from(query.size))
+        .push(" OFFSET ")
+        .push_bind(i64::from(query.page) * i64::from(query.size));
+    (count, select)
+}
+
+/// `SELECT id, version FROM jobs WHERE id IN (...)` for `ids` (at most the backend's bind limit).
+fn versions_statement<DB>(ids: &[&str]) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::<DB>::new("SELECT id, version FROM jobs WHERE id IN (");
+    let mut list = sql.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    sql.push(")");
+    sql
+}
+
+/// One multi-row `INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE excluded.version >
+/// jobs.version` for `rows` (at most the backend's rows per statement, each id once). The same
+/// text serves SQLite and PostgreSQL.
+fn upsert_statement<DB>(rows: &[JobRow]) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::<DB>::new(
         "INSERT INTO jobs (id, version, job_type, priority, status, status_rank, \
          worker_id, created_at, started_at, completed_at, snapshot, format) ",
     );
