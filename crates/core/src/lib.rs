@@ -3,6 +3,7 @@
 
 pub mod machine;
 pub mod model;
+pub mod protocol;
 pub mod request;
 pub mod time;
 pub mod wire;

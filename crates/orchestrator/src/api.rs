@@ -1,15 +1,17 @@
-//! The orchestrator's HTTP API for people and tools (CONTRACT.md, "Orchestrator"): health,
-//! live jobs, raft and cluster status, metrics, cancel. The worker protocol routes come with the
-//! distributed issue.
+//! The orchestrator's HTTP API (CONTRACT.md, "Orchestrator"): for people and tools (health, live
+//! jobs, raft and cluster status, metrics, cancel), for gateways (register) and the HTTP worker
+//! protocol (status reports, heartbeats) that workers in any language speak.
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use distriqueue_core::machine::Applied;
-use distriqueue_core::{Command, JobId, JobStatus, Millis};
+use distriqueue_core::protocol::parse_status_report;
+use distriqueue_core::request::parse_job_request;
+use distriqueue_core::{Command, JobId, JobStatus, Millis, WorkerHeartbeat};
 use openraft::ServerState;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -22,6 +24,13 @@ pub fn router(handle: OrchestratorHandle) -> Router {
         .route("/api/health", get(health))
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/jobs/register", post(register))
+        .route("/api/jobs/status", post(report_status))
+        .route(
+            "/api/jobs/{id}/status",
+            post(report_status_of).put(report_status_of),
+        )
+        .route("/api/workers/heartbeat", post(heartbeat))
         .route("/api/raft/status", get(raft_status))
         .route("/api/cluster/status", get(cluster_status))
         .route("/api/metrics", get(metrics))
@@ -135,6 +144,137 @@ async fn cancel(State(handle): State<OrchestratorHandle>, Path(id): Path<String>
             error(status, refusal.to_string())
         }
         Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
+    }
+}
+
+/// Reads a JSON body, answering a contract-shaped 400 for malformed JSON.
+fn json_body(body: Result<Json<Value>, JsonRejection>) -> Result<Value, String> {
+    body.map(|Json(value)| value)
+        .map_err(|rejection| format!("malformed JSON body: {}", rejection.body_text()))
+}
+
+fn refused(refusal: &distriqueue_core::Refusal) -> Response {
+    let status = StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::CONFLICT);
+    error(status, refusal.to_string())
+}
+
+/// `POST /api/jobs/register`: a job request as the original gateway sent it (`id`, `type`,
+/// `priority` 1/5/10/15 or a name, `payload`, `timeout` or `executionTimeout`, `maxRetries`, and
+/// any other field of a job request). The id is minted when absent; registering an id again is
+/// idempotent. 202 `{status:"accepted", job_id, job}`.
+async fn register(
+    State(handle): State<OrchestratorHandle>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let mut body = match json_body(body) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    if let Some(fields) = body.as_object_mut() {
+        if let Some(timeout) = fields.get("timeout").cloned() {
+            fields.entry("executionTimeout").or_insert(timeout);
+        }
+    }
+    let id = match body.get("id").and_then(Value::as_str) {
+        Some(text) => match text.parse::<JobId>() {
+            Ok(id) => id,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("id {text:?} is not a UUID"),
+                )
+            }
+        },
+        None => JobId::new_random(),
+    };
+    let spec = match parse_job_request(&body, "") {
+        Ok(spec) => spec,
+        Err(violations) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "Validation failed", "violations": violations})),
+            )
+                .into_response()
+        }
+    };
+    let command = Command::Register {
+        id,
+        spec: Box::new(spec),
+        max_queued: handle.max_queued(),
+        policy: handle.retry_policy(),
+    };
+    match handle.submit(command).await {
+        Ok(Ok(Applied { job, job_id, .. })) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"status": "accepted", "job_id": job_id.unwrap_or(id), "job": job})),
+        )
+            .into_response(),
+        Ok(Err(refusal)) => refused(&refusal),
+        Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
+    }
+}
+
+async fn report_status(
+    State(handle): State<OrchestratorHandle>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    apply_report(&handle, body, None).await
+}
+
+async fn report_status_of(
+    State(handle): State<OrchestratorHandle>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    apply_report(&handle, body, Some(&id)).await
+}
+
+/// The worker protocol's status report (CONTRACT.md): 200 `{status:"updated"}`; 404 unknown
+/// job; 409 refused transition or superseded attempt; 400 bad body.
+async fn apply_report(
+    handle: &OrchestratorHandle,
+    body: Result<Json<Value>, JsonRejection>,
+    path_id: Option<&str>,
+) -> Response {
+    let body = match json_body(body) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let holds_lease = |job_id: JobId, worker_id: &distriqueue_core::WorkerId| {
+        handle.read(|state| {
+            state.job(job_id).is_some_and(|job| {
+                job.status == JobStatus::Running && job.worker_id.as_ref() == Some(worker_id)
+            })
+        })
+    };
+    let report = match parse_status_report(&body, path_id, holds_lease) {
+        Ok(report) => report,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match handle.submit(Command::Report(report)).await {
+        Ok(Ok(_)) => Json(json!({"status": "updated"})).into_response(),
+        Ok(Err(refusal)) => refused(&refusal),
+        Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
+    }
+}
+
+/// `POST /api/workers/heartbeat` (snake_case or camelCase): 200 `{status:"acknowledged",
+/// cancel:[job ids this worker must stop]}`.
+async fn heartbeat(
+    State(handle): State<OrchestratorHandle>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let body = match json_body(body) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match serde_json::from_value::<WorkerHeartbeat>(body) {
+        Ok(heartbeat) if !heartbeat.worker_id.0.trim().is_empty() => {
+            let cancel = handle.heartbeat(heartbeat);
+            Json(json!({"status": "acknowledged", "cancel": cancel})).into_response()
+        }
+        Ok(_) => error(StatusCode::BAD_REQUEST, "worker_id must not be blank"),
+        Err(problem) => error(StatusCode::BAD_REQUEST, format!("bad heartbeat: {problem}")),
     }
 }
 
