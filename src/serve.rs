@@ -134,7 +134,10 @@ impl Reporter for LocalReporter {
     }
 
     async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {
-        Ok(self.0.heartbeat(heartbeat))
+        // In-process workers get their cancels through the broker's control queue, attempt by
+        // attempt; the heartbeat reply's job list is for HTTP workers.
+        self.0.heartbeat(heartbeat);
+        Ok(Vec::new())
     }
 }
 

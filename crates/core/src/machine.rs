@@ -1017,6 +1017,12 @@ impl State {
             .collect();
         for id in lost {
             if let Some(record) = self.jobs.get_mut(&id) {
+                // Should the worker come back, it must not go on with an attempt retried elsewhere.
+                effects.push(Effect::StopAttempt(ControlMessage::Cancel {
+                    worker_id: worker_id.clone(),
+                    job_id: id,
+                    attempt: record.attempt,
+                }));
                 Self::fail_attempt(batch, record, "worker lost", Failure::WorkerLost, effects);
             }
             self.changed(batch.now, id, false, effects);

@@ -555,6 +555,15 @@ fn lost_worker_fails_its_attempts_which_retry_by_policy() {
             worker_id: worker(1),
         },
     );
+    // Should the lost worker come back, it is told to stop the attempt.
+    assert_eq!(
+        effects[0],
+        Effect::StopAttempt(ControlMessage::Cancel {
+            worker_id: worker(1),
+            job_id: job_id(0),
+            attempt: 1
+        })
+    );
     let job = state.job(job_id(0)).expect("live");
     assert_eq!(
         (job.status, job.error_message.as_deref()),

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use distriqueue_core::request::{check_idempotency_key, parse_job_request, Schedule, MAX_DELAY_S};
-use distriqueue_core::{JobId, JobResponse, Millis, Refusal};
+use distriqueue_core::{JobId, JobResponse, JobStatus, Millis, Refusal};
 use serde_json::json;
 
 use crate::body::{check_json_content_type, read_json};
@@ -127,6 +127,16 @@ async fn retry_job(
     let Some(stored) = state.store.get(id).await? else {
         return Err(job_not_found(&id.to_string()));
     };
+    if !matches!(
+        stored.status,
+        JobStatus::Failed | JobStatus::Timeout | JobStatus::Cancelled
+    ) {
+        // Also for a job the orchestrator no longer holds: a COMPLETED job stays completed.
+        return Err(ApiError::Refused(Refusal::NotRetryable {
+            id,
+            status: stored.status,
+        }));
+    }
     let job = state.orchestrator.retry(&stored).await?;
     state.writer.write(vec![job.clone()]).await?;
     tracing::debug!(job_id = %id, attempt = job.attempt, "job retried");

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use distriqueue_core::machine::Applied;
 use distriqueue_core::protocol::parse_status_report;
 use distriqueue_core::request::parse_job_request;
-use distriqueue_core::{Command, JobId, JobStatus, Millis, WorkerHeartbeat};
+use distriqueue_core::{Command, JobId, JobStatus, Millis, ReportKind, WorkerHeartbeat};
 use openraft::ServerState;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -251,8 +251,14 @@ async fn apply_report(
         Ok(report) => report,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    let lease_taker = (report.kind == ReportKind::Running).then(|| report.worker_id.clone());
     match handle.submit(Command::Report(report)).await {
-        Ok(Ok(_)) => Json(json!({"status": "updated"})).into_response(),
+        Ok(Ok(_)) => {
+            if let Some(worker_id) = lease_taker {
+                handle.watch_worker(&worker_id);
+            }
+            Json(json!({"status": "updated"})).into_response()
+        }
         Ok(Err(refusal)) => refused(&refusal),
         Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
     }

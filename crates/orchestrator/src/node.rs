@@ -10,8 +10,8 @@ use std::time::Duration;
 use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::{JobRecord, MachineConfig};
 use distriqueue_core::{
-    Batch, Command, ControlMessage, Effect, JobId, Millis, Outcome, RetryPolicy, State, Timer,
-    WorkerHeartbeat, WorkerId,
+    Batch, Command, ControlMessage, Effect, JobId, JobStatus, Millis, Outcome, RetryPolicy, State,
+    Timer, WorkerHeartbeat, WorkerId,
 };
 use openraft::error::ClientWriteError;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
@@ -136,9 +136,31 @@ impl OrchestratorHandle {
         self.max_queued
     }
 
-    /// Records a worker's heartbeat (soft state); returns the jobs it must stop.
+    /// Records a worker's heartbeat (soft state); returns the jobs it must stop. A stop queued
+    /// for an attempt that the worker no longer runs, because it now runs a newer attempt of the
+    /// same job, is dropped: the heartbeat protocol names jobs, not attempts.
     pub fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Vec<JobId> {
-        self.workers.heartbeat(heartbeat)
+        let worker_id = heartbeat.worker_id.clone();
+        let cancels = self.workers.heartbeat(heartbeat);
+        self.read(|state| {
+            cancels
+                .into_iter()
+                .filter(|(job_id, attempt)| {
+                    !state.job(*job_id).is_some_and(|job| {
+                        job.status == JobStatus::Running
+                            && job.attempt > *attempt
+                            && job.worker_id.as_ref() == Some(&worker_id)
+                    })
+                })
+                .map(|(job_id, _)| job_id)
+                .collect()
+        })
+    }
+
+    /// Starts watching a worker's heartbeats if it is not watched yet (a worker that took a
+    /// lease without ever heartbeating is then declared lost after the timeout).
+    pub fn watch_worker(&self, worker_id: &WorkerId) {
+        self.workers.grant_grace(worker_id);
     }
 
     /// Forgets a worker known to be gone (after its `WorkerLost` is committed).
@@ -369,9 +391,11 @@ async fn run_outbox(
                 Effect::Dispatch(message) => broker.publish_job(*message),
                 Effect::StopAttempt(control) => {
                     let ControlMessage::Cancel {
-                        worker_id, job_id, ..
+                        worker_id,
+                        job_id,
+                        attempt,
                     } = &control;
-                    workers.queue_cancel(worker_id, *job_id);
+                    workers.queue_cancel(worker_id, *job_id, *attempt);
                     broker.publish_control(control);
                 }
                 Effect::ArmTimer(timer) => {

@@ -14,8 +14,8 @@ struct Entry {
     heartbeat: WorkerHeartbeat,
     last_seen: Instant,
     last_seen_at: Millis,
-    /// Jobs this worker must stop, until its next heartbeat takes them.
-    cancels: Vec<JobId>,
+    /// Attempts this worker must stop, until its next heartbeat takes them.
+    cancels: Vec<(JobId, u32)>,
     /// False for a lease holder granted a grace period that has not heartbeat yet.
     heard_from: bool,
 }
@@ -41,8 +41,8 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a heartbeat; returns (and forgets) the jobs the worker must stop.
-    pub(crate) fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Vec<JobId> {
+    /// Records a heartbeat; returns (and forgets) the attempts the worker must stop.
+    pub(crate) fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Vec<(JobId, u32)> {
         let mut workers = self.lock();
         let entry = workers
             .entry(heartbeat.worker_id.clone())
@@ -88,9 +88,9 @@ impl Registry {
     }
 
     /// Queues a cancel for the worker's next heartbeat reply (when the worker is known).
-    pub(crate) fn queue_cancel(&self, worker_id: &WorkerId, job_id: JobId) {
+    pub(crate) fn queue_cancel(&self, worker_id: &WorkerId, job_id: JobId, attempt: u32) {
         if let Some(entry) = self.lock().get_mut(worker_id) {
-            entry.cancels.push(job_id);
+            entry.cancels.push((job_id, attempt));
         }
     }
 

@@ -54,7 +54,7 @@ pub struct WorkerConfig {
     pub ledger: Option<PathBuf>,
     /// How long running jobs may go on after shutdown begins before they are aborted.
     pub shutdown_grace: Duration,
-    /// The orchestrator's heartbeat timeout: the worker heartbeats three times per timeout, and
+    /// The orchestrator's heartbeat timeout: the worker heartbeats six times per timeout, and
     /// stops its own handlers (self-fencing) when it has not reached the orchestrator for
     /// longer than the timeout minus a margin of a fifth.
     pub heartbeat_timeout: Duration,
@@ -257,15 +257,19 @@ impl Shared {
 
     /// Registers the attempt's stop token (a child of the shutdown abort) before its lease is
     /// asked for, so a cancel that follows the lease always finds it.
-    fn register_running(&self, message: &JobMessage) -> RunningGuard<'_> {
+    fn register_running(&self, message: &JobMessage) -> Option<RunningGuard<'_>> {
         let key = (message.id, message.attempt);
         let token = self.abort.child_token();
-        self.lock_running().insert(key, token.clone());
-        RunningGuard {
+        let mut running = self.lock_running();
+        if running.contains_key(&key) {
+            return None;
+        }
+        running.insert(key, token.clone());
+        Some(RunningGuard {
             shared: self,
             key,
             token,
-        }
+        })
     }
 
     /// This worker's heartbeat now.
@@ -283,40 +287,48 @@ impl Shared {
         }
     }
 
-    /// Heartbeats three times per timeout; stops the handlers the replies name; and stops every
+    /// Heartbeats six times per timeout; stops the handlers the replies name; and stops every
     /// handler when the orchestrator was out of reach for longer than the timeout minus a margin
     /// (self-fencing: by then the orchestrator may have declared this worker lost and started
     /// its attempts elsewhere).
     async fn run_heartbeats(self: Arc<Self>, timeout: Duration) {
         let fence_after = timeout - timeout / 5;
-        let mut tick = tokio::time::interval((timeout / 3).max(Duration::from_millis(50)));
+        let period = (timeout / 6).max(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(period);
         let mut last_reached = tokio::time::Instant::now();
         loop {
             tick.tick().await;
-            match self.reporter.heartbeat(self.heartbeat()).await {
-                Ok(cancels) => {
+            let answer =
+                tokio::time::timeout(period, self.reporter.heartbeat(self.heartbeat())).await;
+            // Checked before a success resets the clock: a worker back from a long pause may
+            // have been declared lost meanwhile, and its attempts run elsewhere.
+            if last_reached.elapsed() > fence_after {
+                self.fence();
+            }
+            match answer {
+                Ok(Ok(cancels)) => {
                     last_reached = tokio::time::Instant::now();
                     for job_id in cancels {
                         self.stop_job(job_id);
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "heartbeat not delivered");
-                    if last_reached.elapsed() > fence_after {
-                        let running: Vec<CancellationToken> =
-                            self.lock_running().values().cloned().collect();
-                        if !running.is_empty() {
-                            tracing::error!(
-                                n_running = running.len(),
-                                "orchestrator out of reach: stopping every handler"
-                            );
-                        }
-                        for token in running {
-                            token.cancel();
-                        }
-                    }
-                }
+                Ok(Err(error)) => tracing::warn!(%error, "heartbeat not delivered"),
+                Err(_) => tracing::warn!("heartbeat not answered in time"),
             }
+        }
+    }
+
+    /// Stops every running handler (self-fencing).
+    fn fence(&self) {
+        let running: Vec<CancellationToken> = self.lock_running().values().cloned().collect();
+        if !running.is_empty() {
+            tracing::error!(
+                n_running = running.len(),
+                "orchestrator out of reach: stopping every handler"
+            );
+        }
+        for token in running {
+            token.cancel();
         }
     }
 
@@ -365,11 +377,22 @@ impl Shared {
             worker_id: self.worker_id.clone(),
             kind,
         };
-        let running = self.register_running(&message);
+        let Some(running) = self.register_running(&message) else {
+            // A second copy of an attempt this worker already runs: drop it.
+            tracing::debug!(job_id = %message.id, attempt = message.attempt, "duplicate delivery dropped");
+            return;
+        };
         // The lease rule: start only after `running` is accepted; drop the message on refusal.
+        let mut ambiguous = false;
         loop {
             match self.reporter.report(report(ReportKind::Running)).await {
                 Ok(()) => break,
+                // An earlier try may have landed with its answer lost: the lease is ours.
+                Err(ReportError::Refused(Refusal::LeaseHeld { holder, .. }))
+                    if ambiguous && holder == self.worker_id =>
+                {
+                    break
+                }
                 Err(ReportError::Refused(refusal)) => {
                     tracing::debug!(job_id = %message.id, attempt = message.attempt, %refusal, "not starting");
                     return;
@@ -381,17 +404,33 @@ impl Shared {
                         return;
                     }
                     tracing::warn!(job_id = %message.id, %reason, "cannot report running; retrying");
+                    ambiguous = true;
                     tokio::time::sleep(REPORT_RETRY).await;
                 }
             }
+        }
+        if running.token.is_cancelled() && !self.abort.is_cancelled() {
+            // Fenced while asking for the lease: give the attempt back rather than hold it idle.
+            let error = "worker lost contact with the orchestrator".to_string();
+            let kind = ReportKind::Failed {
+                error,
+                permanent: false,
+            };
+            self.outcomes.spawn(report_outcome(
+                Arc::clone(&self.reporter),
+                self.abort.clone(),
+                report(kind),
+            ));
+            return;
         }
         if let Some(ledger) = &self.ledger {
             ledger.record("start", message.id, message.attempt, &self.worker_id);
         }
         let Some(outcome) = self.run_handler(&message, &running.token).await else {
-            // Stopped: by a cancel (the job is CANCELLED already), or by shutdown (no outcome is
-            // reported, so the attempt stays leased to this worker and is dispatched again as a
-            // new attempt once the worker is declared lost; in `serve`, at the next start).
+            // Stopped: by a cancel or a timeout (the orchestrator decided already), by
+            // self-fencing, or by shutdown. No outcome is reported: the attempt stays leased to
+            // this worker until it is declared lost (in `serve`, at the next start), and is
+            // then retried by policy.
             tracing::info!(job_id = %message.id, attempt = message.attempt, "handler stopped");
             return;
         };

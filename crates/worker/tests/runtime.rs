@@ -288,3 +288,48 @@ async fn worker_that_cannot_reach_the_orchestrator_stops_its_own_handlers() {
         "the fenced handler started and never finished: {text}"
     );
 }
+
+#[tokio::test]
+async fn a_second_copy_of_a_running_attempt_is_dropped_without_asking_for_the_lease() {
+    let broker = InProcessBroker::new();
+    let script = Arc::new(Script::default());
+    let (shutdown, running) = start(&broker, &script, None);
+    let job = message("sleep", json!({"ms": 300}));
+    broker.publish_job(job.clone());
+    wait_for_reports(&script, 1).await;
+    broker.publish_job(job.clone());
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !script
+            .accepted
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|report| matches!(report.kind, ReportKind::Completed { .. }))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the job completes");
+    shutdown.cancel();
+    running.await.expect("worker stops");
+    let reports = script.accepted.lock().expect("lock").clone();
+    let n_running = reports
+        .iter()
+        .filter(|report| report.kind == ReportKind::Running)
+        .count();
+    let n_outcomes = reports
+        .iter()
+        .filter(|report| {
+            matches!(
+                report.kind,
+                ReportKind::Completed { .. } | ReportKind::Failed { .. }
+            )
+        })
+        .count();
+    assert_eq!(
+        (n_running, n_outcomes),
+        (1, 1),
+        "one lease request, one outcome: {reports:?}"
+    );
+}
