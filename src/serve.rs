@@ -134,10 +134,7 @@ impl Reporter for LocalReporter {
     }
 
     async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {
-        // In-process workers get their cancels through the broker's control queue, attempt by
-        // attempt; the heartbeat reply's job list is for HTTP workers.
-        self.0.heartbeat(heartbeat);
-        Ok(Vec::new())
+        Ok(self.0.heartbeat(heartbeat))
     }
 }
 

@@ -173,50 +173,30 @@ pub async fn submit(server: &str, args: SubmitArgs) -> anyhow::Result<()> {
 
 /// `get`: `GET /api/jobs/{id}`, printed as pretty JSON.
 pub async fn get(server: &str, args: GetArgs) -> anyhow::Result<()> {
-    let job = client(server)?
-        .get(&args.id)
-        .await
-        .map_err(|err| explain(err, server))?;
-    print_json(&job)
+    print_answer(server, client(server)?.get(&args.id).await)
 }
 
 /// `list`: `GET /api/jobs` with the given filters; prints the page
 /// `{"content":[...],"page":{...}}` as pretty JSON.
 pub async fn list(server: &str, args: ListArgs) -> anyhow::Result<()> {
-    let page = client(server)?
-        .list(&args.query())
-        .await
-        .map_err(|err| explain(err, server))?;
-    print_json(&page)
+    print_answer(server, client(server)?.list(&args.query()).await)
 }
 
 /// `cancel`: `POST /api/jobs/{id}/cancel`; prints the CANCELLED JobResponse as pretty JSON
 /// (a job already terminal is an error: `409 Conflict: {...}`).
 pub async fn cancel(server: &str, args: CancelArgs) -> anyhow::Result<()> {
-    let job = client(server)?
-        .cancel(&args.id)
-        .await
-        .map_err(|err| explain(err, server))?;
-    print_json(&job)
+    print_answer(server, client(server)?.cancel(&args.id).await)
 }
 
 /// `retry`: `POST /api/jobs/{id}/retry`; prints the job's new QUEUED state.
 pub async fn retry(server: &str, args: GetArgs) -> anyhow::Result<()> {
-    let job = client(server)?
-        .retry(&args.id)
-        .await
-        .map_err(|err| explain(err, server))?;
-    print_json(&job)
+    print_answer(server, client(server)?.retry(&args.id).await)
 }
 
 /// `attempts`: `GET /api/jobs/{id}/attempts`; prints each attempt's worker, state, error and
 /// times.
 pub async fn attempts(server: &str, args: GetArgs) -> anyhow::Result<()> {
-    let attempts = client(server)?
-        .attempts(&args.id)
-        .await
-        .map_err(|err| explain(err, server))?;
-    print_json(&attempts)
+    print_answer(server, client(server)?.attempts(&args.id).await)
 }
 
 /// `watch`: `GET /api/jobs/stream` (`?jobId=` with an id); prints each event's `data` JSON on
@@ -335,6 +315,11 @@ fn explain(err: ClientError, server: &str) -> anyhow::Error {
         }
         ClientError::InvalidUrl { .. } => anyhow::Error::new(err).context("invalid --server"),
     }
+}
+
+/// Prints a successful answer as pretty JSON, or explains the error.
+fn print_answer(server: &str, answer: Result<impl Serialize, ClientError>) -> anyhow::Result<()> {
+    print_json(&answer.map_err(|err| explain(err, server))?)
 }
 
 /// Prints `value` as pretty JSON on stdout.

@@ -124,20 +124,16 @@ impl InProcessBroker {
         }
     }
 
-    /// Routes a control message to its worker's queue. A message for a worker without a queue is
-    /// dropped: that worker is gone, and its lease goes with it.
-    pub fn publish_control(&self, message: ControlMessage) {
+    /// Routes a control message to its worker's queue; false when the worker has no control
+    /// queue here (it is gone, or it learns its cancels from heartbeat replies).
+    pub fn publish_control(&self, message: ControlMessage) -> bool {
         let controls = self
             .controls
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match controls.get(message.worker_id()) {
-            Some(queue) => {
-                let _ = queue.send(message);
-            }
-            None => {
-                tracing::debug!(worker_id = %message.worker_id(), "no control queue for worker")
-            }
+            Some(queue) => queue.send(message).is_ok(),
+            None => false,
         }
     }
 

@@ -394,9 +394,11 @@ async fn run_outbox(
                         worker_id,
                         job_id,
                         attempt,
-                    } = &control;
-                    workers.queue_cancel(worker_id, *job_id, *attempt);
-                    broker.publish_control(control);
+                    } = control.clone();
+                    // Workers without a control queue learn it from their next heartbeat reply.
+                    if !broker.publish_control(control) {
+                        workers.queue_cancel(&worker_id, job_id, attempt);
+                    }
                 }
                 Effect::ArmTimer(timer) => {
                     let _ = timers.send(TimerOp::Arm(timer));
