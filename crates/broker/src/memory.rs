@@ -5,6 +5,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use distriqueue_core::{ControlMessage, JobMessage, Priority, StatusEvent, WorkerId};
+
+use crate::EventReceiver;
 use tokio::sync::{mpsc, Notify};
 
 /// Jobs by priority, highest first within `Priority::HIGHEST_FIRST` order; FIFO within one.
@@ -158,99 +160,6 @@ impl InProcessBroker {
             .event_receiver
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slot.take().map(|receiver| EventReceiver { receiver })
-    }
-}
-
-/// Receives lifecycle events in publish order.
-pub struct EventReceiver {
-    receiver: mpsc::UnboundedReceiver<StatusEvent>,
-}
-
-impl EventReceiver {
-    /// Waits for at least one event and returns it with up to `max - 1` more that are already
-    /// waiting. `None` when every sender is gone.
-    pub async fn recv_batch(&mut self, max: usize) -> Option<Vec<StatusEvent>> {
-        let mut batch = Vec::new();
-        let received = self.receiver.recv_many(&mut batch, max.max(1)).await;
-        (received > 0).then_some(batch)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use distriqueue_core::machine::JobRecord;
-    use distriqueue_core::request::parse_job_request;
-    use distriqueue_core::{JobId, Millis};
-    use serde_json::json;
-
-    use super::*;
-
-    fn message(priority: &str, n: u128) -> JobMessage {
-        let spec = parse_job_request(&json!({"type": "echo", "jobPriority": priority}), "")
-            .expect("valid");
-        JobRecord::queued(JobId(uuid::Uuid::from_u128(n)), spec, Millis(0)).message()
-    }
-
-    #[tokio::test]
-    async fn highest_priority_first_fifo_within() {
-        let broker = InProcessBroker::new();
-        for (priority, n) in [
-            ("LOW", 1),
-            ("MEDIUM", 2),
-            ("HIGH", 3),
-            ("LOW", 4),
-            ("CRITICAL", 5),
-            ("HIGH", 6),
-        ] {
-            broker.publish_job(message(priority, n));
-        }
-        let mut order = Vec::new();
-        while let Some(job) = broker.try_next_job() {
-            order.push(job.id.0.as_u128());
-        }
-        assert_eq!(order, [5, 3, 6, 2, 1, 4]);
-    }
-
-    #[tokio::test]
-    async fn waiting_consumer_wakes_and_close_ends_it() {
-        let broker = InProcessBroker::new();
-        let consumer = tokio::spawn({
-            let broker = broker.clone();
-            async move { broker.next_job().await.map(|job| job.id.0.as_u128()) }
-        });
-        broker.publish_job(message("LOW", 7));
-        assert_eq!(consumer.await.expect("joined"), Some(7));
-        broker.close();
-        assert_eq!(broker.next_job().await, None);
-    }
-
-    #[tokio::test]
-    async fn events_arrive_in_order_in_batches() {
-        let broker = InProcessBroker::new();
-        let mut receiver = broker.take_event_receiver().expect("first take");
-        assert!(broker.take_event_receiver().is_none());
-        let mut state = distriqueue_core::State::default();
-        let spec =
-            parse_job_request(&json!({"type": "echo", "jobPriority": 1}), "").expect("valid");
-        let commands = (0..3)
-            .map(|n| distriqueue_core::Command::Register {
-                id: JobId(uuid::Uuid::from_u128(n)),
-                spec: Box::new(spec.clone()),
-                max_queued: None,
-                policy: Default::default(),
-            })
-            .collect();
-        state.apply(&distriqueue_core::Batch {
-            now: Millis(0),
-            seed: 0,
-            commands,
-        });
-        broker.publish_events(state.unpublished().cloned());
-        let batch = receiver.recv_batch(10).await.expect("events");
-        assert_eq!(
-            batch.iter().map(|event| event.seq).collect::<Vec<_>>(),
-            [1, 2, 3]
-        );
+        slot.take().map(EventReceiver::in_process)
     }
 }
