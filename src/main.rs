@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use distriqueue::ServeConfig;
 use distriqueue_core::machine::Jitter;
-use distriqueue_core::RetryPolicy;
+use distriqueue_core::{RetryPolicy, WorkerId};
 use distriqueue_worker::Handlers;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -29,6 +30,12 @@ struct Cli {
 enum Verb {
     /// Run everything in one process: gateway, orchestrator, workers, read model, broker.
     Serve(ServeArgs),
+    /// Run an orchestrator node (the lifecycle owner) over RabbitMQ.
+    Orchestrator(OrchestratorArgs),
+    /// Run a gateway (REST API, SSE, read model) over RabbitMQ and an orchestrator.
+    Gateway(GatewayArgs),
+    /// Run a worker that takes jobs from RabbitMQ and reports to an orchestrator.
+    Worker(WorkerArgs),
     /// Submit a job and print it (or, with --wait, its final state).
     Submit {
         #[command(flatten)]
@@ -119,6 +126,17 @@ struct ServeArgs {
     /// Largest accepted request body in bytes (413 past it).
     #[arg(long, env = "DQ_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    #[command(flatten)]
+    lifecycle: LifecycleArgs,
+    /// Carry jobs, cancels and events over RabbitMQ (an AMQP URL) instead of in process, so
+    /// outside workers can join.
+    #[arg(long, env = "DQ_AMQP_URL")]
+    amqp: Option<String>,
+}
+
+/// The orchestrator's lifecycle settings (`serve` and `orchestrator`).
+#[derive(Args, Debug, Clone)]
+struct LifecycleArgs {
     /// Most jobs waiting to run, PENDING + QUEUED (429 past it).
     #[arg(long, env = "DQ_MAX_QUEUED_JOBS", default_value_t = 100_000)]
     max_queued_jobs: u64,
@@ -136,6 +154,170 @@ struct ServeArgs {
     /// Backoff jitter: `full` (a uniform draw up to the backoff) or `none`.
     #[arg(long, env = "DQ_RETRY_JITTER", value_enum, default_value_t = JitterArg::Full)]
     retry_jitter: JitterArg,
+}
+
+impl LifecycleArgs {
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            base_ms: self.retry_backoff_base_ms,
+            max_ms: self.retry_backoff_max_ms.max(self.retry_backoff_base_ms),
+            jitter: match self.retry_jitter {
+                JitterArg::Full => Jitter::Full,
+                JitterArg::None => Jitter::None,
+            },
+        }
+    }
+
+    fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_timeout.max(1))
+    }
+}
+
+/// Settings of `orchestrator`.
+#[derive(Args, Debug, Clone)]
+struct OrchestratorArgs {
+    /// Orchestrator API address; port 0 picks a free port.
+    #[arg(long, env = "DQ_ORCHESTRATOR_ADDR", default_value = "127.0.0.1:8081")]
+    addr: SocketAddr,
+    /// Where the raft log and snapshots live.
+    #[arg(long, env = "DQ_DATA_DIR", default_value = "./data/orchestrator")]
+    data_dir: PathBuf,
+    /// RabbitMQ (AMQP URL).
+    #[arg(
+        long,
+        env = "DQ_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp: String,
+    /// Seconds a QUEUED attempt may wait unstarted before it is published again.
+    #[arg(long, env = "DQ_DISPATCH_TIMEOUT", default_value_t = 60)]
+    dispatch_timeout: u64,
+    #[command(flatten)]
+    lifecycle: LifecycleArgs,
+}
+
+/// Settings of `gateway`.
+#[derive(Args, Debug, Clone)]
+struct GatewayArgs {
+    /// Gateway (public REST API) address; port 0 picks a free port.
+    #[arg(long, env = "DQ_GATEWAY_ADDR", default_value = "127.0.0.1:8082")]
+    addr: SocketAddr,
+    /// The read model: `postgres://...` or `sqlite://FILE`.
+    #[arg(
+        long,
+        env = "DQ_DATABASE_URL",
+        default_value = "sqlite://./data/readmodel.db"
+    )]
+    database: String,
+    /// RabbitMQ (AMQP URL).
+    #[arg(
+        long,
+        env = "DQ_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp: String,
+    /// Orchestrator URLs, comma-separated; the gateway fails over between them.
+    #[arg(
+        long,
+        env = "DQ_ORCHESTRATOR_URL",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8081"
+    )]
+    orchestrator: Vec<String>,
+    /// Largest accepted request body in bytes (413 past it).
+    #[arg(long, env = "DQ_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+}
+
+/// Settings of `worker`. Besides its flags and `DQ_*` variables it reads the original workers'
+/// `RABBITMQ_HOST`, `RABBITMQ_PORT`, `RABBITMQ_USERNAME`, `RABBITMQ_PASSWORD`,
+/// `ORCHESTRATOR_URL`, `STATUS_UPDATE_URL`, `WORKER_ID` and `WORKER_CAPACITY`.
+#[derive(Args, Debug, Clone)]
+struct WorkerArgs {
+    /// RabbitMQ (AMQP URL). Default: built from RABBITMQ_HOST, RABBITMQ_PORT,
+    /// RABBITMQ_USERNAME and RABBITMQ_PASSWORD (127.0.0.1, 5672, guest, guest).
+    #[arg(long, env = "DQ_AMQP_URL")]
+    amqp: Option<String>,
+    /// Orchestrator URLs, comma-separated. Default: ORCHESTRATOR_URL, else the orchestrator of
+    /// STATUS_UPDATE_URL, else http://127.0.0.1:8081.
+    #[arg(long, env = "DQ_ORCHESTRATOR_URL", value_delimiter = ',')]
+    orchestrator: Vec<String>,
+    /// Job slots. Default: WORKER_CAPACITY, else 4 per CPU.
+    #[arg(long, env = "DQ_CONCURRENCY")]
+    concurrency: Option<usize>,
+    /// This worker's id. Default: WORKER_ID, else worker-<host>-<pid>.
+    #[arg(long, env = "DQ_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Testing aid: append a JSON line per handler start and finish to this file.
+    #[arg(long, env = "DQ_LEDGER")]
+    ledger: Option<PathBuf>,
+    /// Seconds running jobs may take to finish after Ctrl-C or SIGTERM.
+    #[arg(long, env = "DQ_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
+    /// The orchestrator's heartbeat timeout in seconds: the worker heartbeats six times per
+    /// timeout and stops its handlers when cut off for longer than most of it.
+    #[arg(long, env = "DQ_HEARTBEAT_TIMEOUT", default_value_t = 30)]
+    heartbeat_timeout: u64,
+}
+
+/// An environment variable, when set and not blank.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|value| value.trim().to_string())
+        .filter(|value| !value.is_empty())
+}
+
+impl WorkerArgs {
+    fn into_role(self) -> anyhow::Result<distriqueue::roles::WorkerRole> {
+        let amqp = self.amqp.unwrap_or_else(|| {
+            let host = env_var("RABBITMQ_HOST").unwrap_or_else(|| "127.0.0.1".into());
+            let port = env_var("RABBITMQ_PORT").unwrap_or_else(|| "5672".into());
+            let user = env_var("RABBITMQ_USERNAME").unwrap_or_else(|| "guest".into());
+            let password = env_var("RABBITMQ_PASSWORD").unwrap_or_else(|| "guest".into());
+            format!("amqp://{user}:{password}@{host}:{port}/%2f")
+        });
+        let orchestrators = if self.orchestrator.is_empty() {
+            let from_status_url = || {
+                env_var("STATUS_UPDATE_URL").map(|url| {
+                    url.trim_end_matches('/')
+                        .trim_end_matches("/api/jobs/status")
+                        .to_string()
+                })
+            };
+            vec![env_var("ORCHESTRATOR_URL")
+                .or_else(from_status_url)
+                .unwrap_or_else(|| "http://127.0.0.1:8081".into())]
+        } else {
+            self.orchestrator
+        };
+        let concurrency = match self.concurrency {
+            Some(n) => n,
+            None => match env_var("WORKER_CAPACITY") {
+                Some(text) => text
+                    .parse()
+                    .with_context(|| format!("WORKER_CAPACITY {text:?} is not a number"))?,
+                None => 4 * std::thread::available_parallelism().map_or(1, usize::from),
+            },
+        };
+        anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
+        let worker_id = self
+            .worker_id
+            .or_else(|| env_var("WORKER_ID"))
+            .unwrap_or_else(|| {
+                let host = env_var("HOSTNAME").unwrap_or_else(|| "local".into());
+                format!("worker-{host}-{}", std::process::id())
+            });
+        Ok(distriqueue::roles::WorkerRole {
+            amqp,
+            orchestrators,
+            worker_id: WorkerId(worker_id),
+            concurrency,
+            ledger: self.ledger,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout.max(1)),
+        })
+    }
 }
 
 /// `--retry-jitter`.
@@ -158,16 +340,10 @@ impl ServeArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             ledger: self.ledger,
             max_body_bytes: self.max_body_bytes,
-            max_queued_jobs: self.max_queued_jobs,
-            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout.max(1)),
-            retry_policy: RetryPolicy {
-                base_ms: self.retry_backoff_base_ms,
-                max_ms: self.retry_backoff_max_ms.max(self.retry_backoff_base_ms),
-                jitter: match self.retry_jitter {
-                    JitterArg::Full => Jitter::Full,
-                    JitterArg::None => Jitter::None,
-                },
-            },
+            max_queued_jobs: self.lifecycle.max_queued_jobs,
+            heartbeat_timeout: self.lifecycle.heartbeat_timeout(),
+            retry_policy: self.lifecycle.retry_policy(),
+            amqp: self.amqp,
         })
     }
 }
@@ -211,6 +387,13 @@ async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// A token cancelled on Ctrl-C or SIGTERM.
+fn until_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(token.clone()));
+    token
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let shutdown = CancellationToken::new();
@@ -232,6 +415,32 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve).await,
         Some(Verb::Serve(args)) => serve(args).await,
+        Some(Verb::Orchestrator(args)) => {
+            let role = distriqueue::roles::OrchestratorRole {
+                addr: args.addr,
+                data_dir: args.data_dir,
+                amqp: args.amqp,
+                max_queued_jobs: args.lifecycle.max_queued_jobs,
+                retry_policy: args.lifecycle.retry_policy(),
+                heartbeat_timeout: args.lifecycle.heartbeat_timeout(),
+                dispatch_timeout: Duration::from_secs(args.dispatch_timeout.max(1)),
+            };
+            distriqueue::roles::run_orchestrator(role, until_signal()).await
+        }
+        Some(Verb::Gateway(args)) => {
+            let role = distriqueue::roles::GatewayRole {
+                addr: args.addr,
+                database: args.database,
+                amqp: args.amqp,
+                orchestrators: args.orchestrator,
+                max_body_bytes: args.max_body_bytes,
+            };
+            distriqueue::roles::run_gateway(role, until_signal()).await
+        }
+        Some(Verb::Worker(args)) => {
+            let role = args.into_role()?;
+            distriqueue::roles::run_worker(role, Handlers::builtin(), until_signal()).await
+        }
         Some(Verb::Submit { server, args }) => verbs::submit(&server.server, args).await,
         Some(Verb::Get { server, args }) => verbs::get(&server.server, args).await,
         Some(Verb::List { server, args }) => verbs::list(&server.server, args).await,

@@ -8,18 +8,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use distriqueue_broker::InProcessBroker;
+use distriqueue_broker::{AmqpBroker, Broker, EventQueue, InProcessBroker};
 use distriqueue_core::machine::Applied;
 use distriqueue_core::request::JobSpec;
-use distriqueue_core::time::parse_client_time;
 use distriqueue_core::{
     Command, JobId, JobResponse, Report, RetryPolicy, WorkerHeartbeat, WorkerId,
 };
-use distriqueue_gateway::{Gateway, GatewayConfig, OrchestratorError, Registered};
+use distriqueue_gateway::{FeedRole, Gateway, GatewayConfig, OrchestratorError, Registered};
 use distriqueue_orchestrator::{Orchestrator, OrchestratorConfig, OrchestratorHandle, SubmitError};
 use distriqueue_store::Store;
 use distriqueue_worker::{Handlers, ReportError, Reporter, Worker, WorkerConfig};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of `distriqueue serve`.
@@ -43,6 +41,9 @@ pub struct ServeConfig {
     pub retry_policy: RetryPolicy,
     /// A worker silent for longer than this is declared lost.
     pub heartbeat_timeout: Duration,
+    /// `--amqp URL`: carry jobs, cancels and events over RabbitMQ instead of in process, so
+    /// outside workers can join.
+    pub amqp: Option<String>,
 }
 
 impl ServeConfig {
@@ -62,6 +63,7 @@ impl ServeConfig {
             max_queued_jobs: 100_000,
             retry_policy: RetryPolicy::default(),
             heartbeat_timeout: Duration::from_secs(30),
+            amqp: None,
         }
     }
 }
@@ -76,17 +78,11 @@ fn unavailable(error: SubmitError) -> OrchestratorError {
 #[async_trait]
 impl distriqueue_gateway::Orchestrator for LocalOrchestrator {
     async fn register(&self, id: JobId, spec: JobSpec) -> Result<Registered, OrchestratorError> {
-        let command = Command::Register {
-            id,
-            spec: Box::new(spec),
-            max_queued: self.0.max_queued(),
-            policy: self.0.retry_policy(),
-        };
         let Applied {
             job,
             created,
             job_id,
-        } = self.0.submit(command).await.map_err(unavailable)??;
+        } = self.0.register(id, spec).await.map_err(unavailable)??;
         Ok(Registered {
             job_id: job_id.unwrap_or(id),
             job: job.map(|job| *job),
@@ -105,16 +101,7 @@ impl distriqueue_gateway::Orchestrator for LocalOrchestrator {
     }
 
     async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError> {
-        let command = Command::Retry {
-            id: stored.id,
-            spec: Box::new(JobSpec::from_response(stored)),
-            created_at: parse_client_time(&stored.created_at).unwrap_or_default(),
-            attempt_floor: stored.attempt,
-            version_floor: stored.version,
-            previous_attempts: stored.attempts.clone(),
-            policy: self.0.retry_policy(),
-        };
-        let Applied { job, .. } = self.0.submit(command).await.map_err(unavailable)??;
+        let Applied { job, .. } = self.0.retry(stored).await.map_err(unavailable)??;
         job.map(|job| *job)
             .ok_or_else(|| OrchestratorError::Unavailable("retry answered no snapshot".into()))
     }
@@ -156,7 +143,14 @@ pub async fn start(
 ) -> anyhow::Result<Served> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let broker = InProcessBroker::new();
+    let broker = match &config.amqp {
+        Some(url) => Broker::Amqp(
+            AmqpBroker::connect(url, "serve")
+                .await
+                .with_context(|| format!("cannot connect to RabbitMQ at {url}"))?,
+        ),
+        None => Broker::InProcess(InProcessBroker::new()),
+    };
     let orchestrator_config = OrchestratorConfig {
         max_queued: Some(config.max_queued_jobs),
         retry_policy: config.retry_policy,
@@ -188,11 +182,26 @@ pub async fn start(
         Arc::new(LocalOrchestrator(handle.clone())),
     )
     .await?;
-    let events = broker
-        .take_event_receiver()
-        .context("the event feed was already taken")?;
-    let stored_upto = gateway.consume_events(events);
-    tokio::spawn(acknowledge_stored_events(handle.clone(), stored_upto));
+    if broker.confirms_events() {
+        // RabbitMQ: the shared queue feeds the read model, a private one feeds SSE; the
+        // orchestrator moves its watermark on RabbitMQ's confirms.
+        for (queue, role) in [
+            (EventQueue::ReadModel, FeedRole::ReadModel),
+            (EventQueue::Live, FeedRole::Live),
+        ] {
+            let events = broker.consume_events(queue).context("no event feed")?;
+            gateway.consume_events(events, role);
+        }
+    } else {
+        let events = broker
+            .consume_events(EventQueue::ReadModel)
+            .context("the event feed was already taken")?;
+        let stored_upto = gateway.consume_events(events, FeedRole::Both);
+        tokio::spawn(distriqueue_orchestrator::commit_watermark(
+            handle.clone(),
+            stored_upto,
+        ));
+    }
 
     let worker_id = WorkerId(format!(
         "serve-{}-{}",
@@ -209,7 +218,7 @@ pub async fn start(
     let worker = Worker::new(
         worker_config,
         handlers,
-        broker.clone(),
+        &broker,
         Arc::new(LocalReporter(handle)),
     )?;
 
@@ -222,10 +231,10 @@ pub async fn start(
     let stopped = tokio::spawn(async move {
         // Workers first (they still need the orchestrator to report), then the orchestrator.
         let worker_result = worker_task.await;
-        broker.close();
         let gateway_result = gateway_task.await;
         orchestrator_shutdown.cancel();
         let orchestrator_result = orchestrator_task.await;
+        broker.close().await;
         worker_result.context("worker task")?;
         gateway_result.context("gateway task")??;
         orchestrator_result.context("orchestrator task")??;
@@ -253,23 +262,4 @@ async fn release_previous_leases(handle: &OrchestratorHandle) -> anyhow::Result<
         handle.forget_worker(&worker_id);
     }
     Ok(())
-}
-
-/// Turns "the read model stored up to seq N" into committed `AckEvents` commands, at most about
-/// ten per second: the "published up to" watermark of `serve` (issue 2, item 4).
-async fn acknowledge_stored_events(
-    handle: OrchestratorHandle,
-    mut stored_upto: watch::Receiver<u64>,
-) {
-    let mut acknowledged = 0;
-    while stored_upto.changed().await.is_ok() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let upto = *stored_upto.borrow_and_update();
-        if upto > acknowledged {
-            match handle.submit(Command::AckEvents { upto }).await {
-                Ok(_) => acknowledged = upto,
-                Err(error) => tracing::debug!(%error, "watermark not committed"),
-            }
-        }
-    }
 }

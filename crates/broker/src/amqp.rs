@@ -26,6 +26,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::BrokerError;
 
@@ -172,6 +173,8 @@ pub struct AmqpBroker {
     publisher: Arc<tokio::sync::Mutex<Option<Publisher>>>,
     /// Ends every consumer's supervisor.
     stopped: CancellationToken,
+    /// The supervisors, so closing waits for their connections to close.
+    supervisors: TaskTracker,
 }
 
 impl AmqpBroker {
@@ -186,6 +189,7 @@ impl AmqpBroker {
             name: format!("distriqueue-{role}").into(),
             publisher: Arc::default(),
             stopped: CancellationToken::new(),
+            supervisors: TaskTracker::new(),
         };
         let mut publisher = broker.publisher.lock().await;
         *publisher = Some(broker.open_publisher().await?);
@@ -296,9 +300,12 @@ impl AmqpBroker {
         }
     }
 
-    /// Stops every consumer of this broker and closes the publishing connection.
+    /// Stops every consumer of this broker (waiting up to 2 s for their connections to close)
+    /// and closes the publishing connection.
     pub async fn close(&self) {
         self.stopped.cancel();
+        self.supervisors.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.supervisors.wait()).await;
         if let Some(publisher) = self.publisher.lock().await.take() {
             let _ = publisher.connection.close(200, "closing").await;
         }
@@ -312,7 +319,7 @@ impl AmqpBroker {
         F: Future<Output = Result<(), lapin::Error>> + Send,
     {
         let broker = self.clone();
-        tokio::spawn(async move {
+        self.supervisors.spawn(async move {
             let mut backoff = FIRST_BACKOFF;
             while !broker.stopped.is_cancelled() {
                 let name = format!("{}-{what}", broker.name);
@@ -376,7 +383,10 @@ impl AmqpBroker {
     /// Binds an exclusive, server-named queue to `control.exchange` under `worker_id` and
     /// forwards its control messages (re-bound after a reconnect; cancels missed meanwhile
     /// reach the worker through its heartbeat replies).
-    pub fn consume_controls(&self, worker_id: &WorkerId) -> mpsc::UnboundedReceiver<ControlMessage> {
+    pub fn consume_controls(
+        &self,
+        worker_id: &WorkerId,
+    ) -> mpsc::UnboundedReceiver<ControlMessage> {
         let (sender, receiver) = mpsc::unbounded_channel();
         let worker_id = worker_id.clone();
         self.supervise("control", move |channel| {
@@ -535,7 +545,9 @@ async fn publish_on(channel: &Channel, messages: Vec<Outgoing<'_>>) -> Result<us
             Confirmation::Ack(None) | Confirmation::NotRequested => {}
             Confirmation::Ack(Some(_)) => n_returned += 1,
             Confirmation::Nack(_) => {
-                return Err(BrokerError::Amqp("RabbitMQ refused a message (nack)".into()))
+                return Err(BrokerError::Amqp(
+                    "RabbitMQ refused a message (nack)".into(),
+                ))
             }
         }
     }
@@ -713,7 +725,12 @@ async fn consume_jobs_session(
     for (queue, _) in JOB_QUEUES {
         let tag = format!("{tag_prefix}-{queue}");
         let consumer = channel
-            .basic_consume(queue, &tag, BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue,
+                &tag,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         streams.push(consumer);
         tags.push(tag);

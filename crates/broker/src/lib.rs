@@ -100,7 +100,10 @@ impl Broker {
     }
 
     /// The control messages addressed to `worker_id`.
-    pub fn consume_controls(&self, worker_id: &WorkerId) -> mpsc::UnboundedReceiver<ControlMessage> {
+    pub fn consume_controls(
+        &self,
+        worker_id: &WorkerId,
+    ) -> mpsc::UnboundedReceiver<ControlMessage> {
         match self {
             Broker::InProcess(broker) => broker.control_receiver(worker_id),
             Broker::Amqp(broker) => broker.consume_controls(worker_id),

@@ -50,9 +50,8 @@ impl TestVhost {
             .map(|(credentials, _)| credentials.split(':').next().unwrap_or("guest"))
             .unwrap_or("guest")
             .to_string();
-        let made = rabbitmqctl(&["add_vhost", &name]).and_then(|()| {
-            rabbitmqctl(&["set_permissions", "-p", &name, &user, ".*", ".*", ".*"])
-        });
+        let made = rabbitmqctl(&["add_vhost", &name])
+            .and_then(|()| rabbitmqctl(&["set_permissions", "-p", &name, &user, ".*", ".*", ".*"]));
         if let Err(error) = made {
             if services_required() {
                 panic!("{test}: RabbitMQ is required (DQ_REQUIRE_SERVICES=1): {error}");

@@ -211,7 +211,10 @@ async fn raw_channel(vhost: &TestVhost) -> lapin::Channel {
     connection.create_channel().await.expect("raw channel")
 }
 
-async fn get_from(channel: &lapin::Channel, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+async fn get_from(
+    channel: &lapin::Channel,
+    queue: &str,
+) -> Option<lapin::message::BasicGetMessage> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let got = channel
@@ -232,7 +235,11 @@ async fn rabbitmq_job_messages_are_persistent_json_with_the_contract_priority() 
     };
     let broker = amqp(&vhost).await;
     broker
-        .publish_jobs(&[message("CRITICAL", 1), message("HIGH", 2), message("LOW", 3)])
+        .publish_jobs(&[
+            message("CRITICAL", 1),
+            message("HIGH", 2),
+            message("LOW", 3),
+        ])
         .await
         .expect("published");
     let channel = raw_channel(&vhost).await;

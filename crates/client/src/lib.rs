@@ -1,10 +1,12 @@
-//! Typed HTTP clients for DistriQueue's gateway (and later orchestrator) APIs.
+//! Typed HTTP clients for DistriQueue's gateway and orchestrator APIs.
 //!
 //! [`GatewayClient`] speaks the gateway routes of CONTRACT.md ("Gateway: port 8082"): submit,
 //! get, list, cancel, the SSE stream, and a polling helper that waits for a terminal state. Every
 //! failure is a [`ClientError`]: the server's error answer ([`ClientError::Status`], carrying
 //! the contract's `{"error": ...}` body), a connection problem ([`ClientError::Transport`]) or
 //! an answer that is not the expected JSON ([`ClientError::Decode`]).
+
+mod orchestrator;
 
 use std::fmt;
 use std::time::Duration;
@@ -16,6 +18,8 @@ use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use orchestrator::{CallError, OrchestratorClient, RegisterAnswer};
 
 /// How long establishing a TCP (and TLS) connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -383,7 +387,7 @@ impl GatewayClient {
     }
 
     /// The URL of the route made of `segments` (each percent-encoded as one path segment).
-    fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
+    pub(crate) fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| ClientError::InvalidUrl {
@@ -396,7 +400,7 @@ impl GatewayClient {
     }
 
     /// A request-response request: authorized, with the exchange timeout.
-    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
         self.authorize(self.http.request(method, url))
             .timeout(REQUEST_TIMEOUT)
     }
@@ -409,7 +413,7 @@ impl GatewayClient {
     }
 
     /// Sends `request`; a non-2xx answer becomes [`ClientError::Status`].
-    async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+    pub(crate) async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         if status.is_success() {

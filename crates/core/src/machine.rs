@@ -729,6 +729,11 @@ impl State {
             && record.worker_id.as_ref() == Some(&report.worker_id);
         match &report.kind {
             ReportKind::Running => {
+                if holds_lease {
+                    // A repeat from the holder (its first answer was lost): answered as the
+                    // first, changing nothing.
+                    return Ok(Applied::default());
+                }
                 if record.status != JobStatus::Queued {
                     return Err(lease_refusal(record));
                 }

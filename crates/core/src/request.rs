@@ -82,6 +82,31 @@ impl JobSpec {
     }
 }
 
+impl JobSpec {
+    /// The spec as a job request body that [`parse_job_request`] reads back to the same spec
+    /// (what a gateway sends to the orchestrator's `POST /api/jobs/register`).
+    pub fn to_request(&self) -> Value {
+        let mut body = serde_json::json!({
+            "type": self.job_type,
+            "jobPriority": self.priority.as_str(),
+            "payload": self.payload,
+            "maxRetries": self.max_retries,
+            "executionTimeout": self.execution_timeout_s,
+            "metadata": self.metadata,
+            "tags": self.tags,
+            "parentJobId": self.parent_job_id,
+            "idempotencyKey": self.idempotency_key,
+            "retryBackoffMs": self.retry_backoff_ms,
+        });
+        match self.schedule {
+            Some(Schedule::At(at)) => body["scheduleAt"] = Value::String(at.to_iso()),
+            Some(Schedule::Delay(ms)) => body["delaySeconds"] = Value::from(ms / 1000),
+            None => {}
+        }
+        body
+    }
+}
+
 /// When a scheduled job becomes due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Schedule {
@@ -349,6 +374,21 @@ mod tests {
         match parse_job_request(&body, "") {
             Ok(spec) => spec,
             Err(violations) => panic!("expected a valid request, got {violations:?}"),
+        }
+    }
+
+    #[test]
+    fn to_request_reads_back_to_the_same_spec() {
+        let full = check_ok(json!({
+            "type": "report", "jobPriority": "critical", "payload": {"a": [1, 2]},
+            "maxRetries": 7, "executionTimeout": 42, "metadata": {"team": "x"},
+            "tags": ["t1", "t2"], "parentJobId": "p-1", "idempotencyKey": "k-1",
+            "retryBackoffMs": 250, "scheduleAt": "2027-01-02T03:04:05.678Z",
+        }));
+        let delayed = check_ok(json!({"type": "echo", "priority": 1, "delaySeconds": 90}));
+        let plain = check_ok(json!({"type": "echo", "priority": "HIGH"}));
+        for spec in [full, delayed, plain] {
+            assert_eq!(check_ok(spec.to_request()), spec);
         }
     }
 

@@ -20,13 +20,35 @@ pub const FEED_BATCH: usize = 512;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// What an event feed does with its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedRole {
+    /// Stores them in the read model and sends them to SSE subscribers (one feed carries
+    /// every event: `serve` in process).
+    Both,
+    /// Stores them, then acknowledges them (RabbitMQ `status.queue`, shared by gateways).
+    ReadModel,
+    /// Sends them to SSE subscribers (this gateway's own queue of every event).
+    Live,
+}
+
 /// Spawns the consumer; see [`crate::Gateway::consume_events`].
-pub(crate) fn spawn(state: AppState, mut events: EventReceiver) -> watch::Receiver<u64> {
+pub(crate) fn spawn(
+    state: AppState,
+    mut events: EventReceiver,
+    role: FeedRole,
+) -> watch::Receiver<u64> {
     let (stored_upto, receiver) = watch::channel(0u64);
     tokio::spawn(async move {
         while let Some(batch) = events.recv_batch(FEED_BATCH).await {
-            let snapshots = newest_snapshots(&batch);
-            upsert_until_stored(&state.writer, snapshots).await;
+            if role != FeedRole::Live {
+                let snapshots = newest_snapshots(&batch);
+                upsert_until_stored(&state.writer, snapshots).await;
+                events.acknowledge().await;
+            }
+            if role == FeedRole::ReadModel {
+                continue;
+            }
             for event in &batch {
                 let update = Arc::new(SseUpdate::new(event));
                 state

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use api::router;
 pub use error::ApiError;
-pub use feed::FEED_BATCH;
+pub use feed::{FeedRole, FEED_BATCH};
 pub use query::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use sse::SSE_BUFFER;
 pub use state::AppState;
@@ -149,13 +149,18 @@ impl Gateway {
     }
 
     /// Spawns the task that feeds the read model and SSE from lifecycle events: it takes
-    /// batches of up to [`FEED_BATCH`] events, upserts their snapshots in one store call
-    /// (retrying with backoff on a store error, never dropping a batch), then sends each event
-    /// to SSE subscribers, then publishes the highest `seq` stored on the returned watch (the
-    /// composition root turns it into the orchestrator's "published up to" watermark). The task
-    /// ends when the receiver ends. Must be called within a Tokio runtime.
-    pub fn consume_events(&self, events: EventReceiver) -> tokio::sync::watch::Receiver<u64> {
-        self.state.consume_events(events)
+    /// batches of up to [`FEED_BATCH`] events and, by `role`, upserts their snapshots in one
+    /// store call (retrying with backoff on a store error, never dropping a batch) and then
+    /// acknowledges them to the transport, and sends each event to SSE subscribers. It
+    /// publishes the highest `seq` handled on the returned watch (in `serve`, the composition
+    /// root turns it into the orchestrator's "published up to" watermark). The task ends when
+    /// the receiver ends. Must be called within a Tokio runtime.
+    pub fn consume_events(
+        &self,
+        events: EventReceiver,
+        role: FeedRole,
+    ) -> tokio::sync::watch::Receiver<u64> {
+        self.state.consume_events(events, role)
     }
 
     /// Serves until `shutdown` is cancelled (axum graceful shutdown: the listener stops

@@ -9,6 +9,7 @@ use distriqueue_store::Store;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::feed::FeedRole;
 use crate::sse::{SseUpdate, SSE_BUFFER};
 use crate::writer::StoreWriter;
 use crate::{GatewayConfig, Orchestrator};
@@ -48,8 +49,8 @@ impl AppState {
 
     /// Spawns the event consumer of [`crate::Gateway::consume_events`] over this state (tests
     /// call it without a socket).
-    pub fn consume_events(&self, events: EventReceiver) -> watch::Receiver<u64> {
-        crate::feed::spawn(self.clone(), events)
+    pub fn consume_events(&self, events: EventReceiver, role: FeedRole) -> watch::Receiver<u64> {
+        crate::feed::spawn(self.clone(), events, role)
     }
 
     /// A token that ends every open SSE stream when cancelled (the gateway's `run` cancels it

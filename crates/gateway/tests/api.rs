@@ -380,6 +380,7 @@ async fn list_filters_pages_and_sorts() {
             .broker
             .take_event_receiver()
             .expect("receiver"),
+        distriqueue_gateway::FeedRole::Both,
     );
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -586,6 +587,7 @@ async fn sse_streams_connected_then_each_stored_transition_on_one_line() {
             .broker
             .take_event_receiver()
             .expect("receiver"),
+        distriqueue_gateway::FeedRole::Both,
     );
 
     let response = harness
@@ -659,6 +661,7 @@ async fn sse_filters_by_job_id_and_type() {
             .broker
             .take_event_receiver()
             .expect("receiver"),
+        distriqueue_gateway::FeedRole::Both,
     );
     let open = |uri: String| {
         let app = harness.app.clone();

@@ -31,7 +31,10 @@ async fn start() -> Running {
     let gateway = Gateway::bind(config, store, orchestrator.clone())
         .await
         .expect("binds");
-    gateway.consume_events(orchestrator.broker.take_event_receiver().expect("receiver"));
+    gateway.consume_events(
+        orchestrator.broker.take_event_receiver().expect("receiver"),
+        distriqueue_gateway::FeedRole::Both,
+    );
     let addr = gateway.local_addr();
     assert_ne!(addr.port(), 0);
     let shutdown = CancellationToken::new();

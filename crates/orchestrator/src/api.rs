@@ -11,7 +11,9 @@ use axum::{Json, Router};
 use distriqueue_core::machine::Applied;
 use distriqueue_core::protocol::parse_status_report;
 use distriqueue_core::request::parse_job_request;
-use distriqueue_core::{Command, JobId, JobStatus, Millis, ReportKind, WorkerHeartbeat};
+use distriqueue_core::{
+    Command, JobId, JobResponse, JobStatus, Millis, Refusal, Report, ReportKind, WorkerHeartbeat,
+};
 use openraft::ServerState;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -24,6 +26,8 @@ pub fn router(handle: OrchestratorHandle) -> Router {
         .route("/api/health", get(health))
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/cancel", post(cancel))
+        .route("/api/jobs/{id}/retry", post(retry))
+        .route("/api/jobs/status/batch", post(report_batch))
         .route("/api/jobs/register", post(register))
         .route("/api/jobs/status", post(report_status))
         .route(
@@ -138,11 +142,43 @@ async fn cancel(State(handle): State<OrchestratorHandle>, Path(id): Path<String>
         Ok(Ok(Applied { job, .. })) => {
             Json(json!({"status": "cancelled", "job": job})).into_response()
         }
-        Ok(Err(refusal)) => {
-            let status =
-                StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::CONFLICT);
-            error(status, refusal.to_string())
+        Ok(Err(refusal)) => refused(&refusal),
+        Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
+    }
+}
+
+/// `POST /api/jobs/{id}/retry` (for gateways; not in CONTRACT.md's orchestrator table): the
+/// body is the read model's JobResponse of a FAILED, TIMEOUT or CANCELLED job. 200
+/// `{status:"queued", job}` with the new attempt's snapshot; 404, 409 as for cancel.
+async fn retry(
+    State(handle): State<OrchestratorHandle>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let body = match json_body(body) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let stored: JobResponse = match serde_json::from_value(body) {
+        Ok(stored) => stored,
+        Err(problem) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be the job's JobResponse: {problem}"),
+            )
         }
+    };
+    if id.parse::<JobId>().ok() != Some(stored.id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the path's id {id} is not the body's id {}", stored.id),
+        );
+    }
+    match handle.retry(&stored).await {
+        Ok(Ok(Applied { job, .. })) => {
+            Json(json!({"status": "queued", "job": job})).into_response()
+        }
+        Ok(Err(refusal)) => refused(&refusal),
         Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
     }
 }
@@ -153,9 +189,15 @@ fn json_body(body: Result<Json<Value>, JsonRejection>) -> Result<Value, String> 
         .map_err(|rejection| format!("malformed JSON body: {}", rejection.body_text()))
 }
 
-fn refused(refusal: &distriqueue_core::Refusal) -> Response {
+/// A refused command: its HTTP status, the contract's `{"error"}` and the refusal itself as
+/// `refusal` (so DistriQueue's own clients can tell refusals apart).
+fn refused(refusal: &Refusal) -> Response {
     let status = StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::CONFLICT);
-    error(status, refusal.to_string())
+    (
+        status,
+        Json(json!({"error": refusal.to_string(), "refusal": refusal})),
+    )
+        .into_response()
 }
 
 /// `POST /api/jobs/register`: a job request as the original gateway sent it (`id`, `type`,
@@ -197,16 +239,17 @@ async fn register(
                 .into_response()
         }
     };
-    let command = Command::Register {
-        id,
-        spec: Box::new(spec),
-        max_queued: handle.max_queued(),
-        policy: handle.retry_policy(),
-    };
-    match handle.submit(command).await {
-        Ok(Ok(Applied { job, job_id, .. })) => (
+    match handle.register(id, spec).await {
+        Ok(Ok(Applied {
+            job,
+            job_id,
+            created,
+        })) => (
             StatusCode::ACCEPTED,
-            Json(json!({"status": "accepted", "job_id": job_id.unwrap_or(id), "job": job})),
+            Json(json!({
+                "status": "accepted", "job_id": job_id.unwrap_or(id), "job": job,
+                "created": created,
+            })),
         )
             .into_response(),
         Ok(Err(refusal)) => refused(&refusal),
@@ -262,6 +305,51 @@ async fn apply_report(
         Ok(Err(refusal)) => refused(&refusal),
         Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
     }
+}
+
+/// `POST /api/jobs/status/batch` (DistriQueue's native workers; not in CONTRACT.md): `{reports:
+/// [Report]}` in the orchestrator's own report format, committed together (one log entry under
+/// load). 200 `{results: [{status:"updated"} | {error, refusal}]}`, one per report, in order.
+async fn report_batch(
+    State(handle): State<OrchestratorHandle>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    #[derive(Deserialize)]
+    struct Batch {
+        reports: Vec<Report>,
+    }
+    let body = match json_body(body) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let Batch { reports } = match serde_json::from_value(body) {
+        Ok(batch) => batch,
+        Err(problem) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad report batch: {problem}"),
+            )
+        }
+    };
+    let answers = futures::future::join_all(reports.into_iter().map(|report| {
+        let handle = handle.clone();
+        async move {
+            let lease_taker =
+                (report.kind == ReportKind::Running).then(|| report.worker_id.clone());
+            match handle.submit(Command::Report(report)).await {
+                Ok(Ok(_)) => {
+                    if let Some(worker_id) = lease_taker {
+                        handle.watch_worker(&worker_id);
+                    }
+                    json!({"status": "updated"})
+                }
+                Ok(Err(refusal)) => json!({"error": refusal.to_string(), "refusal": refusal}),
+                Err(unavailable) => json!({"error": unavailable.to_string()}),
+            }
+        }
+    }))
+    .await;
+    Json(json!({"results": answers})).into_response()
 }
 
 /// `POST /api/workers/heartbeat` (snake_case or camelCase): 200 `{status:"acknowledged",

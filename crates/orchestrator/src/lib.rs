@@ -11,6 +11,7 @@ mod workers;
 
 pub use api::router;
 pub use node::{
-    Orchestrator, OrchestratorConfig, OrchestratorError, OrchestratorHandle, SubmitError,
+    commit_watermark, Orchestrator, OrchestratorConfig, OrchestratorError, OrchestratorHandle,
+    SubmitError,
 };
 pub use raft::{NodeId, TypeConfig};

@@ -7,16 +7,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distriqueue_broker::InProcessBroker;
+use distriqueue_broker::{Broker, BrokerError};
 use distriqueue_core::machine::{JobRecord, MachineConfig};
+use distriqueue_core::request::JobSpec;
+use distriqueue_core::time::parse_client_time;
 use distriqueue_core::{
-    Batch, Command, ControlMessage, Effect, JobId, JobStatus, Millis, Outcome, RetryPolicy, State,
-    Timer, WorkerHeartbeat, WorkerId,
+    Batch, Command, ControlMessage, Effect, JobId, JobResponse, JobStatus, Millis, Outcome,
+    RetryPolicy, State, Timer, WorkerHeartbeat, WorkerId,
 };
 use openraft::error::ClientWriteError;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
@@ -45,6 +47,9 @@ pub struct OrchestratorConfig {
     pub max_batch: usize,
     /// Log entries between two snapshots.
     pub snapshot_every: u64,
+    /// A QUEUED attempt not started this long after its publish is published again (the
+    /// lease fences the copies; DESIGN.md "Delivery", rule 2).
+    pub dispatch_timeout: Duration,
 }
 
 impl OrchestratorConfig {
@@ -59,6 +64,7 @@ impl OrchestratorConfig {
             heartbeat_timeout: Duration::from_secs(30),
             max_batch: 1024,
             snapshot_every: 20_000,
+            dispatch_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -124,6 +130,34 @@ impl OrchestratorHandle {
         answer
             .await
             .map_err(|_| SubmitError::Unavailable("orchestrator is shutting down".into()))?
+    }
+
+    /// Commits `Register` for `id` with this node's admission cap and retry policy (a repeat
+    /// of the id or of the idempotency key answers with the first job).
+    pub async fn register(&self, id: JobId, spec: JobSpec) -> Result<Outcome, SubmitError> {
+        self.submit(Command::Register {
+            id,
+            spec: Box::new(spec),
+            max_queued: self.max_queued,
+            policy: self.retry_policy,
+        })
+        .await
+    }
+
+    /// Commits `Retry` for a FAILED, TIMEOUT or CANCELLED job, given the read model's snapshot
+    /// of it (the orchestrator may have forgotten the job: the snapshot carries what a new
+    /// chain of attempts needs).
+    pub async fn retry(&self, stored: &JobResponse) -> Result<Outcome, SubmitError> {
+        self.submit(Command::Retry {
+            id: stored.id,
+            spec: Box::new(JobSpec::from_response(stored)),
+            created_at: parse_client_time(&stored.created_at).unwrap_or_default(),
+            attempt_floor: stored.attempt,
+            version_floor: stored.version,
+            previous_attempts: stored.attempts.clone(),
+            policy: self.retry_policy,
+        })
+        .await
     }
 
     /// Reads the state machine's current state (this node's applied state).
@@ -203,7 +237,7 @@ impl Orchestrator {
     /// watermark through `broker`, and binds the HTTP API.
     pub async fn start(
         config: OrchestratorConfig,
-        broker: InProcessBroker,
+        broker: Broker,
     ) -> Result<Orchestrator, OrchestratorError> {
         let data_dir_error = |source| OrchestratorError::DataDir {
             path: config.data_dir.clone(),
@@ -294,13 +328,17 @@ impl Orchestrator {
         let (timer_sender, timer_receiver) = mpsc::unbounded_channel();
         state_machine.go_live(effects_sender);
         let (proposals_sender, proposals) = mpsc::channel(16 * 1024);
-        let tasks = vec![
-            tokio::spawn(run_outbox(
-                effects,
-                broker,
-                timer_sender,
-                Arc::clone(&workers),
-            )),
+        let (published_upto, published) = watch::channel(0);
+        let outbox = Outbox {
+            broker: broker.clone(),
+            timers: timer_sender,
+            workers: Arc::clone(&workers),
+            state_machine: state_machine.clone(),
+            dispatch_timeout: config.dispatch_timeout,
+            published_upto,
+        };
+        let mut tasks = vec![
+            tokio::spawn(outbox.run(effects)),
             tokio::spawn(run_liveness(
                 Arc::clone(&workers),
                 proposals_sender.clone(),
@@ -327,6 +365,10 @@ impl Orchestrator {
             retry_policy: config.retry_policy,
             workers: Arc::clone(&workers),
         };
+        if broker.confirms_events() {
+            // RabbitMQ holds what it confirmed: the watermark follows the confirms.
+            tasks.push(tokio::spawn(commit_watermark(handle.clone(), published)));
+        }
         Ok(Orchestrator {
             handle,
             listener,
@@ -375,43 +417,159 @@ fn random_seed() -> u64 {
 }
 
 /// Carries out effects after commit, in commit order: dispatches to the job queues, stops to
-/// workers, timers to the timer task, events to the event feed. In-process publishing cannot
-/// fail; the RabbitMQ outbox retries until confirmed.
-async fn run_outbox(
-    mut effects: mpsc::UnboundedReceiver<Vec<Effect>>,
-    broker: InProcessBroker,
+/// workers, timers to the timer task, events to the event feed. A publish that fails is retried
+/// with backoff until the transport takes it (DESIGN.md "Delivery", rules 2 and 6); a
+/// dispatched attempt not started within the dispatch timeout is published again.
+struct Outbox {
+    broker: Broker,
     timers: mpsc::UnboundedSender<TimerOp>,
     workers: Arc<Registry>,
-) {
-    let mut batch = Vec::new();
-    while effects.recv_many(&mut batch, 256).await > 0 {
-        let mut events = Vec::new();
-        for effect in batch.drain(..).flatten() {
-            match effect {
-                Effect::Dispatch(message) => broker.publish_job(*message),
-                Effect::StopAttempt(control) => {
-                    let ControlMessage::Cancel {
-                        worker_id,
-                        job_id,
-                        attempt,
-                    } = control.clone();
-                    // Workers without a control queue learn it from their next heartbeat reply.
-                    if !broker.publish_control(control) {
-                        workers.queue_cancel(&worker_id, job_id, attempt);
-                    }
+    state_machine: StateMachineStore,
+    dispatch_timeout: Duration,
+    /// The highest `seq` the transport confirmed.
+    published_upto: watch::Sender<u64>,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs `publish` until it succeeds, backing off between tries.
+async fn until_published<F, Fut, T>(what: &str, mut publish: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BrokerError>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut n_failures: u32 = 0;
+    loop {
+        match publish().await {
+            Ok(value) => {
+                if n_failures > 0 {
+                    tracing::info!(what, n_failures, "publishing again");
                 }
+                return value;
+            }
+            Err(error) => {
+                n_failures += 1;
+                tracing::warn!(what, %error, retry_in_ms = backoff.as_millis() as u64, "cannot publish; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+impl Outbox {
+    async fn run(self, mut effects: mpsc::UnboundedReceiver<Vec<Effect>>) {
+        // Published attempts not yet started: job -> (attempt, when published).
+        let mut unstarted: HashMap<JobId, (u32, tokio::time::Instant)> = HashMap::new();
+        let mut sweep =
+            tokio::time::interval((self.dispatch_timeout / 4).max(Duration::from_millis(50)));
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                received = effects.recv_many(&mut batch, 256) => {
+                    if received == 0 {
+                        return;
+                    }
+                    self.carry_out(batch.drain(..).flatten(), &mut unstarted).await;
+                }
+                _ = sweep.tick() => self.publish_again(&mut unstarted).await,
+            }
+        }
+    }
+
+    async fn carry_out(
+        &self,
+        effects: impl Iterator<Item = Effect>,
+        unstarted: &mut HashMap<JobId, (u32, tokio::time::Instant)>,
+    ) {
+        let mut dispatches = Vec::new();
+        let mut stops = Vec::new();
+        let mut events = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Dispatch(message) => dispatches.push(*message),
+                Effect::StopAttempt(control) => stops.push(control),
                 Effect::ArmTimer(timer) => {
-                    let _ = timers.send(TimerOp::Arm(timer));
+                    let _ = self.timers.send(TimerOp::Arm(timer));
                 }
                 Effect::Emit(event) => {
                     if event.status.is_terminal() {
-                        let _ = timers.send(TimerOp::Disarm(event.job_id));
+                        let _ = self.timers.send(TimerOp::Disarm(event.job_id));
+                    }
+                    if event.status != JobStatus::Queued {
+                        unstarted.remove(&event.job_id);
                     }
                     events.push(*event);
                 }
             }
         }
-        broker.publish_events(events);
+        if !dispatches.is_empty() {
+            until_published("job messages", || self.broker.publish_jobs(&dispatches)).await;
+            let now = tokio::time::Instant::now();
+            for message in &dispatches {
+                unstarted.insert(message.id, (message.attempt, now));
+            }
+        }
+        for control in stops {
+            let routed =
+                until_published("a cancel", || self.broker.publish_control(&control)).await;
+            if !routed {
+                // Workers without a control queue learn it from their next heartbeat reply.
+                let ControlMessage::Cancel {
+                    worker_id,
+                    job_id,
+                    attempt,
+                } = control;
+                self.workers.queue_cancel(&worker_id, job_id, attempt);
+            }
+        }
+        if let Some(highest) = events.iter().map(|event| event.seq).max() {
+            until_published("lifecycle events", || self.broker.publish_events(&events)).await;
+            self.published_upto.send_if_modified(|upto| {
+                let advanced = highest > *upto;
+                *upto = (*upto).max(highest);
+                advanced
+            });
+        }
+    }
+
+    /// Publishes again every attempt still QUEUED a dispatch timeout after its last publish.
+    async fn publish_again(&self, unstarted: &mut HashMap<JobId, (u32, tokio::time::Instant)>) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<(JobId, u32)> = unstarted
+            .iter()
+            .filter(|(_, (_, published))| now.duration_since(*published) >= self.dispatch_timeout)
+            .map(|(job_id, (attempt, _))| (*job_id, *attempt))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let messages: Vec<_> = self.state_machine.read(|state| {
+            due.iter()
+                .filter_map(|(job_id, attempt)| {
+                    state
+                        .job(*job_id)
+                        .filter(|job| job.status == JobStatus::Queued && job.attempt == *attempt)
+                        .map(JobRecord::message)
+                })
+                .collect()
+        });
+        for (job_id, _) in &due {
+            unstarted.remove(job_id);
+        }
+        if messages.is_empty() {
+            return;
+        }
+        tracing::info!(
+            n_jobs = messages.len(),
+            "attempts not started within the dispatch timeout: publishing them again"
+        );
+        until_published("job messages", || self.broker.publish_jobs(&messages)).await;
+        for message in &messages {
+            unstarted.insert(message.id, (message.attempt, now));
+        }
     }
 }
 
@@ -573,5 +731,22 @@ fn unavailable(error: &ClientWriteError<NodeId, BasicNode>) -> SubmitError {
 fn answer_all(replies: Vec<oneshot::Sender<Result<Outcome, SubmitError>>>, error: &SubmitError) {
     for reply in replies {
         let _ = reply.send(Err(error.clone()));
+    }
+}
+
+/// Turns "events are safe up to seq N" (confirmed by RabbitMQ, or stored by the read model in
+/// `serve`) into committed `AckEvents` commands, at most about ten per second: the "published
+/// up to" watermark of DESIGN.md "Delivery", rule 6. Ends when the sender is gone.
+pub async fn commit_watermark(handle: OrchestratorHandle, mut safe_upto: watch::Receiver<u64>) {
+    let mut acknowledged = 0;
+    while safe_upto.changed().await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let upto = *safe_upto.borrow_and_update();
+        if upto > acknowledged {
+            match handle.submit(Command::AckEvents { upto }).await {
+                Ok(_) => acknowledged = upto,
+                Err(error) => tracing::debug!(%error, "watermark not committed"),
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use distriqueue_broker::InProcessBroker;
+use distriqueue_broker::{Broker, InProcessBroker};
 use distriqueue_core::machine::Jitter;
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{
@@ -30,7 +30,7 @@ async fn silent_worker_is_declared_lost_and_its_attempt_retried() {
         )
     };
     let broker = InProcessBroker::new();
-    let orchestrator = Orchestrator::start(config, broker.clone())
+    let orchestrator = Orchestrator::start(config, Broker::InProcess(broker.clone()))
         .await
         .expect("start");
     let handle = orchestrator.handle();

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use distriqueue_broker::InProcessBroker;
+use distriqueue_broker::{Broker, InProcessBroker};
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{Command, JobId, Report, ReportKind, WorkerId};
 use distriqueue_orchestrator::{Orchestrator, OrchestratorConfig};
@@ -39,7 +39,7 @@ async fn stop(orchestrator: Orchestrator) {
 async fn restart_from_snapshot_and_log_restores_state_and_resumes_dispatches() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = InProcessBroker::new();
-    let orchestrator = Orchestrator::start(config(dir.path()), broker.clone())
+    let orchestrator = Orchestrator::start(config(dir.path()), Broker::InProcess(broker.clone()))
         .await
         .expect("start");
     let handle = orchestrator.handle();
@@ -91,7 +91,7 @@ async fn restart_from_snapshot_and_log_restores_state_and_resumes_dispatches() {
 
     let broker = InProcessBroker::new();
     let mut events = broker.take_event_receiver().expect("event feed");
-    let orchestrator = Orchestrator::start(config(dir.path()), broker.clone())
+    let orchestrator = Orchestrator::start(config(dir.path()), Broker::InProcess(broker.clone()))
         .await
         .expect("restart");
     let after = orchestrator.handle().read(|state| state.clone());

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distriqueue_broker::InProcessBroker;
+use distriqueue_broker::{Broker, Delivery, JobConsumer};
 use distriqueue_core::{
     ControlMessage, JobId, JobMessage, Millis, Refusal, Report, ReportKind, WorkerHeartbeat,
     WorkerId,
@@ -85,7 +85,7 @@ pub struct Worker {
 struct Shared {
     worker_id: WorkerId,
     handlers: Handlers,
-    broker: InProcessBroker,
+    jobs: JobConsumer,
     reporter: Arc<dyn Reporter>,
     ledger: Option<Ledger>,
     /// Cancelled when the shutdown grace runs out: handlers must stop.
@@ -97,6 +97,8 @@ struct Shared {
     /// Outcomes reported so far: all, completed, failed.
     n_finished: [AtomicU64; 3],
     capacity: u32,
+    /// Slots whose message is acked and whose handler runs (or is reporting).
+    n_busy: AtomicUsize,
 }
 
 /// How long a handler told to stop (cancel, shutdown) may take before it is aborted.
@@ -110,7 +112,7 @@ impl Worker {
     pub fn new(
         config: WorkerConfig,
         handlers: Handlers,
-        broker: InProcessBroker,
+        broker: &Broker,
         reporter: Arc<dyn Reporter>,
     ) -> Result<Worker, WorkerError> {
         if config.concurrency == 0 {
@@ -123,11 +125,12 @@ impl Worker {
             })?),
             None => None,
         };
-        let controls = broker.control_receiver(&config.worker_id);
+        let controls = broker.consume_controls(&config.worker_id);
+        let jobs = broker.consume_jobs(&config.worker_id, config.concurrency);
         let shared = Shared {
             worker_id: config.worker_id,
             handlers,
-            broker,
+            jobs,
             reporter,
             ledger,
             abort: CancellationToken::new(),
@@ -135,6 +138,7 @@ impl Worker {
             running: Mutex::default(),
             n_finished: Default::default(),
             capacity: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
+            n_busy: AtomicUsize::new(0),
         };
         Ok(Worker {
             shared: Arc::new(shared),
@@ -171,6 +175,8 @@ impl Worker {
             slots.spawn(async move { slot.run_slot(shutdown).await });
         }
         shutdown.cancelled().await;
+        // No new job: what this worker holds but has not started goes back to the queues.
+        shared.jobs.close();
         let drained = tokio::time::timeout(shutdown_grace, async {
             while slots.join_next().await.is_some() {}
         })
@@ -206,7 +212,14 @@ impl Worker {
 }
 
 /// Sends an outcome until it is committed or refused; gives up only once the worker aborts.
-async fn report_outcome(reporter: Arc<dyn Reporter>, abort: CancellationToken, report: Report) {
+/// Holds the attempt's registration until then, so a second copy of the attempt delivered
+/// meanwhile is dropped as a duplicate rather than started again.
+async fn report_outcome(
+    reporter: Arc<dyn Reporter>,
+    abort: CancellationToken,
+    report: Report,
+    _running: RunningGuard,
+) {
     loop {
         match reporter.report(report.clone()).await {
             Ok(()) => return,
@@ -234,14 +247,33 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Removes an attempt's stop token when its processing ends, however it ends.
-struct RunningGuard<'a> {
+/// Frees a busy slot when dropped.
+struct BusySlot<'a> {
     shared: &'a Shared,
+}
+
+impl Drop for BusySlot<'_> {
+    fn drop(&mut self) {
+        let busy = self
+            .shared
+            .n_busy
+            .fetch_sub(1, Ordering::AcqRel)
+            .saturating_sub(1);
+        let capacity = usize::try_from(self.shared.capacity).unwrap_or(usize::MAX);
+        self.shared
+            .jobs
+            .set_free_slots(capacity.saturating_sub(busy));
+    }
+}
+
+/// Removes an attempt's stop token when its processing ends, however it ends.
+struct RunningGuard {
+    shared: Arc<Shared>,
     key: (JobId, u32),
     token: CancellationToken,
 }
 
-impl Drop for RunningGuard<'_> {
+impl Drop for RunningGuard {
     fn drop(&mut self) {
         self.shared.lock_running().remove(&self.key);
     }
@@ -257,7 +289,7 @@ impl Shared {
 
     /// Registers the attempt's stop token (a child of the shutdown abort) before its lease is
     /// asked for, so a cancel that follows the lease always finds it.
-    fn register_running(&self, message: &JobMessage) -> Option<RunningGuard<'_>> {
+    fn register_running(self: &Arc<Self>, message: &JobMessage) -> Option<RunningGuard> {
         let key = (message.id, message.attempt);
         let token = self.abort.child_token();
         let mut running = self.lock_running();
@@ -266,7 +298,7 @@ impl Shared {
         }
         running.insert(key, token.clone());
         Some(RunningGuard {
-            shared: self,
+            shared: Arc::clone(self),
             key,
             token,
         })
@@ -355,60 +387,74 @@ impl Shared {
         }
     }
 
-    async fn run_slot(&self, shutdown: CancellationToken) {
+    /// Counts a slot busy until the guard drops, keeping the transport's prefetch at the free
+    /// slots.
+    fn occupy_slot(&self) -> BusySlot<'_> {
+        let busy = self.n_busy.fetch_add(1, Ordering::AcqRel) + 1;
+        self.jobs.set_free_slots(
+            usize::try_from(self.capacity)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(busy),
+        );
+        BusySlot { shared: self }
+    }
+
+    async fn run_slot(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let message = tokio::select! {
+            let delivery = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
-                message = self.broker.next_job() => match message {
-                    Some(message) => message,
+                delivery = self.jobs.next() => match delivery {
+                    Some(delivery) => delivery,
                     None => return,
                 },
             };
-            self.process(message, &shutdown).await;
+            self.process(delivery, &shutdown).await;
         }
     }
 
-    /// One job message: take the lease, run, report.
-    async fn process(&self, message: JobMessage, shutdown: &CancellationToken) {
+    /// One job message: take the lease (acking the message once it is granted, or when it is
+    /// refused), run, report (DESIGN.md "Delivery", rule 3).
+    async fn process(self: &Arc<Self>, delivery: Delivery, shutdown: &CancellationToken) {
+        let message = &delivery.message;
         let report = |kind| Report {
             job_id: message.id,
             attempt: Some(message.attempt),
             worker_id: self.worker_id.clone(),
             kind,
         };
-        let Some(running) = self.register_running(&message) else {
+        let Some(running) = self.register_running(message) else {
             // A second copy of an attempt this worker already runs: drop it.
             tracing::debug!(job_id = %message.id, attempt = message.attempt, "duplicate delivery dropped");
+            delivery.ack().await;
             return;
         };
         // The lease rule: start only after `running` is accepted; drop the message on refusal.
-        let mut ambiguous = false;
         loop {
             match self.reporter.report(report(ReportKind::Running)).await {
+                // Also when an earlier try landed with its answer lost: a repeat from the
+                // holder is answered as the first.
                 Ok(()) => break,
-                // An earlier try may have landed with its answer lost: the lease is ours.
-                Err(ReportError::Refused(Refusal::LeaseHeld { holder, .. }))
-                    if ambiguous && holder == self.worker_id =>
-                {
-                    break
-                }
                 Err(ReportError::Refused(refusal)) => {
                     tracing::debug!(job_id = %message.id, attempt = message.attempt, %refusal, "not starting");
+                    delivery.ack().await;
                     return;
                 }
                 Err(ReportError::Unavailable(reason)) => {
                     if shutdown.is_cancelled() {
                         // Not started: hand it back so it is not lost before the restart resumes it.
-                        self.broker.publish_job(message);
+                        drop(running);
+                        delivery.requeue().await;
                         return;
                     }
                     tracing::warn!(job_id = %message.id, %reason, "cannot report running; retrying");
-                    ambiguous = true;
                     tokio::time::sleep(REPORT_RETRY).await;
                 }
             }
         }
+        // The lease is ours: from here the lease, not the broker, recovers the job.
+        delivery.ack().await;
+        let _busy = self.occupy_slot();
         if running.token.is_cancelled() && !self.abort.is_cancelled() {
             // Fenced while asking for the lease: give the attempt back rather than hold it idle.
             let error = "worker lost contact with the orchestrator".to_string();
@@ -416,17 +462,19 @@ impl Shared {
                 error,
                 permanent: false,
             };
+            let report = report(kind);
             self.outcomes.spawn(report_outcome(
                 Arc::clone(&self.reporter),
                 self.abort.clone(),
-                report(kind),
+                report,
+                running,
             ));
             return;
         }
         if let Some(ledger) = &self.ledger {
             ledger.record("start", message.id, message.attempt, &self.worker_id);
         }
-        let Some(outcome) = self.run_handler(&message, &running.token).await else {
+        let Some(outcome) = self.run_handler(message, &running.token).await else {
             // Stopped: by a cancel or a timeout (the orchestrator decided already), by
             // self-fencing, or by shutdown. No outcome is reported: the attempt stays leased to
             // this worker until it is declared lost (in `serve`, at the next start), and is
@@ -457,7 +505,8 @@ impl Shared {
         let report = report(kind);
         let reporter = Arc::clone(&self.reporter);
         let abort = self.abort.clone();
-        self.outcomes.spawn(report_outcome(reporter, abort, report));
+        self.outcomes
+            .spawn(report_outcome(reporter, abort, report, running));
     }
 
     /// Runs the handler for `message` within its execution timeout; `None` when it was stopped

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use distriqueue_broker::InProcessBroker;
+use distriqueue_broker::{Broker, InProcessBroker};
 use distriqueue_core::machine::JobRecord;
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{
@@ -92,7 +92,7 @@ fn start(
     let worker = Worker::new(
         config(ledger),
         Handlers::builtin(),
-        broker.clone(),
+        &Broker::InProcess(broker.clone()),
         reporter,
     )
     .expect("worker");
@@ -255,8 +255,13 @@ async fn worker_that_cannot_reach_the_orchestrator_stops_its_own_handlers() {
     });
     let reporter = Arc::clone(&script) as Arc<dyn Reporter>;
     let config = config_with_timeout(Some(ledger.clone()), Duration::from_millis(300));
-    let worker =
-        Worker::new(config, Handlers::builtin(), broker.clone(), reporter).expect("worker");
+    let worker = Worker::new(
+        config,
+        Handlers::builtin(),
+        &Broker::InProcess(broker.clone()),
+        reporter,
+    )
+    .expect("worker");
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(worker.run(shutdown.clone()));
     let sleeper = message("sleep", json!({"ms": 60_000}));

@@ -1,0 +1,248 @@
+//! [`OrchestratorClient`]: the orchestrator's HTTP API as gateways and native workers use it,
+//! over a list of orchestrator URLs with failover.
+//!
+//! A call goes to the URL that answered last; when it cannot connect, times out or gets 503, it
+//! tries the next, round the list, until its patience runs out. Every call is safe to repeat:
+//! register is idempotent by id, a repeated report from the lease holder is answered as the
+//! first, and a repeated cancel or retry is refused with 409 rather than applied twice.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use distriqueue_core::request::JobSpec;
+use distriqueue_core::{JobId, JobResponse, Refusal, Report, WorkerHeartbeat};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{ClientError, GatewayClient};
+
+/// Pause between two rounds over every URL.
+const ROUND_PAUSE: Duration = Duration::from_millis(200);
+
+/// Why an orchestrator call got no answer it could use.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The state machine refused the command (its HTTP status is [`Refusal::http_status`]).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The orchestrator rejected the request itself (400: a bad body); the message is its.
+    #[error("orchestrator rejected the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// No orchestrator answered within the client's patience.
+    #[error("no orchestrator answered: {0}")]
+    Unavailable(String),
+}
+
+/// The answer to `POST /api/jobs/register`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegisterAnswer {
+    pub job_id: JobId,
+    /// The committed snapshot; `null` when the id (or idempotency key) names a job the
+    /// orchestrator holds only as a tombstone.
+    pub job: Option<JobResponse>,
+    /// False when the register was a repeat (of the id or of the idempotency key).
+    #[serde(default = "yes")]
+    pub created: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A client of one orchestrator cluster. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct OrchestratorClient {
+    endpoints: Vec<GatewayClient>,
+    /// The endpoint that answered last.
+    current: AtomicUsize,
+    /// How long a call keeps trying when no orchestrator answers.
+    patience: Duration,
+}
+
+impl OrchestratorClient {
+    /// A client of the orchestrators at `urls` (`http://127.0.0.1:8081`, ...), trying each in
+    /// turn for up to `patience` per call.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidUrl`] for a URL that is not absolute http(s), or an empty list.
+    pub fn new(urls: &[String], patience: Duration) -> Result<OrchestratorClient, ClientError> {
+        if urls.is_empty() {
+            return Err(ClientError::InvalidUrl {
+                url: String::new(),
+                reason: "no orchestrator URL given".into(),
+            });
+        }
+        let endpoints = urls
+            .iter()
+            .map(|url| GatewayClient::new(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(OrchestratorClient {
+            endpoints,
+            current: AtomicUsize::new(0),
+            patience,
+        })
+    }
+
+    /// Sends one request, failing over between URLs; decodes a 2xx body as `T`.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: &Value,
+    ) -> Result<T, CallError> {
+        let deadline = tokio::time::Instant::now() + self.patience;
+        let n = self.endpoints.len();
+        let mut last_problem = String::new();
+        loop {
+            let first = self.current.load(Ordering::Relaxed);
+            for offset in 0..n {
+                let index = (first + offset) % n;
+                let endpoint = &self.endpoints[index];
+                let url = endpoint
+                    .url(segments)
+                    .map_err(|error| CallError::Rejected {
+                        status: 0,
+                        message: error.to_string(),
+                    })?;
+                let request = endpoint.request(method.clone(), url).json(body);
+                match endpoint.send(request).await {
+                    Ok(response) => {
+                        self.current.store(index, Ordering::Relaxed);
+                        return crate::decode(response).await.map_err(|error| {
+                            CallError::Unavailable(format!("undecodable answer: {error}"))
+                        });
+                    }
+                    Err(ClientError::Status { status: 503, body }) => {
+                        last_problem = format!("{}: 503 {body}", endpoint.base_url());
+                    }
+                    Err(ClientError::Status { status, body }) => {
+                        self.current.store(index, Ordering::Relaxed);
+                        return Err(refusal_or_rejection(status, &body));
+                    }
+                    Err(error) => last_problem = format!("{}: {error}", endpoint.base_url()),
+                }
+            }
+            if tokio::time::Instant::now() + ROUND_PAUSE > deadline {
+                return Err(CallError::Unavailable(last_problem));
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+    }
+
+    /// `POST /api/jobs/register` for a gateway-minted id: retried with the same id until an
+    /// orchestrator answers (register is idempotent by id).
+    pub async fn register(&self, id: JobId, spec: &JobSpec) -> Result<RegisterAnswer, CallError> {
+        let mut body = spec.to_request();
+        body["id"] = json!(id);
+        self.call(Method::POST, &["api", "jobs", "register"], &body)
+            .await
+    }
+
+    /// `POST /api/jobs/{id}/cancel`: the CANCELLED snapshot.
+    pub async fn cancel(&self, id: JobId) -> Result<JobResponse, CallError> {
+        #[derive(Deserialize)]
+        struct Cancelled {
+            job: JobResponse,
+        }
+        let id = id.to_string();
+        let answer: Cancelled = self
+            .call(Method::POST, &["api", "jobs", &id, "cancel"], &Value::Null)
+            .await?;
+        Ok(answer.job)
+    }
+
+    /// `POST /api/jobs/{id}/retry` with the read model's snapshot of a FAILED, TIMEOUT or
+    /// CANCELLED job: the QUEUED snapshot of its new attempt.
+    pub async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, CallError> {
+        #[derive(Deserialize)]
+        struct Retried {
+            job: JobResponse,
+        }
+        let id = stored.id.to_string();
+        let body = serde_json::to_value(stored).map_err(|error| CallError::Rejected {
+            status: 0,
+            message: error.to_string(),
+        })?;
+        let answer: Retried = self
+            .call(Method::POST, &["api", "jobs", &id, "retry"], &body)
+            .await?;
+        Ok(answer.job)
+    }
+
+    /// `POST /api/jobs/status/batch`: many reports, committed together; one answer each, in
+    /// order (`Ok` = applied, `Err` = refused).
+    pub async fn report_batch(
+        &self,
+        reports: &[Report],
+    ) -> Result<Vec<Result<(), Refusal>>, CallError> {
+        #[derive(Deserialize)]
+        struct Answers {
+            results: Vec<Answer>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            refusal: Option<Refusal>,
+            #[serde(default)]
+            error: Option<String>,
+        }
+        let answers: Answers = self
+            .call(
+                Method::POST,
+                &["api", "jobs", "status", "batch"],
+                &json!({ "reports": reports }),
+            )
+            .await?;
+        if answers.results.len() != reports.len() {
+            return Err(CallError::Unavailable(format!(
+                "{} answers to {} reports",
+                answers.results.len(),
+                reports.len()
+            )));
+        }
+        answers
+            .results
+            .into_iter()
+            .map(|answer| match (answer.refusal, answer.error) {
+                (Some(refusal), _) => Ok(Err(refusal)),
+                (None, Some(error)) => Err(CallError::Unavailable(error)),
+                (None, None) => Ok(Ok(())),
+            })
+            .collect()
+    }
+
+    /// `POST /api/workers/heartbeat`: the ids of the jobs this worker must stop.
+    pub async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> Result<Vec<JobId>, CallError> {
+        #[derive(Deserialize)]
+        struct Acknowledged {
+            #[serde(default)]
+            cancel: Vec<JobId>,
+        }
+        let body = serde_json::to_value(heartbeat).map_err(|error| CallError::Rejected {
+            status: 0,
+            message: error.to_string(),
+        })?;
+        let answer: Acknowledged = self
+            .call(Method::POST, &["api", "workers", "heartbeat"], &body)
+            .await?;
+        Ok(answer.cancel)
+    }
+}
+
+/// A refusal when the error body carries one (`refusal`), else a rejection with its message.
+fn refusal_or_rejection(status: u16, body: &Value) -> CallError {
+    if let Some(refusal) = body
+        .get("refusal")
+        .and_then(|refusal| serde_json::from_value::<Refusal>(refusal.clone()).ok())
+    {
+        return CallError::Refused(refusal);
+    }
+    CallError::Rejected {
+        status,
+        message: body
+            .get("error")
+            .and_then(Value::as_str)
+            .map_or_else(|| body.to_string(), str::to_string),
+    }
+}
