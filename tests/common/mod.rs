@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod cluster;
+pub mod scenarios;
+
 /// A running `distriqueue serve`.
 pub struct Serve {
     child: Option<Child>,

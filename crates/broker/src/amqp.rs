@@ -17,7 +17,7 @@ use distriqueue_core::{ControlMessage, JobMessage, StatusEvent, WorkerId};
 use futures::StreamExt;
 use lapin::acker::Acker;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
@@ -365,8 +365,10 @@ impl AmqpBroker {
                 closed: AtomicBool::new(false),
                 stop_consuming: CancellationToken::new(),
                 generation: AtomicU64::new(0),
+                channel: Mutex::default(),
                 next_seq: AtomicU64::new(0),
             }),
+            broker: self.clone(),
         };
         let shared = Arc::clone(&jobs.shared);
         let broker = self.clone();
@@ -597,6 +599,8 @@ async fn ack_multiple(acker: &Acker) {
 
 /// A job message waiting in a worker, ordered by AMQP priority, then arrival.
 struct Held {
+    /// The job queue it came from.
+    queue: &'static str,
     priority: u8,
     /// Arrival order (smaller = earlier).
     seq: u64,
@@ -638,6 +642,8 @@ struct JobsShared {
     stop_consuming: CancellationToken,
     /// The current consuming session; held messages of older ones are stale.
     generation: AtomicU64,
+    /// The current session's channel, for `basic.get` from higher queues.
+    channel: Mutex<Option<Channel>>,
     next_seq: AtomicU64,
 }
 
@@ -653,11 +659,60 @@ impl JobsShared {
 #[derive(Clone)]
 pub struct AmqpJobs {
     shared: Arc<JobsShared>,
+    /// Publishes undecodable messages to `job.dead`.
+    broker: AmqpBroker,
 }
 
 impl AmqpJobs {
-    /// Waits for the held message of the highest priority; `None` once closed.
+    /// Waits for a job message and returns the one of the highest priority: the best held
+    /// one, unless a higher queue has a message ready, which is taken instead (`basic.get`)
+    /// while the held one goes back to its queue. A worker holds few messages (its free
+    /// slots), so this check is what makes it start HIGH work before LOW work it already
+    /// holds. `None` once closed.
     pub(crate) async fn next(&self) -> Option<(JobMessage, Acker)> {
+        let best = self.next_held().await?;
+        let higher = JOB_QUEUES
+            .iter()
+            .map(|(queue, _)| *queue)
+            .take_while(|queue| *queue != best.queue);
+        let channel = self
+            .shared
+            .channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let Some(channel) = channel else {
+            return Some((best.message, best.acker));
+        };
+        for queue in higher {
+            match channel
+                .basic_get(queue, BasicGetOptions { no_ack: false })
+                .await
+            {
+                Ok(Some(got)) => {
+                    let delivery = got.delivery;
+                    match serde_json::from_slice::<JobMessage>(&delivery.data) {
+                        Ok(message) => {
+                            settle(&best.acker, false).await;
+                            return Some((message, delivery.acker));
+                        }
+                        Err(error) => {
+                            dead_letter(&self.broker, delivery, &error).await;
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(%error, queue, "basic.get failed; starting the held message");
+                    break;
+                }
+            }
+        }
+        Some((best.message, best.acker))
+    }
+
+    /// Waits for the best held message of the current session; `None` once closed.
+    async fn next_held(&self) -> Option<Held> {
         loop {
             let notified = self.shared.ready.notified();
             if self.shared.closed.load(Ordering::Acquire) {
@@ -671,7 +726,7 @@ impl AmqpJobs {
                         if !held.is_empty() {
                             self.shared.ready.notify_one();
                         }
-                        return Some((next.message, next.acker));
+                        return Some(next);
                     }
                 }
             }
@@ -716,6 +771,10 @@ async fn consume_jobs_session(
     tag_prefix: String,
 ) -> Result<(), lapin::Error> {
     let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    *shared
+        .channel
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(channel.clone());
     let mut prefetch = shared.prefetch.subscribe();
     let global = BasicQosOptions { global: true };
     let initial = *prefetch.borrow_and_update();
@@ -732,14 +791,14 @@ async fn consume_jobs_session(
                 FieldTable::default(),
             )
             .await?;
-        streams.push(consumer);
+        streams.push(consumer.map(move |delivery| (queue, delivery)));
         tags.push(tag);
     }
     let mut deliveries = futures::stream::select_all(streams);
     loop {
         tokio::select! {
             delivery = deliveries.next() => {
-                let Some(delivery) = delivery else {
+                let Some((queue, delivery)) = delivery else {
                     return Err(lapin::Error::InvalidChannelState(channel.status().state()));
                 };
                 let delivery = delivery?;
@@ -750,6 +809,7 @@ async fn consume_jobs_session(
                             .priority()
                             .unwrap_or_else(|| message.priority().amqp_priority());
                         let held = Held {
+                            queue,
                             priority,
                             seq: shared.next_seq.fetch_add(1, Ordering::Relaxed),
                             generation,
@@ -759,17 +819,7 @@ async fn consume_jobs_session(
                         shared.lock_held().push(held);
                         shared.ready.notify_one();
                     }
-                    Err(error) => {
-                        tracing::warn!(%error, queue = %delivery.routing_key, bytes = delivery.data.len(), "undecodable job message moved to job.dead");
-                        let body = delivery.data;
-                        let mut backoff = FIRST_BACKOFF;
-                        while let Err(publish_error) = broker.publish_dead(body.clone()).await {
-                            tracing::warn!(error = %publish_error, "cannot move a message to job.dead; retrying");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
-                        }
-                        delivery.acker.ack(BasicAckOptions::default()).await?;
-                    }
+                    Err(error) => dead_letter(&broker, delivery, &error).await,
                 }
             }
             changed = prefetch.changed() => {
@@ -793,6 +843,23 @@ async fn consume_jobs_session(
             }
         }
     }
+}
+
+/// Moves an undecodable job message to `job.dead` (retrying until RabbitMQ confirms it), then
+/// acks the original, with a log line (CONTRACT.md `job.dead`).
+async fn dead_letter(
+    broker: &AmqpBroker,
+    delivery: lapin::message::Delivery,
+    error: &serde_json::Error,
+) {
+    tracing::warn!(%error, routing_key = %delivery.routing_key, bytes = delivery.data.len(), "undecodable job message moved to job.dead");
+    let mut backoff = FIRST_BACKOFF;
+    while let Err(publish_error) = broker.publish_dead(delivery.data.clone()).await {
+        tracing::warn!(error = %publish_error, "cannot move a message to job.dead; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    settle(&delivery.acker, true).await;
 }
 
 /// Settles a job message that came from RabbitMQ.

@@ -82,6 +82,26 @@ impl Drop for TestVhost {
     }
 }
 
+/// lapin, for tests that publish or read raw AMQP messages.
+pub use lapin;
+
+/// A raw channel into `url`'s vhost on the current Tokio runtime (for tests that publish
+/// malformed messages or read queues directly).
+///
+/// Panics when RabbitMQ cannot be reached (the test made the vhost a moment ago).
+pub async fn raw_channel(url: &str) -> lapin::Channel {
+    let properties = lapin::ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let connection = lapin::Connection::connect(url, properties)
+        .await
+        .unwrap_or_else(|error| panic!("connect to {url}: {error}"));
+    connection
+        .create_channel()
+        .await
+        .unwrap_or_else(|error| panic!("channel on {url}: {error}"))
+}
+
 /// `url` with its vhost path replaced by `vhost`.
 fn with_vhost(url: &str, vhost: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("amqp", url));

@@ -14,7 +14,7 @@ use distriqueue_core::{
     Batch, Command, ControlMessage, JobId, JobMessage, Millis, State, StatusEvent, WorkerId,
 };
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
-use lapin::{BasicProperties, ConnectionProperties};
+use lapin::BasicProperties;
 use serde_json::json;
 
 /// Generous: RabbitMQ on a loaded CI machine.
@@ -203,12 +203,8 @@ async fn closed_consumer_hands_out_nothing(broker: Broker) {
         .is_none());
 }
 
-/// A raw lapin channel into the test's vhost.
 async fn raw_channel(vhost: &TestVhost) -> lapin::Channel {
-    let connection = lapin::Connection::connect(vhost.url(), ConnectionProperties::default())
-        .await
-        .expect("raw connection");
-    connection.create_channel().await.expect("raw channel")
+    distriqueue_broker::testing::raw_channel(vhost.url()).await
 }
 
 async fn get_from(

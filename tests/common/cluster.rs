@@ -1,0 +1,333 @@
+//! A distributed DistriQueue for tests: an orchestrator, a gateway and workers as separate
+//! `distriqueue` processes over the test's own RabbitMQ vhost and its own PostgreSQL database
+//! (SQLite when `DQ_TEST_DATABASE_URL` is unset). Every process is killed when the cluster is
+//! dropped, also when the test fails; the vhost and the database are removed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use distriqueue_broker::testing::TestVhost;
+
+/// A free loopback port (bound, then released), so a role can restart on the same address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// A PostgreSQL database made for one test; dropped with it.
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+fn psql(url: &str, sql: &str) -> Result<(), String> {
+    let output = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .map_err(|error| format!("cannot run psql: {error}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+impl TestDatabase {
+    /// A fresh database on the server of `DQ_TEST_DATABASE_URL`; `None` when it is unset (or
+    /// unreachable without `DQ_REQUIRE_SERVICES=1`).
+    pub fn create() -> Option<TestDatabase> {
+        let admin_url = std::env::var("DQ_TEST_DATABASE_URL").ok()?;
+        let name = format!("dq_test_{}", uuid::Uuid::new_v4().simple());
+        if let Err(error) = psql(&admin_url, &format!("CREATE DATABASE {name}")) {
+            assert!(
+                std::env::var("DQ_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "PostgreSQL is required (DQ_REQUIRE_SERVICES=1): {error}"
+            );
+            eprintln!("no PostgreSQL ({error}): the read model is SQLite");
+            return None;
+        }
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        let url = format!("{base}/{name}");
+        Some(TestDatabase {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Err(error) = psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        ) {
+            eprintln!("cannot drop test database {}: {error}", self.name);
+        }
+    }
+}
+
+/// One `distriqueue` process; killed when dropped.
+pub struct Proc {
+    child: Option<Child>,
+    /// Its stderr (the log).
+    pub log: PathBuf,
+    /// The value of its ready line (`name=VALUE`).
+    pub ready: String,
+}
+
+impl Proc {
+    /// Starts `distriqueue <args>` and waits for its ready line `distriqueue ...: key=VALUE`.
+    pub fn start(args: &[String], log: PathBuf, key: &str) -> Proc {
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_distriqueue"))
+            .args(args)
+            .env("DQ_LOG", "info,lapin=warn,openraft=warn,sqlx=warn")
+            .env_remove("RABBITMQ_HOST")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("start the distriqueue binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the ready line");
+        let prefix = format!("{key}=");
+        let Some(ready) = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(&prefix))
+        else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("{args:?} did not start: {line:?}\n{log}");
+        };
+        Proc {
+            ready: ready.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal}");
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the process freezes.
+    pub fn stop(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.child
+            .take()
+            .expect("running")
+            .wait()
+            .expect("wait for exit")
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A stopped process cannot die until it is continued.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// An orchestrator, a gateway and workers, each its own process.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub orchestrator: Proc,
+    pub gateway: Proc,
+    pub workers: Vec<Proc>,
+    orchestrator_port: u16,
+    gateway_port: u16,
+    heartbeat_timeout_s: u64,
+    // Dropped last: the processes first.
+    pub database: Option<TestDatabase>,
+    pub vhost: TestVhost,
+}
+
+impl Cluster {
+    /// Starts the cluster in `dir` with `n_workers` workers of `concurrency` slots each, a
+    /// heartbeat timeout of `heartbeat_timeout_s` seconds; `None` when RabbitMQ is not
+    /// configured (the test skips).
+    pub fn start(
+        test: &str,
+        dir: &Path,
+        n_workers: usize,
+        concurrency: usize,
+        heartbeat_timeout_s: u64,
+    ) -> Option<Cluster> {
+        let vhost = TestVhost::create(test)?;
+        let database = TestDatabase::create();
+        let orchestrator_port = free_port();
+        let gateway_port = free_port();
+        let mut cluster = Cluster {
+            dir: dir.to_path_buf(),
+            orchestrator: Proc {
+                child: None,
+                log: PathBuf::new(),
+                ready: String::new(),
+            },
+            gateway: Proc {
+                child: None,
+                log: PathBuf::new(),
+                ready: String::new(),
+            },
+            workers: Vec::new(),
+            orchestrator_port,
+            gateway_port,
+            heartbeat_timeout_s,
+            database,
+            vhost,
+        };
+        cluster.orchestrator = cluster.start_orchestrator();
+        cluster.gateway = cluster.start_gateway();
+        for n in 0..n_workers {
+            let worker = cluster.start_worker(&format!("w{n}"), concurrency);
+            cluster.workers.push(worker);
+        }
+        Some(cluster)
+    }
+
+    /// The gateway's base URL.
+    pub fn gateway_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    /// The orchestrator's base URL.
+    pub fn orchestrator_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.orchestrator_port)
+    }
+
+    /// The AMQP URL of the test's vhost.
+    pub fn amqp_url(&self) -> String {
+        self.vhost.url().to_string()
+    }
+
+    /// (Re)starts the orchestrator on its port and data directory.
+    pub fn start_orchestrator(&self) -> Proc {
+        let args = vec![
+            "orchestrator".to_string(),
+            "--addr".into(),
+            format!("127.0.0.1:{}", self.orchestrator_port),
+            "--data-dir".into(),
+            self.dir.join("orchestrator").display().to_string(),
+            "--amqp".into(),
+            self.amqp_url(),
+            "--heartbeat-timeout".into(),
+            self.heartbeat_timeout_s.to_string(),
+            "--retry-backoff-base-ms".into(),
+            "100".into(),
+            "--dispatch-timeout".into(),
+            "10".into(),
+        ];
+        Proc::start(&args, self.next_log("orchestrator"), "orchestrator")
+    }
+
+    /// (Re)starts the gateway on its port.
+    pub fn start_gateway(&self) -> Proc {
+        let database = match &self.database {
+            Some(database) => database.url.clone(),
+            None => format!("sqlite://{}", self.dir.join("readmodel.db").display()),
+        };
+        let args = vec![
+            "gateway".to_string(),
+            "--addr".into(),
+            format!("127.0.0.1:{}", self.gateway_port),
+            "--database".into(),
+            database,
+            "--amqp".into(),
+            self.amqp_url(),
+            "--orchestrator".into(),
+            self.orchestrator_url(),
+        ];
+        Proc::start(&args, self.next_log("gateway"), "gateway")
+    }
+
+    /// Starts a worker `id` with a ledger at `dir/ledger-<id>.jsonl`.
+    pub fn start_worker(&self, id: &str, concurrency: usize) -> Proc {
+        let args = vec![
+            "worker".to_string(),
+            "--amqp".into(),
+            self.amqp_url(),
+            "--orchestrator".into(),
+            self.orchestrator_url(),
+            "--concurrency".into(),
+            concurrency.to_string(),
+            "--worker-id".into(),
+            id.to_string(),
+            "--ledger".into(),
+            self.ledger(id).display().to_string(),
+            "--heartbeat-timeout".into(),
+            self.heartbeat_timeout_s.to_string(),
+            "--shutdown-grace".into(),
+            "10".into(),
+        ];
+        Proc::start(&args, self.next_log(&format!("worker-{id}")), "worker")
+    }
+
+    /// The ledger of worker `id`.
+    pub fn ledger(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("ledger-{id}.jsonl"))
+    }
+
+    /// A log file name not used yet for `role` (restarts get their own).
+    fn next_log(&self, role: &str) -> PathBuf {
+        (0..)
+            .map(|n| self.dir.join(format!("{role}-{n}.log")))
+            .find(|path| !path.exists())
+            .expect("a free log name")
+    }
+
+    /// Every ledger line of every worker that ever ran here.
+    pub fn ledger_lines(&self) -> Vec<super::LedgerLine> {
+        let mut lines = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if name.starts_with("ledger-") {
+                    lines.extend(super::read_ledger(&entry.path()));
+                }
+            }
+        }
+        lines
+    }
+}

@@ -1,0 +1,344 @@
+//! Acceptance tests of the distributed roles (issue 4): an orchestrator, a gateway and workers
+//! as separate `distriqueue` processes over RabbitMQ (a vhost per test) and PostgreSQL (a
+//! database per test). They skip when `DQ_TEST_AMQP_URL` is unset and fail when
+//! `DQ_REQUIRE_SERVICES=1` and a service is unreachable. The RabbitMQ restart test lives in
+//! `tests/rabbitmq_restart.rs`, alone in its binary.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::*;
+use distriqueue_broker::testing::lapin;
+use distriqueue_broker::testing::raw_channel;
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Declares a tap queue bound to `jobs.exchange` under every job queue's routing key: it gets
+/// a copy of every job message published.
+async fn declare_tap(amqp: &str) -> lapin::Channel {
+    let channel = raw_channel(amqp).await;
+    let none = lapin::types::FieldTable::default();
+    channel
+        .queue_declare("tap", Default::default(), none.clone())
+        .await
+        .expect("declare tap");
+    for key in ["job.high", "job.medium", "job.low"] {
+        channel
+            .queue_bind(
+                "tap",
+                "jobs.exchange",
+                key,
+                Default::default(),
+                none.clone(),
+            )
+            .await
+            .expect("bind tap");
+    }
+    channel
+}
+
+/// Reads the tap queue empty: the number of copies of each (job, attempt).
+async fn drain_tap(channel: &lapin::Channel) -> HashMap<(String, u64), usize> {
+    let mut copies = HashMap::new();
+    while let Some(got) = channel
+        .basic_get("tap", lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get tap")
+    {
+        let body: Value = serde_json::from_slice(&got.delivery.data).expect("job message JSON");
+        let key = (
+            body["id"].as_str().expect("id").to_string(),
+            body["attempt"].as_u64().expect("attempt"),
+        );
+        *copies.entry(key).or_insert(0) += 1;
+    }
+    copies
+}
+
+/// No (job, attempt) has two `finish` lines in the ledgers.
+fn no_attempt_finished_twice(ledger: &[LedgerLine]) {
+    let mut finishes = HashSet::new();
+    for line in ledger.iter().filter(|line| line.event == "finish") {
+        assert!(
+            finishes.insert((line.job_id.clone(), line.attempt)),
+            "attempt {} of job {} ran to completion twice",
+            line.attempt,
+            line.job_id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_acceptance_holds_in_distributed_mode_and_no_attempt_runs_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(cluster) = Cluster::start("distributed_acceptance", dir.path(), 2, 4, 10) else {
+        return;
+    };
+    let tap = declare_tap(&cluster.amqp_url()).await;
+    let gateway = cluster.gateway_url();
+    scenarios::sse_sees_queued_running_completed(&gateway).await;
+    let ids = scenarios::thousand_mixed_jobs(&gateway).await;
+    let ledger = cluster.ledger_lines();
+    scenarios::each_started_once(&ids, &ledger);
+    no_attempt_finished_twice(&ledger);
+    // Both workers took part.
+    let workers: HashSet<&str> = ledger.iter().map(|line| line.worker_id.as_str()).collect();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let copies = drain_tap(&tap).await;
+    for id in &ids {
+        assert!(
+            copies.keys().any(|(job, _)| job == id),
+            "job {id} was never published to jobs.exchange"
+        );
+    }
+    let n_copies: usize = copies.values().sum();
+    eprintln!(
+        "tap: {n_copies} job messages for {} (job, attempt) pairs of {} jobs",
+        copies.len(),
+        ids.len() + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn high_jobs_start_first_and_a_cancel_reaches_the_running_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(cluster) = Cluster::start("distributed_priority", dir.path(), 1, 1, 10) else {
+        return;
+    };
+    let gateway = cluster.gateway_url();
+    let ledger = cluster.ledger("w0");
+    scenarios::high_jobs_start_before_earlier_low_ones(&gateway, &ledger).await;
+
+    // A cancel travels through control.exchange to the worker, which stops the handler and
+    // frees its only slot.
+    let client = http();
+    let sleeper = submit_ok(&client, &gateway, &sleep_job(120_000, "HIGH")).await;
+    wait_started(&ledger, &sleeper).await;
+    let (status, body) = post(&client, &format!("{gateway}/api/jobs/{sleeper}/cancel")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobStatus"], "CANCELLED");
+    let next = submit_ok(&client, &gateway, &echo_job("LOW", 7)).await;
+    let job = wait_terminal(&client, &gateway, &next, Duration::from_secs(60)).await;
+    assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    let finished_sleeper = read_ledger(&ledger)
+        .iter()
+        .any(|line| line.event == "finish" && line.job_id == sleeper);
+    assert!(!finished_sleeper, "the cancelled handler ran to completion");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_minus_nine_of_a_worker_reruns_its_unfinished_jobs_on_the_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut cluster) = Cluster::start("distributed_worker_kill", dir.path(), 2, 4, 3) else {
+        return;
+    };
+    let gateway = cluster.gateway_url();
+    let client = http();
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        let priority = ["LOW", "MEDIUM", "HIGH"][n % 3];
+        ids.push(submit_ok(&client, &gateway, &sleep_job(200, priority)).await);
+    }
+    // Kill w0 once it has finished a few jobs and runs others.
+    let killed_ledger = cluster.ledger("w0");
+    wait_until(DEADLINE, "w0 to finish some jobs", || async {
+        read_ledger(&killed_ledger)
+            .iter()
+            .filter(|line| line.event == "finish")
+            .count()
+            >= 8
+    })
+    .await;
+    cluster.workers[0].kill();
+    for id in &ids {
+        let job = wait_terminal(&client, &gateway, id, DEADLINE).await;
+        assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    }
+    let ledger = cluster.ledger_lines();
+    no_attempt_finished_twice(&ledger);
+    let finished: HashSet<(&str, &str)> = ledger
+        .iter()
+        .filter(|line| line.event == "finish")
+        .map(|line| (line.job_id.as_str(), line.worker_id.as_str()))
+        .collect();
+    let unfinished_on_w0: Vec<&str> = ledger
+        .iter()
+        .filter(|line| line.event == "start" && line.worker_id == "w0")
+        .map(|line| line.job_id.as_str())
+        .filter(|job| !finished.contains(&(job, "w0")))
+        .collect();
+    assert!(
+        !unfinished_on_w0.is_empty(),
+        "w0 was killed with jobs running"
+    );
+    for job in unfinished_on_w0 {
+        assert!(
+            finished.contains(&(job, "w1")),
+            "job {job}, unfinished on the killed worker, did not run again on w1"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_worker_loses_its_job_to_the_other_and_its_late_report_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut cluster) = Cluster::start("distributed_sigstop", dir.path(), 1, 1, 3) else {
+        return;
+    };
+    let gateway = cluster.gateway_url();
+    let client = http();
+    let job_id = submit_ok(
+        &client,
+        &gateway,
+        &json!({"type": "sleep", "jobPriority": "HIGH", "payload": {"ms": 6_000}, "maxRetries": 3}),
+    )
+    .await;
+    wait_started(&cluster.ledger("w0"), &job_id).await;
+    cluster.workers[0].stop();
+    let other = cluster.start_worker("w1", 1);
+    cluster.workers.push(other);
+    let job = wait_terminal(&client, &gateway, &job_id, DEADLINE).await;
+    assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    assert_eq!(job["workerId"], "w1", "{job}");
+    assert_eq!(job["attempt"], 2, "{job}");
+    let version = job["version"].clone();
+
+    cluster.workers[0].resume();
+    // Whatever the resumed worker says about attempt 1 now is refused and changes nothing.
+    let late = reqwest::Client::new()
+        .post(format!("{}/api/jobs/status", cluster.orchestrator_url()))
+        .json(&json!({"jobId": job_id, "status": "completed", "workerId": "w0", "attempt": 1, "result": {"late": true}}))
+        .send()
+        .await
+        .expect("late report");
+    assert_eq!(late.status().as_u16(), 409);
+    wait_until(
+        Duration::from_secs(30),
+        "the resumed worker to give up attempt 1",
+        || async {
+            let log = cluster.workers[0].log_text();
+            log.contains("outcome refused") || log.contains("stopping every handler")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, after) = get(&client, &format!("{gateway}/api/jobs/{job_id}")).await;
+    assert_eq!(after["version"], version, "{after}");
+    assert_eq!(after["workerId"], "w1");
+    assert!(after["result"].get("late").is_none(), "{after}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_minus_nine_of_the_orchestrator_then_a_restart_completes_every_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut cluster) = Cluster::start("distributed_orchestrator_kill", dir.path(), 2, 4, 5)
+    else {
+        return;
+    };
+    let gateway = cluster.gateway_url();
+    let client = http();
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        ids.push(
+            submit_ok(
+                &client,
+                &gateway,
+                &sleep_job(20 + (n % 5) as u64 * 10, "MEDIUM"),
+            )
+            .await,
+        );
+    }
+    wait_until(DEADLINE, "some jobs to finish", || async {
+        cluster
+            .ledger_lines()
+            .iter()
+            .filter(|line| line.event == "finish")
+            .count()
+            >= 40
+    })
+    .await;
+    cluster.orchestrator.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Meanwhile the gateway answers 503 and records nothing.
+    let (status, body) = submit(&client, &gateway, &echo_job("HIGH", 1)).await;
+    assert_eq!(status, 503, "{body}");
+    let (_, page) = get(&client, &format!("{gateway}/api/jobs?size=1")).await;
+    assert_eq!(page["page"]["totalElements"], json!(ids.len()), "{page}");
+    cluster.orchestrator = cluster.start_orchestrator();
+    for id in &ids {
+        let job = wait_terminal(&client, &gateway, id, DEADLINE).await;
+        assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    }
+    // The read model agrees with the orchestrator on every job, version by version.
+    let (_, live) = get(
+        &client,
+        &format!("{}/api/jobs?limit=1000", cluster.orchestrator_url()),
+    )
+    .await;
+    let versions: HashMap<&str, &Value> = live["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|job| (job["id"].as_str().expect("id"), &job["version"]))
+        .collect();
+    for id in &ids {
+        wait_until(
+            Duration::from_secs(30),
+            "the read model to catch up",
+            || async {
+                let (_, job) = get(&client, &format!("{gateway}/api/jobs/{id}")).await;
+                versions
+                    .get(id.as_str())
+                    .is_none_or(|version| job["version"] == **version)
+            },
+        )
+        .await;
+    }
+    no_attempt_finished_twice(&cluster.ledger_lines());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_that_is_not_json_ends_in_job_dead_and_workers_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(cluster) = Cluster::start("distributed_job_dead", dir.path(), 1, 2, 10) else {
+        return;
+    };
+    let channel = raw_channel(&cluster.amqp_url()).await;
+    channel
+        .basic_publish(
+            "jobs.exchange",
+            "job.medium",
+            Default::default(),
+            b"this is not JSON",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let client = http();
+    let gateway = cluster.gateway_url();
+    let id = submit_ok(&client, &gateway, &echo_job("MEDIUM", 1)).await;
+    let job = wait_terminal(&client, &gateway, &id, DEADLINE).await;
+    assert_eq!(job["jobStatus"], "COMPLETED");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let got = channel
+            .basic_get("job.dead", lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get");
+        if let Some(got) = got {
+            break Some(got.delivery.data);
+        }
+        if tokio::time::Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead.as_deref(), Some(&b"this is not JSON"[..]));
+    assert!(cluster.workers[0].log_text().contains("job.dead"));
+}
