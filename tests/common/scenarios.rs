@@ -245,7 +245,7 @@ pub fn each_started_once(ids: &[String], ledger: &[LedgerLine]) {
 pub async fn high_jobs_start_before_earlier_low_ones(gateway: &str, ledger: &Path) {
     let client = http();
     let blocker = submit_ok(&client, gateway, &sleep_job(3_000, "LOW")).await;
-    wait_started(&ledger, &blocker).await;
+    wait_started(ledger, &blocker).await;
     let mut low = Vec::new();
     for n in 0..5 {
         low.push(submit_ok(&client, gateway, &echo_job("LOW", n)).await);
@@ -257,7 +257,7 @@ pub async fn high_jobs_start_before_earlier_low_ones(gateway: &str, ledger: &Pat
     for id in low.iter().chain(&high) {
         wait_terminal(&client, gateway, id, DEADLINE).await;
     }
-    let order: Vec<String> = read_ledger(&ledger)
+    let order: Vec<String> = read_ledger(ledger)
         .into_iter()
         .filter(|line| line.event == "start")
         .map(|line| line.job_id)
