@@ -9,7 +9,7 @@
 
 use std::collections::BinaryHeap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use lapin::options::{
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -355,13 +355,12 @@ impl AmqpBroker {
     /// the highest priority held handed out first. A message that is not a job message goes to
     /// `job.dead` with a log line and is acked.
     pub fn consume_jobs(&self, worker_id: &WorkerId, slots: usize) -> AmqpJobs {
-        let free = u16::try_from(slots.max(1)).unwrap_or(u16::MAX);
-        let (prefetch, _) = watch::channel(free);
         let jobs = AmqpJobs {
             shared: Arc::new(JobsShared {
                 held: Mutex::default(),
                 ready: Notify::new(),
-                prefetch,
+                free_slots: AtomicUsize::new(slots),
+                applied_prefetch: tokio::sync::Mutex::new(0),
                 closed: AtomicBool::new(false),
                 stop_consuming: CancellationToken::new(),
                 generation: AtomicU64::new(0),
@@ -635,8 +634,11 @@ impl Ord for Held {
 struct JobsShared {
     held: Mutex<BinaryHeap<Held>>,
     ready: Notify,
-    /// The wanted global prefetch (the free slots, at least 1).
-    prefetch: watch::Sender<u16>,
+    /// The worker's free slots, as last told.
+    free_slots: AtomicUsize,
+    /// The global prefetch set on the current channel (0: none yet). Its lock orders the
+    /// `basic.qos` calls.
+    applied_prefetch: tokio::sync::Mutex<u16>,
     closed: AtomicBool,
     /// Cancelled by [`AmqpJobs::close`]: the session cancels its consumers.
     stop_consuming: CancellationToken,
@@ -745,14 +747,22 @@ impl AmqpJobs {
     }
 
     /// Sets the global prefetch to the worker's free slots (at least 1: RabbitMQ reads 0 as
-    /// "unlimited", so a full worker may hold one message it has not started).
-    pub fn set_free_slots(&self, free: usize) {
-        let wanted = u16::try_from(free.max(1)).unwrap_or(u16::MAX);
-        self.shared.prefetch.send_if_modified(|current| {
-            let changed = *current != wanted;
-            *current = wanted;
-            changed
-        });
+    /// "unlimited", so a full worker may hold one message it has not started). Returns once
+    /// RabbitMQ applied it, so an ack sent afterwards cannot let a message too many in.
+    pub async fn set_free_slots(&self, free: usize) {
+        self.shared.free_slots.store(free, Ordering::Release);
+        let channel = self
+            .shared
+            .channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if let Some(channel) = channel {
+            if let Err(error) = apply_prefetch(&self.shared, &channel).await {
+                // The session re-applies it on its next channel.
+                tracing::debug!(%error, "prefetch not applied");
+            }
+        }
     }
 
     /// Stops consuming: waiting `next` calls return `None`, held messages go back to their
@@ -762,6 +772,21 @@ impl AmqpJobs {
         self.shared.stop_consuming.cancel();
         self.shared.ready.notify_waiters();
     }
+}
+
+/// Sets the channel's global prefetch to the latest free slots (at least 1) unless it is
+/// already set so.
+async fn apply_prefetch(shared: &JobsShared, channel: &Channel) -> Result<(), lapin::Error> {
+    let mut applied = shared.applied_prefetch.lock().await;
+    let free = shared.free_slots.load(Ordering::Acquire);
+    let wanted = u16::try_from(free.max(1)).unwrap_or(u16::MAX);
+    if *applied != wanted {
+        channel
+            .basic_qos(wanted, BasicQosOptions { global: true })
+            .await?;
+        *applied = wanted;
+    }
+    Ok(())
 }
 
 async fn consume_jobs_session(
@@ -775,10 +800,8 @@ async fn consume_jobs_session(
         .channel
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(channel.clone());
-    let mut prefetch = shared.prefetch.subscribe();
-    let global = BasicQosOptions { global: true };
-    let initial = *prefetch.borrow_and_update();
-    channel.basic_qos(initial, global).await?;
+    *shared.applied_prefetch.lock().await = 0;
+    apply_prefetch(&shared, &channel).await?;
     let mut streams = Vec::new();
     let mut tags = Vec::new();
     for (queue, _) in JOB_QUEUES {
@@ -820,12 +843,6 @@ async fn consume_jobs_session(
                         shared.ready.notify_one();
                     }
                     Err(error) => dead_letter(&broker, delivery, &error).await,
-                }
-            }
-            changed = prefetch.changed() => {
-                if changed.is_ok() {
-                    let wanted = *prefetch.borrow_and_update();
-                    channel.basic_qos(wanted, global).await?;
                 }
             }
             () = shared.stop_consuming.cancelled() => {

@@ -151,10 +151,11 @@ impl JobConsumer {
     }
 
     /// Tells the transport how many slots are free, so it holds no more unstarted messages
-    /// than that (RabbitMQ: the channel's global prefetch; at least 1).
-    pub fn set_free_slots(&self, free: usize) {
+    /// than that (RabbitMQ: the channel's global prefetch, at least 1, applied before this
+    /// returns).
+    pub async fn set_free_slots(&self, free: usize) {
         if let JobConsumer::Amqp(jobs) = self {
-            jobs.set_free_slots(free);
+            jobs.set_free_slots(free).await;
         }
     }
 

@@ -101,6 +101,7 @@ conformance!(
     control_reaches_its_worker_only,
     events_arrive_in_order,
     closed_consumer_hands_out_nothing,
+    a_ready_higher_message_starts_before_a_held_lower_one,
 );
 
 async fn amqp(vhost: &TestVhost) -> AmqpBroker {
@@ -192,6 +193,22 @@ async fn events_arrive_in_order(broker: Broker) {
     .await
     .expect("every event in time");
     assert_eq!(seqs, sent.iter().map(|event| event.seq).collect::<Vec<_>>());
+}
+
+async fn a_ready_higher_message_starts_before_a_held_lower_one(broker: Broker) {
+    broker
+        .publish_jobs(&[message("LOW", 1)])
+        .await
+        .expect("published");
+    // One slot: the worker holds the LOW message.
+    let consumer = broker.consume_jobs(&WorkerId("w1".into()), 1);
+    wait_held(&consumer, 1).await;
+    broker
+        .publish_jobs(&[message("HIGH", 2)])
+        .await
+        .expect("published");
+    assert_eq!(next_id(&consumer).await, 2);
+    assert_eq!(next_id(&consumer).await, 1);
 }
 
 async fn closed_consumer_hands_out_nothing(broker: Broker) {
@@ -301,8 +318,8 @@ async fn rabbitmq_worker_holds_no_more_than_its_free_slots() {
     assert_eq!(jobs.n_held(), 2, "prefetch = free slots");
     // One slot busy (its message acked at the lease): one free slot, one message held.
     let started = consumer.next().await.expect("a job");
+    consumer.set_free_slots(1).await;
     started.ack().await;
-    consumer.set_free_slots(1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(jobs.n_held(), 1);
     broker.close().await;

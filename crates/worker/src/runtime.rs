@@ -259,10 +259,10 @@ impl Drop for BusySlot<'_> {
             .n_busy
             .fetch_sub(1, Ordering::AcqRel)
             .saturating_sub(1);
-        let capacity = usize::try_from(self.shared.capacity).unwrap_or(usize::MAX);
-        self.shared
-            .jobs
-            .set_free_slots(capacity.saturating_sub(busy));
+        let free = self.shared.free_slots(busy);
+        let jobs = self.shared.jobs.clone();
+        // Raising the prefetch need not wait: it only lets more in.
+        tokio::spawn(async move { jobs.set_free_slots(free).await });
     }
 }
 
@@ -389,14 +389,16 @@ impl Shared {
 
     /// Counts a slot busy until the guard drops, keeping the transport's prefetch at the free
     /// slots.
-    fn occupy_slot(&self) -> BusySlot<'_> {
+    async fn occupy_slot(&self) -> BusySlot<'_> {
         let busy = self.n_busy.fetch_add(1, Ordering::AcqRel) + 1;
-        self.jobs.set_free_slots(
-            usize::try_from(self.capacity)
-                .unwrap_or(usize::MAX)
-                .saturating_sub(busy),
-        );
+        self.jobs.set_free_slots(self.free_slots(busy)).await;
         BusySlot { shared: self }
+    }
+
+    fn free_slots(&self, busy: usize) -> usize {
+        usize::try_from(self.capacity)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(busy)
     }
 
     async fn run_slot(self: Arc<Self>, shutdown: CancellationToken) {
@@ -452,9 +454,10 @@ impl Shared {
                 }
             }
         }
-        // The lease is ours: from here the lease, not the broker, recovers the job.
+        // The lease is ours: from here the lease, not the broker, recovers the job. The slot
+        // counts busy before the ack, so the transport never holds more than the free slots.
+        let _busy = self.occupy_slot().await;
         delivery.ack().await;
-        let _busy = self.occupy_slot();
         if running.token.is_cancelled() && !self.abort.is_cancelled() {
             // Fenced while asking for the lease: give the attempt back rather than hold it idle.
             let error = "worker lost contact with the orchestrator".to_string();
