@@ -148,7 +148,7 @@ pub async fn run_gateway(role: GatewayRole, shutdown: CancellationToken) -> anyh
     };
     let gateway = Gateway::bind(config, store, Arc::new(RemoteOrchestrator(client))).await?;
     for (queue, feed) in [
-        (EventQueue::ReadModel, FeedRole::ReadModel),
+        (EventQueue::ReadModel, FeedRole::Store),
         (EventQueue::Live, FeedRole::Live),
     ] {
         let events = broker.consume_events(queue).context("no event feed")?;

@@ -186,7 +186,7 @@ pub async fn start(
         // RabbitMQ: the shared queue feeds the read model, a private one feeds SSE; the
         // orchestrator moves its watermark on RabbitMQ's confirms.
         for (queue, role) in [
-            (EventQueue::ReadModel, FeedRole::ReadModel),
+            (EventQueue::ReadModel, FeedRole::Store),
             (EventQueue::Live, FeedRole::Live),
         ] {
             let events = broker.consume_events(queue).context("no event feed")?;
@@ -196,7 +196,7 @@ pub async fn start(
         let events = broker
             .consume_events(EventQueue::ReadModel)
             .context("the event feed was already taken")?;
-        let stored_upto = gateway.consume_events(events, FeedRole::Both);
+        let stored_upto = gateway.consume_events(events, FeedRole::Store);
         tokio::spawn(distriqueue_orchestrator::commit_watermark(
             handle.clone(),
             stored_upto,

@@ -342,3 +342,134 @@ async fn a_message_that_is_not_json_ends_in_job_dead_and_workers_go_on() {
     assert_eq!(dead.as_deref(), Some(&b"this is not JSON"[..]));
     assert!(cluster.workers[0].log_text().contains("job.dead"));
 }
+
+/// A raw SSE client: `job-update` events as (id, data).
+struct SseClient {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Vec<u8>>> + Send>>,
+    buffer: String,
+}
+
+impl SseClient {
+    async fn connect(gateway: &str, last_event_id: Option<u64>) -> SseClient {
+        let mut request = reqwest::Client::new().get(format!("{gateway}/api/jobs/stream"));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.expect("stream");
+        assert_eq!(response.status().as_u16(), 200);
+        SseClient {
+            stream: Box::pin(futures::StreamExt::map(response.bytes_stream(), |chunk| {
+                chunk.map(|bytes| bytes.to_vec())
+            })),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next `job-update` event, or `None` at the deadline.
+    async fn next_update(&mut self, deadline: tokio::time::Instant) -> Option<(u64, Value)> {
+        use futures::StreamExt;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    frame
+                        .lines()
+                        .find_map(|line| line.strip_prefix(name))
+                        .map(|value| value.trim().to_string())
+                };
+                if field("event:").as_deref() == Some("job-update") {
+                    let id = field("id:")?.parse().ok()?;
+                    let data = serde_json::from_str(&field("data:")?).ok()?;
+                    return Some((id, data));
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??
+                .ok()?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_minus_nine_of_the_gateway_loses_no_job_and_sse_resumes_from_last_event_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut cluster) = Cluster::start("distributed_gateway_kill", dir.path(), 2, 2, 10) else {
+        return;
+    };
+    let gateway = cluster.gateway_url();
+    let client = http();
+    let mut sse = SseClient::connect(&gateway, None).await;
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(submit_ok(&client, &gateway, &sleep_job(300, "MEDIUM")).await);
+    }
+    // Follow the stream for a while: the last state seen of each job, and the last id.
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut last_id = 0;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while seen
+        .values()
+        .filter(|status| *status == "COMPLETED")
+        .count()
+        < 4
+    {
+        let (id, data) = sse
+            .next_update(deadline)
+            .await
+            .expect("updates before the kill");
+        last_id = id;
+        seen.insert(
+            data["jobId"].as_str().expect("jobId").to_string(),
+            data["status"].as_str().expect("status").to_string(),
+        );
+    }
+    cluster.gateway.kill();
+    drop(sse);
+    // The jobs go on without the gateway.
+    let orchestrator = cluster.orchestrator_url();
+    wait_until(DEADLINE, "every job to complete", || {
+        let client = client.clone();
+        let orchestrator = orchestrator.clone();
+        let ids = ids.clone();
+        async move {
+            let (_, live) = get(&client, &format!("{orchestrator}/api/jobs?limit=1000")).await;
+            let completed: HashSet<&str> = live["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|job| job["status"] == "COMPLETED")
+                .filter_map(|job| job["id"].as_str())
+                .collect();
+            ids.iter().all(|id| completed.contains(id.as_str()))
+        }
+    })
+    .await;
+    cluster.gateway = cluster.start_gateway();
+    let mut sse = SseClient::connect(&gateway, Some(last_id)).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let missing = |seen: &HashMap<String, String>| {
+        ids.iter()
+            .filter(|id| seen.get(*id).map(String::as_str) != Some("COMPLETED"))
+            .count()
+    };
+    while missing(&seen) > 0 {
+        let Some((id, data)) = sse.next_update(deadline).await else {
+            panic!(
+                "{} jobs that changed while the gateway was down never came as COMPLETED",
+                missing(&seen)
+            );
+        };
+        assert!(id > last_id, "replayed id {id} is not after {last_id}");
+        seen.insert(
+            data["jobId"].as_str().expect("jobId").to_string(),
+            data["status"].as_str().expect("status").to_string(),
+        );
+    }
+    // No accepted job is lost from the read model.
+    for id in &ids {
+        let job = wait_terminal(&client, &gateway, id, DEADLINE).await;
+        assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    }
+}

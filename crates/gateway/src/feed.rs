@@ -1,7 +1,7 @@
 //! The event consumer: lifecycle events in, the read model and SSE subscribers updated, and the
 //! highest stored `seq` out (the "published up to" watermark of DESIGN.md, rule 6).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,18 +20,44 @@ pub const FEED_BATCH: usize = 512;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What an event feed does with its events.
+/// What a feed does with its events. Both roles send events to SSE subscribers; an event that
+/// reaches a gateway through both of its feeds is sent once ([`RecentSeqs`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedRole {
-    /// Stores them in the read model and sends them to SSE subscribers (one feed carries
-    /// every event: `serve` in process).
-    Both,
-    /// Stores them, then acknowledges them (RabbitMQ `status.queue`, shared by gateways).
-    ReadModel,
-    /// Sends them to SSE subscribers (this gateway's own queue of every event).
+    /// Stores them in the read model, acknowledges them to the transport, then sends them to
+    /// SSE subscribers (`serve` in process: the one feed; RabbitMQ: the shared `status.queue`,
+    /// whose backlog after a gateway restart holds what its live queue never saw).
+    Store,
+    /// Sends them to SSE subscribers (RabbitMQ: this gateway's own queue of every event).
     Live,
 }
 
+/// The `seq`s most recently sent to SSE subscribers, so an event that arrives through both
+/// feeds (or again after an orchestrator restart) is sent once.
+#[derive(Default)]
+pub(crate) struct RecentSeqs {
+    seen: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+/// How many recent seqs [`RecentSeqs`] remembers.
+const RECENT_SEQS: usize = 65_536;
+
+impl RecentSeqs {
+    /// True the first time `seq` is offered (within the window).
+    fn first_time(&mut self, seq: u64) -> bool {
+        if !self.seen.insert(seq) {
+            return false;
+        }
+        self.order.push_back(seq);
+        if self.order.len() > RECENT_SEQS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        true
+    }
+}
 /// Spawns the consumer; see [`crate::Gateway::consume_events`].
 pub(crate) fn spawn(
     state: AppState,
@@ -41,15 +67,22 @@ pub(crate) fn spawn(
     let (stored_upto, receiver) = watch::channel(0u64);
     tokio::spawn(async move {
         while let Some(batch) = events.recv_batch(FEED_BATCH).await {
-            if role != FeedRole::Live {
+            if role == FeedRole::Store {
                 let snapshots = newest_snapshots(&batch);
                 upsert_until_stored(&state.writer, snapshots).await;
                 events.acknowledge().await;
             }
-            if role == FeedRole::ReadModel {
-                continue;
-            }
-            for event in &batch {
+            let fresh: Vec<&StatusEvent> = {
+                let mut recent = state
+                    .recent_seqs
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                batch
+                    .iter()
+                    .filter(|event| recent.first_time(event.seq))
+                    .collect()
+            };
+            for event in fresh {
                 let update = Arc::new(SseUpdate::new(event));
                 state
                     .last_broadcast_seq
@@ -70,21 +103,23 @@ pub(crate) fn spawn(
     receiver
 }
 
-/// The newest snapshot of each job in the batch, in first-seen order: one row per job keeps
-/// a multi-row upsert valid on every backend.
-fn newest_snapshots(batch: &[StatusEvent]) -> Vec<JobResponse> {
+/// The newest snapshot of each job in the batch with the highest `seq` seen for it, in
+/// first-seen order: one row per job keeps a multi-row upsert valid on every backend.
+fn newest_snapshots(batch: &[StatusEvent]) -> Vec<(JobResponse, u64)> {
     let mut position: HashMap<JobId, usize> = HashMap::with_capacity(batch.len());
-    let mut snapshots: Vec<JobResponse> = Vec::with_capacity(batch.len());
+    let mut snapshots: Vec<(JobResponse, u64)> = Vec::with_capacity(batch.len());
     for event in batch {
         match position.get(&event.job_id) {
             Some(&index) => {
-                if event.job.version > snapshots[index].version {
-                    snapshots[index] = event.job.clone();
+                let (kept, seq) = &mut snapshots[index];
+                if event.job.version > kept.version {
+                    *kept = event.job.clone();
                 }
+                *seq = (*seq).max(event.seq);
             }
             None => {
                 position.insert(event.job_id, snapshots.len());
-                snapshots.push(event.job.clone());
+                snapshots.push((event.job.clone(), event.seq));
             }
         }
     }
@@ -93,11 +128,11 @@ fn newest_snapshots(batch: &[StatusEvent]) -> Vec<JobResponse> {
 
 /// Upserts until the store takes the batch: an event is never dropped, since the watermark
 /// must not pass an event the read model lacks.
-async fn upsert_until_stored(writer: &StoreWriter, snapshots: Vec<JobResponse>) {
+async fn upsert_until_stored(writer: &StoreWriter, snapshots: Vec<(JobResponse, u64)>) {
     let mut backoff = FIRST_BACKOFF;
     let mut n_failures: u32 = 0;
     loop {
-        match writer.write(snapshots.clone()).await {
+        match writer.write_events(snapshots.clone()).await {
             Ok(()) => {
                 if n_failures > 0 {
                     tracing::info!(n_failures, "read model accepts events again");

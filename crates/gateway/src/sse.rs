@@ -3,16 +3,20 @@
 //! Each stream starts with a `connected` event, then one `job-update` event per committed
 //! change that the read model has stored, its `id:` the event's global `seq` and its `data:`
 //! one line of JSON. `?jobId=` and `?type=` filter. A subscriber that falls more than
-//! [`SSE_BUFFER`] events behind has its stream ended: the client reconnects (replay from
-//! `Last-Event-ID` comes with a later issue). Streams end at shutdown too.
+//! [`SSE_BUFFER`] events behind has its stream ended: the client reconnects with the
+//! `Last-Event-ID` header (browsers' EventSource does so by itself) and first gets the current
+//! state of every job that changed after that event, from the read model, each as a
+//! `job-update` with the id of its newest event; then live events go on. Streams end at
+//! shutdown too.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use distriqueue_core::{JobId, JobStatus, Millis, StatusEvent};
+use distriqueue_core::{JobId, JobResponse, JobStatus, Millis, StatusEvent};
 use futures::stream::{self, Stream, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -53,6 +57,28 @@ struct JobUpdateData<'a> {
 }
 
 impl SseUpdate {
+    /// The update that replays a job's stored state (its newest event had `seq`).
+    pub(crate) fn from_snapshot(job: &JobResponse, seq: u64) -> SseUpdate {
+        let timestamp = job
+            .completed_at
+            .as_deref()
+            .or(job.started_at.as_deref())
+            .unwrap_or(&job.created_at);
+        let data = JobUpdateData {
+            job_id: job.id,
+            status: job.status,
+            timestamp,
+            worker_id: job.worker_id.as_deref(),
+            progress: job.progress,
+            result: job
+                .result
+                .as_ref()
+                .filter(|_| job.status == JobStatus::Completed),
+            error_message: job.error_message.as_deref(),
+        };
+        SseUpdate::with_data(seq, job.id, &job.job_type, &data)
+    }
+
     /// Builds the update of one lifecycle event.
     pub(crate) fn new(event: &StatusEvent) -> SseUpdate {
         let data = JobUpdateData {
@@ -67,16 +93,27 @@ impl SseUpdate {
                 .filter(|_| event.status == JobStatus::Completed),
             error_message: event.error_message.as_deref(),
         };
+        SseUpdate::with_data(event.seq, event.job_id, &event.job.job_type, &data)
+    }
+
+    fn with_data(seq: u64, job_id: JobId, job_type: &str, data: &JobUpdateData<'_>) -> SseUpdate {
         SseUpdate {
-            seq: event.seq,
-            job_id: event.job_id,
-            job_type: event.job.job_type.clone(),
+            seq,
+            job_id,
+            job_type: job_type.to_string(),
             // serde_json::to_string never writes a newline, so `data:` stays one line.
-            data: serde_json::to_string(&data).unwrap_or_else(|error| {
-                tracing::error!(seq = event.seq, %error, "cannot serialize an SSE update");
+            data: serde_json::to_string(data).unwrap_or_else(|error| {
+                tracing::error!(seq, %error, "cannot serialize an SSE update");
                 String::from("{}")
             }),
         }
+    }
+
+    fn event(&self) -> Event {
+        Event::default()
+            .event("job-update")
+            .id(self.seq.to_string())
+            .data(self.data.as_str())
     }
 
     /// The `seq` of the event.
@@ -94,9 +131,13 @@ pub(crate) struct StreamFilter {
     job_type: Option<String>,
 }
 
+/// Jobs read from the read model per replay query.
+const REPLAY_PAGE: usize = 1000;
+
 /// `GET /api/jobs/stream`.
 pub(crate) async fn stream(
     State(state): State<AppState>,
+    headers: HeaderMap,
     filter: Result<Query<StreamFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(filter) =
@@ -113,8 +154,28 @@ pub(crate) async fn stream(
         .map(|text| text.trim().to_string())
         .filter(|text| !text.is_empty());
 
-    // Subscribe before reading the position, so the `connected` id never claims an event
-    // this stream will not see.
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Last-Event-ID must be the id of an earlier job-update event".into(),
+                    )
+                })?,
+        ),
+    };
+    let wanted = move |update: &SseUpdate| {
+        job_id.is_none_or(|id| update.job_id == id)
+            && job_type.as_ref().is_none_or(|t| &update.job_type == t)
+    };
+
+    // Subscribe before reading the position (and the read model), so the `connected` id
+    // never claims an event this stream will not see, and no change falls between the replay
+    // and the live events.
     let receiver = state.updates.subscribe();
     let position = state.last_broadcast_seq();
     let client_id = uuid::Uuid::new_v4().to_string();
@@ -129,27 +190,50 @@ pub(crate) async fn stream(
         }))
         .map_err(|error| ApiError::Internal(format!("SSE connected event: {error}")))?;
 
+    let replayed = match last_event_id {
+        Some(since) => replay(&state, since, &wanted).await?,
+        None => Vec::new(),
+    };
+    let since = last_event_id.unwrap_or(0);
     let updates = BroadcastStream::new(receiver)
         // A lagging subscriber (`Err(Lagged)`) has lost events: end its stream.
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(move |item| {
-            let wanted = item.ok().filter(|update: &Arc<SseUpdate>| {
-                job_id.is_none_or(|id| update.job_id == id)
-                    && job_type.as_ref().is_none_or(|t| &update.job_type == t)
-            });
-            std::future::ready(wanted.map(|update| {
-                Ok::<Event, Infallible>(
-                    Event::default()
-                        .event("job-update")
-                        .id(update.seq.to_string())
-                        .data(update.data.as_str()),
-                )
-            }))
+            let update = item
+                .ok()
+                .filter(|update: &Arc<SseUpdate>| update.seq > since && wanted(update));
+            std::future::ready(update.map(|update| Ok::<Event, Infallible>(update.event())))
         });
     let events = stream::once(std::future::ready(Ok(connected)))
+        .chain(stream::iter(replayed.into_iter().map(Ok)))
         .chain(updates)
         .take_until(state.streams_closed().cancelled_owned());
     Ok(sse_response(events, &state))
+}
+
+/// The current state of every wanted job whose newest stored event came after `since`, in
+/// event order.
+async fn replay(
+    state: &AppState,
+    since: u64,
+    wanted: &impl Fn(&SseUpdate) -> bool,
+) -> Result<Vec<Event>, ApiError> {
+    let mut events = Vec::new();
+    let mut cursor = since;
+    loop {
+        let page = state.store.changed_since(cursor, REPLAY_PAGE).await?;
+        let full = page.len() == REPLAY_PAGE;
+        for (job, seq) in page {
+            cursor = cursor.max(seq);
+            let update = SseUpdate::from_snapshot(&job, seq);
+            if wanted(&update) {
+                events.push(update.event());
+            }
+        }
+        if !full {
+            return Ok(events);
+        }
+    }
 }
 
 fn sse_response(

@@ -9,7 +9,7 @@ use distriqueue_store::Store;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::feed::FeedRole;
+use crate::feed::{FeedRole, RecentSeqs};
 use crate::sse::{SseUpdate, SSE_BUFFER};
 use crate::writer::StoreWriter;
 use crate::{GatewayConfig, Orchestrator};
@@ -24,6 +24,8 @@ pub struct AppState {
     pub(crate) updates: broadcast::Sender<Arc<SseUpdate>>,
     /// The `seq` of the last event sent to SSE subscribers (0 before the first).
     pub(crate) last_broadcast_seq: Arc<AtomicU64>,
+    /// What was sent to SSE subscribers lately (each event once, whichever feed brings it).
+    pub(crate) recent_seqs: Arc<std::sync::Mutex<RecentSeqs>>,
     /// Cancelled at shutdown: every open SSE stream ends.
     streams_closed: CancellationToken,
 }
@@ -43,6 +45,7 @@ impl AppState {
             config: Arc::new(config),
             updates,
             last_broadcast_seq: Arc::new(AtomicU64::new(0)),
+            recent_seqs: Arc::default(),
             streams_closed: CancellationToken::new(),
         }
     }

@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_REQUESTS_PER_BATCH: usize = 512;
 
 struct WriteRequest {
-    jobs: Vec<JobResponse>,
+    /// Snapshots with the `seq` of the event each came with (0 for a write reply).
+    jobs: Vec<(JobResponse, u64)>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -33,11 +34,14 @@ impl StoreWriter {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_REQUESTS_PER_BATCH);
             while receiver.recv_many(&mut batch, MAX_REQUESTS_PER_BATCH).await > 0 {
-                let jobs: Vec<JobResponse> = batch
+                let jobs: Vec<(JobResponse, u64)> = batch
                     .iter_mut()
                     .flat_map(|request| std::mem::take(&mut request.jobs))
                     .collect();
-                let result = store.upsert(&jobs).await.map_err(|error| error.to_string());
+                let result = store
+                    .upsert_events(&jobs)
+                    .await
+                    .map_err(|error| error.to_string());
                 for request in batch.drain(..) {
                     // A requester that stopped waiting does not need the answer.
                     let _ = request.done.send(result.clone());
@@ -47,9 +51,18 @@ impl StoreWriter {
         StoreWriter { requests }
     }
 
-    /// Stores `jobs` (each applied only when its version is newer) and returns once they are
-    /// committed, together with whatever else was waiting.
+    /// Stores the snapshots of write replies (each applied only when its version is newer) and
+    /// returns once they are committed, together with whatever else was waiting.
     pub(crate) async fn write(&self, jobs: Vec<JobResponse>) -> Result<(), WriteError> {
+        self.write_events(jobs.into_iter().map(|job| (job, 0)).collect())
+            .await
+    }
+
+    /// Stores snapshots that came with lifecycle events, each with its event's `seq`.
+    pub(crate) async fn write_events(
+        &self,
+        jobs: Vec<(JobResponse, u64)>,
+    ) -> Result<(), WriteError> {
         let (done, answer) = oneshot::channel();
         self.requests
             .send(WriteRequest { jobs, done })

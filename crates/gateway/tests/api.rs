@@ -380,7 +380,7 @@ async fn list_filters_pages_and_sorts() {
             .broker
             .take_event_receiver()
             .expect("receiver"),
-        distriqueue_gateway::FeedRole::Both,
+        distriqueue_gateway::FeedRole::Store,
     );
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -587,7 +587,7 @@ async fn sse_streams_connected_then_each_stored_transition_on_one_line() {
             .broker
             .take_event_receiver()
             .expect("receiver"),
-        distriqueue_gateway::FeedRole::Both,
+        distriqueue_gateway::FeedRole::Store,
     );
 
     let response = harness
@@ -661,7 +661,7 @@ async fn sse_filters_by_job_id_and_type() {
             .broker
             .take_event_receiver()
             .expect("receiver"),
-        distriqueue_gateway::FeedRole::Both,
+        distriqueue_gateway::FeedRole::Store,
     );
     let open = |uri: String| {
         let app = harness.app.clone();

@@ -33,7 +33,7 @@ async fn start() -> Running {
         .expect("binds");
     gateway.consume_events(
         orchestrator.broker.take_event_receiver().expect("receiver"),
-        distriqueue_gateway::FeedRole::Both,
+        distriqueue_gateway::FeedRole::Store,
     );
     let addr = gateway.local_addr();
     assert_ne!(addr.port(), 0);

@@ -34,7 +34,7 @@ const SNAPSHOT_FORMAT: i64 = 1;
 const MAX_BIND_PARAMS: usize = 32_766;
 
 /// Bound parameters per row of the upsert (every column of `jobs`).
-const UPSERT_COLUMNS: usize = 12;
+const UPSERT_COLUMNS: usize = 13;
 
 /// Rows per upsert statement, staying under [`MAX_BIND_PARAMS`].
 const UPSERT_ROWS_PER_STATEMENT: usize = MAX_BIND_PARAMS / UPSERT_COLUMNS;
@@ -125,10 +125,12 @@ struct JobRow<'a> {
     started_at: Option<i64>,
     completed_at: Option<i64>,
     snapshot: String,
+    /// The `seq` of the event the snapshot came with; 0 for a write reply.
+    last_seq: i64,
 }
 
 impl<'a> JobRow<'a> {
-    fn new(job: &'a JobResponse) -> Result<JobRow<'a>, StoreError> {
+    fn new(job: &'a JobResponse, seq: u64) -> Result<JobRow<'a>, StoreError> {
         let invalid = |reason: String| StoreError::InvalidSnapshot { id: job.id, reason };
         let time = |field: &str, text: &str| {
             parse_client_time(text)
@@ -137,6 +139,8 @@ impl<'a> JobRow<'a> {
         };
         let snapshot = serde_json::to_string(job).map_err(|error| invalid(error.to_string()))?;
         Ok(JobRow {
+            last_seq: i64::try_from(seq)
+                .map_err(|_| invalid(format!("seq {seq} exceeds i64::MAX")))?,
             id: job.id.to_string(),
             version: i64::try_from(job.version)
                 .map_err(|_| invalid(format!("version {} exceeds i64::MAX", job.version)))?,
@@ -329,25 +333,45 @@ impl Store {
     /// Applies snapshots: each one is inserted, or replaces the stored row only when its
     /// `version` is higher, so duplicate, late and out-of-order snapshots are harmless. Within
     /// `jobs`, only the highest version of each id counts (the first one on a tie). All or
-    /// nothing: one transaction, in multi-row statements of up to 2,730 rows (SQLite) or 5,461
+    /// nothing: one transaction, in multi-row statements of up to 2,520 rows (SQLite) or 5,041
     /// rows (PostgreSQL). Empty input is a no-op.
     ///
     /// Errors: [`StoreError::InvalidSnapshot`] (before anything is written) for a timestamp that
     /// is not ISO-8601 or a version above `i64::MAX`; [`StoreError::Database`] otherwise.
     pub async fn upsert(&self, jobs: &[JobResponse]) -> Result<(), StoreError> {
+        self.upsert_rows(jobs.iter().map(|job| (job, 0))).await
+    }
+
+    /// [`Store::upsert`] for snapshots that came with lifecycle events: each with its event's
+    /// `seq`, kept as the job's `last_seq` (the highest seen; a snapshot of the version already
+    /// stored only raises it) for [`Store::changed_since`].
+    ///
+    /// Errors: as [`Store::upsert`], and [`StoreError::InvalidSnapshot`] for a seq above
+    /// `i64::MAX`.
+    pub async fn upsert_events(&self, jobs: &[(JobResponse, u64)]) -> Result<(), StoreError> {
+        self.upsert_rows(jobs.iter().map(|(job, seq)| (job, *seq)))
+            .await
+    }
+
+    async fn upsert_rows<'a>(
+        &self,
+        jobs: impl Iterator<Item = (&'a JobResponse, u64)>,
+    ) -> Result<(), StoreError> {
         // One row per id: a PostgreSQL statement may not touch a row twice.
-        let mut slots: HashMap<JobId, usize> = HashMap::with_capacity(jobs.len());
-        let mut latest: Vec<&JobResponse> = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        let mut slots: HashMap<JobId, usize> = HashMap::new();
+        let mut latest: Vec<(&JobResponse, u64)> = Vec::new();
+        for (job, seq) in jobs {
             match slots.entry(job.id) {
                 Entry::Vacant(slot) => {
                     slot.insert(latest.len());
-                    latest.push(job);
+                    latest.push((job, seq));
                 }
                 Entry::Occupied(slot) => {
                     let kept = &mut latest[*slot.get()];
-                    if job.version > kept.version {
-                        *kept = job;
+                    if job.version > kept.0.version {
+                        *kept = (job, seq.max(kept.1));
+                    } else {
+                        kept.1 = kept.1.max(seq);
                     }
                 }
             }
@@ -357,7 +381,7 @@ impl Store {
         }
         let rows = latest
             .into_iter()
-            .map(JobRow::new)
+            .map(|(job, seq)| JobRow::new(job, seq))
             .collect::<Result<Vec<_>, _>>()?;
 
         match &self.backend {
@@ -422,6 +446,49 @@ impl Store {
         };
         row.map(|(id, format, snapshot)| decode(id, format, &snapshot))
             .transpose()
+    }
+
+    /// Up to `limit` jobs whose newest stored event came after event `seq`, in event order,
+    /// each with that event's seq: what an SSE client reconnecting with `Last-Event-ID: seq`
+    /// missed, as current states.
+    ///
+    /// Errors: [`StoreError::CorruptSnapshot`] when a row cannot be read back;
+    /// [`StoreError::Database`] otherwise.
+    pub async fn changed_since(
+        &self,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(JobResponse, u64)>, StoreError> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(String, i64, String, i64)> = match &self.backend {
+            Backend::Sqlite { reader, .. } => {
+                sqlx::query_as(
+                    "SELECT id, format, snapshot, last_seq FROM jobs WHERE last_seq > ? \
+                     ORDER BY last_seq LIMIT ?",
+                )
+                .bind(seq)
+                .bind(limit)
+                .fetch_all(reader)
+                .await?
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT id, format, snapshot, last_seq FROM jobs WHERE last_seq > $1 \
+                     ORDER BY last_seq LIMIT $2",
+                )
+                .bind(seq)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        rows.into_iter()
+            .map(|(id, format, snapshot, last_seq)| {
+                let job = decode(id, format, &snapshot)?;
+                Ok((job, u64::try_from(last_seq).unwrap_or_default()))
+            })
+            .collect()
     }
 
     /// One page of the jobs matching `query`'s filters, in its sort order (ties broken by id in
@@ -569,7 +636,7 @@ where
 {
     let mut sql = QueryBuilder::<DB>::new(
         "INSERT INTO jobs (id, version, job_type, priority, status, status_rank, \
-         worker_id, created_at, started_at, completed_at, snapshot, format) ",
+         worker_id, created_at, started_at, completed_at, snapshot, format, last_seq) ",
     );
     sql.push_values(rows, |mut values, row| {
         values
@@ -584,7 +651,8 @@ where
             .push_bind(row.started_at)
             .push_bind(row.completed_at)
             .push_bind(row.snapshot.as_str())
-            .push_bind(SNAPSHOT_FORMAT);
+            .push_bind(SNAPSHOT_FORMAT)
+            .push_bind(row.last_seq);
     });
     sql.push(
         " ON CONFLICT(id) DO UPDATE SET version = excluded.version, \
@@ -592,8 +660,11 @@ where
          status = excluded.status, status_rank = excluded.status_rank, \
          worker_id = excluded.worker_id, created_at = excluded.created_at, \
          started_at = excluded.started_at, completed_at = excluded.completed_at, \
-         snapshot = excluded.snapshot, format = excluded.format \
-         WHERE excluded.version > jobs.version",
+         snapshot = excluded.snapshot, format = excluded.format, \
+         last_seq = CASE WHEN excluded.last_seq > jobs.last_seq \
+         THEN excluded.last_seq ELSE jobs.last_seq END \
+         WHERE excluded.version > jobs.version \
+         OR (excluded.version = jobs.version AND excluded.last_seq > jobs.last_seq)",
     );
     sql
 }

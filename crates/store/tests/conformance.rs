@@ -502,6 +502,47 @@ async fn every_sort_key_both_directions(store: &Store) {
     }
 }
 
+/// `changed_since` lists jobs by the seq of their newest stored event: a write reply (seq 0)
+/// lists nothing; the event of the same version then raises the seq; a later event moves the
+/// job behind the others; an older event never lowers it.
+async fn changed_since_follows_event_seqs(store: &Store) {
+    store
+        .upsert(&[job(1, JobStatus::Queued, 1), job(2, JobStatus::Queued, 1)])
+        .await
+        .expect("replies");
+    assert!(store.changed_since(0, 10).await.expect("read").is_empty());
+    store
+        .upsert_events(&[
+            (job(1, JobStatus::Queued, 1), 10),
+            (job(2, JobStatus::Queued, 1), 11),
+            (job(3, JobStatus::Queued, 1), 12),
+        ])
+        .await
+        .expect("events");
+    store
+        .upsert_events(&[
+            (job(1, JobStatus::Running, 2), 13),
+            (job(2, JobStatus::Queued, 1), 5),
+        ])
+        .await
+        .expect("more events");
+    let changed = store.changed_since(10, 10).await.expect("read");
+    let seen: Vec<(JobId, JobStatus, u64)> = changed
+        .iter()
+        .map(|(job, seq)| (job.id, job.status, *seq))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (id(2), JobStatus::Queued, 11),
+            (id(3), JobStatus::Queued, 12),
+            (id(1), JobStatus::Running, 13),
+        ]
+    );
+    assert_eq!(store.changed_since(11, 1).await.expect("read").len(), 1);
+    assert!(store.changed_since(13, 10).await.expect("read").is_empty());
+}
+
 macro_rules! conformance_suite {
     ($open:path; $($check:ident),+ $(,)?) => {
         $(
@@ -538,6 +579,7 @@ macro_rules! all_checks {
             every_filter,
             paging_numbers_and_totals,
             every_sort_key_both_directions,
+            changed_since_follows_event_seqs,
         );
     };
 }
