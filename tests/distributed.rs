@@ -473,3 +473,45 @@ async fn kill_minus_nine_of_the_gateway_loses_no_job_and_sse_resumes_from_last_e
         assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_and_reports_the_running_job_and_hands_back_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut cluster) = Cluster::start("distributed_sigterm", dir.path(), 1, 1, 10) else {
+        return;
+    };
+    let gateway = cluster.gateway_url();
+    let client = http();
+    let long = submit_ok(&client, &gateway, &sleep_job(2_000, "HIGH")).await;
+    wait_started(&cluster.ledger("w0"), &long).await;
+    let mut waiting = Vec::new();
+    for n in 0..3 {
+        waiting.push(submit_ok(&client, &gateway, &echo_job("LOW", n)).await);
+    }
+    let status = cluster.workers[0].terminate();
+    assert!(status.success(), "worker exit: {status}");
+    // The running job finished on w0 and its outcome was reported before the exit.
+    let job = wait_terminal(&client, &gateway, &long, DEADLINE).await;
+    assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    assert_eq!(job["workerId"], "w0");
+    // Its last heartbeat said it runs nothing.
+    let (_, workers) = get(
+        &client,
+        &format!("{}/api/cluster/status", cluster.orchestrator_url()),
+    )
+    .await;
+    let w0 = workers["cluster"]["workers"]
+        .as_array()
+        .and_then(|workers| workers.iter().find(|worker| worker["workerId"] == "w0"))
+        .cloned()
+        .expect("w0 is known");
+    assert_eq!(w0["currentLoad"], 0, "{w0}");
+    // What it held but had not started runs elsewhere.
+    let other = cluster.start_worker("w1", 2);
+    cluster.workers.push(other);
+    for id in &waiting {
+        let job = wait_terminal(&client, &gateway, id, DEADLINE).await;
+        assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+        assert_eq!(job["workerId"], "w1", "{job}");
+    }
+}
