@@ -3,7 +3,6 @@
 //! (SQLite when `DQ_TEST_DATABASE_URL` is unset). Every process is killed when the cluster is
 //! dropped, also when the test fails; the vhost and the database are removed.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -86,19 +85,13 @@ impl Proc {
     /// Starts `distriqueue <args>` and waits for its ready line `distriqueue ...: key=VALUE`.
     pub fn start(args: &[String], log: PathBuf, key: &str) -> Proc {
         let log_file = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_distriqueue"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_distriqueue"));
+        command
             .args(args)
             .env("DQ_LOG", "info,lapin=warn,openraft=warn,sqlx=warn")
             .env_remove("RABBITMQ_HOST")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("start the distriqueue binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the ready line");
+            .stderr(Stdio::from(log_file));
+        let (mut child, line) = super::spawn_until_ready(command);
         let prefix = format!("{key}=");
         let Some(ready) = line
             .split_whitespace()

@@ -24,7 +24,8 @@ pub struct Serve {
 impl Serve {
     /// Starts `serve` with `args` on port 0 over `data_dir`; waits for its "serving" line.
     pub fn start(data_dir: &Path, args: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_distriqueue"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_distriqueue"));
+        command
             .arg("serve")
             .args([
                 "--gateway-addr",
@@ -36,15 +37,8 @@ impl Serve {
             .arg(data_dir)
             .args(args)
             .env("DQ_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the distriqueue binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the serving line");
+            .stderr(Stdio::inherit());
+        let (child, line) = spawn_until_ready(command);
         let address = |name: &str| {
             line.split_whitespace()
                 .find_map(|word| word.strip_prefix(&format!("{name}=")))
@@ -83,6 +77,21 @@ impl Drop for Serve {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Spawns `command` with stdout piped and returns it with its first stdout line (the ready
+/// line every role prints once it serves).
+pub fn spawn_until_ready(mut command: Command) -> (Child, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the distriqueue binary");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the ready line");
+    (child, line)
 }
 
 /// Starts `serve` over `dir/data` with `args` and a ledger at `dir/ledger.jsonl`.

@@ -650,6 +650,14 @@ struct JobsShared {
 }
 
 impl JobsShared {
+    /// The current session's channel, if one is open.
+    fn current_channel(&self) -> Option<Channel> {
+        self.channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     fn lock_held(&self) -> std::sync::MutexGuard<'_, BinaryHeap<Held>> {
         self.held
             .lock()
@@ -677,12 +685,7 @@ impl AmqpJobs {
             .iter()
             .map(|(queue, _)| *queue)
             .take_while(|queue| *queue != best.queue);
-        let channel = self
-            .shared
-            .channel
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let channel = self.shared.current_channel();
         let Some(channel) = channel else {
             return Some((best.message, best.acker));
         };
@@ -751,12 +754,7 @@ impl AmqpJobs {
     /// RabbitMQ applied it, so an ack sent afterwards cannot let a message too many in.
     pub async fn set_free_slots(&self, free: usize) {
         self.shared.free_slots.store(free, Ordering::Release);
-        let channel = self
-            .shared
-            .channel
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+        let channel = self.shared.current_channel();
         if let Some(channel) = channel {
             if let Err(error) = apply_prefetch(&self.shared, &channel).await {
                 // The session re-applies it on its next channel.

@@ -18,7 +18,7 @@ use openraft::ServerState;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::node::OrchestratorHandle;
+use crate::node::{OrchestratorHandle, SubmitError};
 
 /// The orchestrator's router, without a socket (tests call it directly).
 pub fn router(handle: OrchestratorHandle) -> Router {
@@ -294,17 +294,26 @@ async fn apply_report(
         Ok(report) => report,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    let lease_taker = (report.kind == ReportKind::Running).then(|| report.worker_id.clone());
-    match handle.submit(Command::Report(report)).await {
-        Ok(Ok(_)) => {
-            if let Some(worker_id) = lease_taker {
-                handle.watch_worker(&worker_id);
-            }
-            Json(json!({"status": "updated"})).into_response()
-        }
+    match submit_report(handle, report).await {
+        Ok(Ok(())) => Json(json!({"status": "updated"})).into_response(),
         Ok(Err(refusal)) => refused(&refusal),
         Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
     }
+}
+
+/// Commits a worker's report; a worker that took a lease is watched for liveness from then on.
+async fn submit_report(
+    handle: &OrchestratorHandle,
+    report: Report,
+) -> Result<Result<(), Refusal>, SubmitError> {
+    let lease_taker = (report.kind == ReportKind::Running).then(|| report.worker_id.clone());
+    let outcome = handle.submit(Command::Report(report)).await?;
+    if outcome.is_ok() {
+        if let Some(worker_id) = lease_taker {
+            handle.watch_worker(&worker_id);
+        }
+    }
+    Ok(outcome.map(|_| ()))
 }
 
 /// `POST /api/jobs/status/batch` (DistriQueue's native workers; not in CONTRACT.md): `{reports:
@@ -334,15 +343,8 @@ async fn report_batch(
     let answers = futures::future::join_all(reports.into_iter().map(|report| {
         let handle = handle.clone();
         async move {
-            let lease_taker =
-                (report.kind == ReportKind::Running).then(|| report.worker_id.clone());
-            match handle.submit(Command::Report(report)).await {
-                Ok(Ok(_)) => {
-                    if let Some(worker_id) = lease_taker {
-                        handle.watch_worker(&worker_id);
-                    }
-                    json!({"status": "updated"})
-                }
+            match submit_report(&handle, report).await {
+                Ok(Ok(())) => json!({"status": "updated"}),
                 Ok(Err(refusal)) => json!({"error": refusal.to_string(), "refusal": refusal}),
                 Err(unavailable) => json!({"error": unavailable.to_string()}),
             }
