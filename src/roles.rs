@@ -118,6 +118,10 @@ impl distriqueue_gateway::Orchestrator for RemoteOrchestrator {
     async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError> {
         self.0.retry(stored).await.map_err(orchestrator_error)
     }
+
+    async fn live_snapshots(&self) -> Result<Vec<JobResponse>, OrchestratorError> {
+        self.0.live_snapshots().await.map_err(orchestrator_error)
+    }
 }
 
 /// Settings of `distriqueue gateway`.

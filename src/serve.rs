@@ -100,6 +100,10 @@ impl distriqueue_gateway::Orchestrator for LocalOrchestrator {
             .ok_or_else(|| OrchestratorError::Unavailable("cancel answered no snapshot".into()))
     }
 
+    async fn live_snapshots(&self) -> Result<Vec<JobResponse>, OrchestratorError> {
+        Ok(self.0.live_snapshots())
+    }
+
     async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError> {
         let Applied { job, .. } = self.0.retry(stored).await.map_err(unavailable)??;
         job.map(|job| *job)

@@ -515,3 +515,46 @@ async fn sigterm_finishes_and_reports_the_running_job_and_hands_back_the_rest() 
         assert_eq!(job["workerId"], "w1", "{job}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_share_one_read_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(cluster) = Cluster::start("distributed_two_gateways", dir.path(), 1, 4, 10) else {
+        return;
+    };
+    if cluster.database.is_none() {
+        eprintln!("skipped: gateways share a PostgreSQL read model (DQ_TEST_DATABASE_URL)");
+        return;
+    }
+    let port = common::cluster::free_port();
+    let _second = cluster.start_gateway_on(port);
+    let first = cluster.gateway_url();
+    let second = format!("http://127.0.0.1:{port}");
+    let client = http();
+    let mut submitted = Vec::new();
+    for n in 0..100 {
+        let (via, other) = if n % 2 == 0 {
+            (&first, &second)
+        } else {
+            (&second, &first)
+        };
+        submitted.push((
+            submit_ok(&client, via, &echo_job("MEDIUM", n)).await,
+            other.clone(),
+        ));
+    }
+    // Each gateway stores a share of the events (they share status.queue), into one database:
+    // every job reads COMPLETED through the gateway it was not submitted to.
+    for (id, other) in &submitted {
+        let job = wait_terminal(&client, other, id, DEADLINE).await;
+        assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    }
+    for gateway in [&first, &second] {
+        let (_, page) = get(
+            &client,
+            &format!("{gateway}/api/jobs?jobStatus=COMPLETED&size=1"),
+        )
+        .await;
+        assert_eq!(page["page"]["totalElements"], 100, "{page}");
+    }
+}

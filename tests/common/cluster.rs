@@ -257,6 +257,12 @@ impl Cluster {
 
     /// (Re)starts the gateway on its port.
     pub fn start_gateway(&self) -> Proc {
+        self.start_gateway_on(self.gateway_port)
+    }
+
+    /// Starts another gateway on `port`, sharing the read model, the orchestrator and
+    /// `status.queue` with the first.
+    pub fn start_gateway_on(&self, port: u16) -> Proc {
         let database = match &self.database {
             Some(database) => database.url.clone(),
             None => format!("sqlite://{}", self.dir.join("readmodel.db").display()),
@@ -264,7 +270,7 @@ impl Cluster {
         let args = vec![
             "gateway".to_string(),
             "--addr".into(),
-            format!("127.0.0.1:{}", self.gateway_port),
+            format!("127.0.0.1:{port}"),
             "--database".into(),
             database,
             "--amqp".into(),

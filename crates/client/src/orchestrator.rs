@@ -170,6 +170,18 @@ impl OrchestratorClient {
         Ok(answer.job)
     }
 
+    /// `GET /api/jobs/snapshots`: the committed snapshot of every live job.
+    pub async fn live_snapshots(&self) -> Result<Vec<JobResponse>, CallError> {
+        #[derive(Deserialize)]
+        struct Snapshots {
+            jobs: Vec<JobResponse>,
+        }
+        let answer: Snapshots = self
+            .call(Method::GET, &["api", "jobs", "snapshots"], &Value::Null)
+            .await?;
+        Ok(answer.jobs)
+    }
+
     /// `POST /api/jobs/status/batch`: many reports, committed together; one answer each, in
     /// order (`Ok` = applied, `Err` = refused).
     pub async fn report_batch(

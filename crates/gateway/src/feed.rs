@@ -154,3 +154,25 @@ async fn upsert_until_stored(writer: &StoreWriter, snapshots: Vec<(JobResponse, 
         }
     }
 }
+
+/// Applies the orchestrator's live snapshots to the read model now and every
+/// `reconcile_every` (a stored newer version wins, as always). Runs until aborted.
+pub(crate) async fn reconcile(state: AppState) {
+    let mut tick = tokio::time::interval(state.config.reconcile_every.max(Duration::from_secs(1)));
+    loop {
+        tick.tick().await;
+        match state.orchestrator.live_snapshots().await {
+            Ok(snapshots) if snapshots.is_empty() => {}
+            Ok(snapshots) => {
+                let n_jobs = snapshots.len();
+                match state.writer.write(snapshots).await {
+                    Ok(()) => {
+                        tracing::debug!(n_jobs, "read model reconciled with the orchestrator")
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot reconcile the read model"),
+                }
+            }
+            Err(error) => tracing::debug!(%error, "no live snapshots to reconcile with"),
+        }
+    }
+}

@@ -48,6 +48,10 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// Commits `Retry` for a FAILED, TIMEOUT or CANCELLED job, given what the read model holds of
     /// it; `Ok` = the snapshot of its new attempt (QUEUED).
     async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError>;
+
+    /// The committed snapshot of every live (non-terminal) job, for reconciling the read model
+    /// (DESIGN.md "Delivery", rule 6).
+    async fn live_snapshots(&self) -> Result<Vec<JobResponse>, OrchestratorError>;
 }
 
 /// The answer to a register.
@@ -82,6 +86,9 @@ pub struct GatewayConfig {
     pub body_limit_bytes: usize,
     /// Interval of SSE keep-alive comments. Default 15 s.
     pub sse_keep_alive: Duration,
+    /// How often the read model is reconciled with the orchestrator's live snapshots (also
+    /// once at start). Default 60 s.
+    pub reconcile_every: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -90,6 +97,7 @@ impl Default for GatewayConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8082)),
             body_limit_bytes: 1024 * 1024,
             sse_keep_alive: Duration::from_secs(15),
+            reconcile_every: Duration::from_secs(60),
         }
     }
 }
@@ -108,6 +116,15 @@ pub enum GatewayError {
     /// Serving failed.
     #[error("gateway server failed: {0}")]
     Serve(#[source] std::io::Error),
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The gateway role, bound and ready to serve.
@@ -164,8 +181,13 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` is cancelled (axum graceful shutdown: the listener stops
-    /// accepting, open SSE streams end, in-flight requests finish).
+    /// accepting, open SSE streams end, in-flight requests finish). Meanwhile it reconciles the
+    /// read model with the orchestrator's live snapshots at start and every
+    /// `reconcile_every`: a snapshot newer than the stored one is applied, so a lost event
+    /// (a purged queue, say) cannot leave a job behind for good.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
+        let reconciler = tokio::spawn(feed::reconcile(self.state.clone()));
+        let _stop_reconciling = AbortOnDrop(reconciler);
         let streams_closed = self.state.streams_closed();
         let app = router(self.state);
         tracing::info!(addr = %self.local_addr, "gateway listening");

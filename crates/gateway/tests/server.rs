@@ -126,3 +126,51 @@ async fn shutdown_ends_open_sse_streams_and_run_returns() {
         .expect("joined")
         .expect("served");
 }
+
+#[tokio::test]
+async fn the_read_model_is_reconciled_with_the_orchestrators_live_snapshots() {
+    let store = Store::open("sqlite::memory:").await.expect("store opens");
+    let orchestrator = Arc::new(FakeOrchestrator::new());
+    let config = GatewayConfig {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        reconcile_every: Duration::from_secs(1),
+        ..GatewayConfig::default()
+    };
+    // No event feed: the only way the job can reach this read model is reconciliation.
+    let gateway = Gateway::bind(config, store, orchestrator.clone())
+        .await
+        .expect("binds");
+    let base = format!("http://{}", gateway.local_addr());
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(gateway.run(shutdown.clone()));
+    let spec = distriqueue_core::request::parse_job_request(
+        &json!({"type": "echo", "jobPriority": "HIGH"}),
+        "",
+    )
+    .expect("valid");
+    let id = distriqueue_core::JobId::new_random();
+    distriqueue_gateway::Orchestrator::register(orchestrator.as_ref(), id, spec)
+        .await
+        .expect("registered behind the gateway's back");
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client
+            .get(format!("{base}/api/jobs/{id}"))
+            .send()
+            .await
+            .expect("GET");
+        if response.status().as_u16() == 200 {
+            let job: Value = response.json().await.expect("JSON");
+            assert_eq!(job["jobStatus"], "QUEUED");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job never reached the read model"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    served.await.expect("joined").expect("served");
+}

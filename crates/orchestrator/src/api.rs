@@ -28,6 +28,7 @@ pub fn router(handle: OrchestratorHandle) -> Router {
         .route("/api/jobs/{id}/cancel", post(cancel))
         .route("/api/jobs/{id}/retry", post(retry))
         .route("/api/jobs/status/batch", post(report_batch))
+        .route("/api/jobs/snapshots", get(live_snapshots))
         .route("/api/jobs/register", post(register))
         .route("/api/jobs/status", post(report_status))
         .route(
@@ -181,6 +182,12 @@ async fn retry(
         Ok(Err(refusal)) => refused(&refusal),
         Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
     }
+}
+
+/// `GET /api/jobs/snapshots` (for gateways; not in CONTRACT.md): `{jobs: [JobResponse]}`, the
+/// committed snapshot of every live job, to reconcile a read model with.
+async fn live_snapshots(State(handle): State<OrchestratorHandle>) -> Json<Value> {
+    Json(json!({"jobs": handle.live_snapshots()}))
 }
 
 /// Reads a JSON body, answering a contract-shaped 400 for malformed JSON.

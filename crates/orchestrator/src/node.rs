@@ -160,6 +160,11 @@ impl OrchestratorHandle {
         .await
     }
 
+    /// The snapshot of every live (non-terminal) job, as committed.
+    pub fn live_snapshots(&self) -> Vec<JobResponse> {
+        self.read(|state| state.jobs().map(JobRecord::response).collect())
+    }
+
     /// Reads the state machine's current state (this node's applied state).
     pub fn read<R>(&self, read: impl FnOnce(&State) -> R) -> R {
         self.state_machine.read(read)

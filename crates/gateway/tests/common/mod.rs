@@ -95,6 +95,11 @@ impl Orchestrator for FakeOrchestrator {
             .ok_or_else(|| OrchestratorError::Unavailable("no snapshot".to_string()))
     }
 
+    async fn live_snapshots(&self) -> Result<Vec<JobResponse>, OrchestratorError> {
+        let machine = self.machine.lock().expect("machine lock");
+        Ok(machine.jobs().map(|job| job.response()).collect())
+    }
+
     async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError> {
         self.apply(Command::Retry {
             id: stored.id,
