@@ -558,3 +558,59 @@ async fn two_gateways_share_one_read_model() {
         assert_eq!(page["page"]["totalElements"], 100, "{page}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_on_rabbitmq_lets_an_outside_worker_join() {
+    let Some(vhost) = distriqueue_broker::testing::TestVhost::create("serve_amqp") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger-serve.jsonl");
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &[
+            "--amqp",
+            vhost.url(),
+            "--concurrency",
+            "1",
+            "--ledger",
+            ledger.to_str().expect("utf-8 path"),
+        ],
+    );
+    let outside_ledger = dir.path().join("ledger-outside.jsonl");
+    let _outside = common::cluster::Proc::start(
+        &[
+            "worker".to_string(),
+            "--amqp".into(),
+            vhost.url().to_string(),
+            "--orchestrator".into(),
+            serve.orchestrator.clone(),
+            "--concurrency".into(),
+            "1".into(),
+            "--worker-id".into(),
+            "outside".into(),
+            "--ledger".into(),
+            outside_ledger.display().to_string(),
+        ],
+        dir.path().join("outside.log"),
+        "worker",
+    );
+    let client = http();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(submit_ok(&client, &serve.gateway, &sleep_job(100, "MEDIUM")).await);
+    }
+    for id in &ids {
+        let job = wait_terminal(&client, &serve.gateway, id, DEADLINE).await;
+        assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    }
+    let ran = |path: &std::path::Path| {
+        read_ledger(path)
+            .iter()
+            .filter(|line| line.event == "finish")
+            .count()
+    };
+    assert!(ran(&ledger) > 0, "serve's own worker ran nothing");
+    assert!(ran(&outside_ledger) > 0, "the outside worker ran nothing");
+    assert_eq!(ran(&ledger) + ran(&outside_ledger), 20);
+}
