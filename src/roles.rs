@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use distriqueue_broker::{AmqpBroker, Broker, EventQueue};
-use distriqueue_client::{CallError, OrchestratorClient};
+use distriqueue_client::{CallError, OrchestratorClient, RegisterAnswer};
 use distriqueue_core::request::JobSpec;
 use distriqueue_core::{JobId, JobResponse, Report, RetryPolicy, WorkerHeartbeat, WorkerId};
 use distriqueue_gateway::{FeedRole, Gateway, GatewayConfig, OrchestratorError, Registered};
@@ -32,6 +32,9 @@ const WORKER_PATIENCE: Duration = Duration::from_secs(2);
 /// Most reports a worker sends in one request.
 const REPORT_BATCH: usize = 512;
 
+/// Most registers a gateway sends in one request.
+const REGISTER_BATCH: usize = 512;
+
 async fn connect_amqp(url: &str, role: &str) -> anyhow::Result<Broker> {
     let broker = AmqpBroker::connect(url, role)
         .await
@@ -47,6 +50,49 @@ fn redact(url: &str) -> String {
             format!("{scheme}://{user}:***@{host}")
         }
         _ => url.to_string(),
+    }
+}
+
+/// Gathers concurrent calls into batches: whatever waits (up to `max`) goes to `send` at once,
+/// which answers each item, in order. Used for the gateway's registers and a worker's reports,
+/// so that a burst costs one HTTP request (and one log entry) instead of one per job.
+struct Batcher<T, R> {
+    sender: mpsc::Sender<(T, oneshot::Sender<R>)>,
+}
+
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+    fn start<F, Fut>(max: usize, send: F) -> Batcher<T, R>
+    where
+        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Vec<R>> + Send,
+    {
+        let (sender, mut incoming) = mpsc::channel::<(T, oneshot::Sender<R>)>(16 * 1024);
+        tokio::spawn(async move {
+            let mut waiting = Vec::with_capacity(max);
+            while incoming.recv_many(&mut waiting, max).await > 0 {
+                let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) = waiting.drain(..).unzip();
+                for (reply, answer) in replies.into_iter().zip(send(items).await) {
+                    // A caller that stopped waiting does not need the answer.
+                    let _ = reply.send(answer);
+                }
+            }
+        });
+        Batcher { sender }
+    }
+
+    /// Sends `item` with the next batch; `None` when the batcher stopped.
+    async fn call(&self, item: T) -> Option<R> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send((item, reply)).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+/// One answer per item: each item's own, or the batch's error for all of them.
+fn per_item<A, E: Clone>(answers: Result<Vec<A>, E>, n: usize) -> Vec<Result<A, E>> {
+    match answers {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(error) => (0..n).map(|_| Err(error.clone())).collect(),
     }
 }
 
@@ -86,8 +132,29 @@ pub async fn run_orchestrator(
     Ok(served?)
 }
 
-/// The gateway's view of a remote orchestrator cluster.
-struct RemoteOrchestrator(OrchestratorClient);
+/// The gateway's view of a remote orchestrator cluster; registers travel in batches.
+struct RemoteOrchestrator {
+    client: Arc<OrchestratorClient>,
+    registers: Batcher<(JobId, JobSpec), Result<RegisterAnswer, CallError>>,
+}
+
+impl RemoteOrchestrator {
+    fn new(client: OrchestratorClient) -> RemoteOrchestrator {
+        let client = Arc::new(client);
+        let batch_client = Arc::clone(&client);
+        let registers = Batcher::start(REGISTER_BATCH, move |jobs: Vec<(JobId, JobSpec)>| {
+            let client = Arc::clone(&batch_client);
+            async move {
+                let n = jobs.len();
+                per_item(client.register_batch(&jobs).await, n)
+                    .into_iter()
+                    .map(|answer| answer.and_then(|answer| answer.map_err(CallError::Refused)))
+                    .collect()
+            }
+        });
+        RemoteOrchestrator { client, registers }
+    }
+}
 
 fn orchestrator_error(error: CallError) -> OrchestratorError {
     match error {
@@ -100,9 +167,10 @@ fn orchestrator_error(error: CallError) -> OrchestratorError {
 impl distriqueue_gateway::Orchestrator for RemoteOrchestrator {
     async fn register(&self, id: JobId, spec: JobSpec) -> Result<Registered, OrchestratorError> {
         let answer = self
-            .0
-            .register(id, &spec)
+            .registers
+            .call((id, spec))
             .await
+            .ok_or_else(|| OrchestratorError::Unavailable("register batcher stopped".into()))?
             .map_err(orchestrator_error)?;
         Ok(Registered {
             job_id: answer.job_id,
@@ -112,15 +180,18 @@ impl distriqueue_gateway::Orchestrator for RemoteOrchestrator {
     }
 
     async fn cancel(&self, id: JobId) -> Result<JobResponse, OrchestratorError> {
-        self.0.cancel(id).await.map_err(orchestrator_error)
+        self.client.cancel(id).await.map_err(orchestrator_error)
     }
 
     async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError> {
-        self.0.retry(stored).await.map_err(orchestrator_error)
+        self.client.retry(stored).await.map_err(orchestrator_error)
     }
 
     async fn live_snapshots(&self) -> Result<Vec<JobResponse>, OrchestratorError> {
-        self.0.live_snapshots().await.map_err(orchestrator_error)
+        self.client
+            .live_snapshots()
+            .await
+            .map_err(orchestrator_error)
     }
 }
 
@@ -150,7 +221,7 @@ pub async fn run_gateway(role: GatewayRole, shutdown: CancellationToken) -> anyh
         body_limit_bytes: role.max_body_bytes,
         ..GatewayConfig::default()
     };
-    let gateway = Gateway::bind(config, store, Arc::new(RemoteOrchestrator(client))).await?;
+    let gateway = Gateway::bind(config, store, Arc::new(RemoteOrchestrator::new(client))).await?;
     for (queue, feed) in [
         (EventQueue::ReadModel, FeedRole::Store),
         (EventQueue::Live, FeedRole::Live),
@@ -171,32 +242,25 @@ pub async fn run_gateway(role: GatewayRole, shutdown: CancellationToken) -> anyh
 /// heartbeats over `POST /api/workers/heartbeat`.
 struct RemoteReporter {
     client: Arc<OrchestratorClient>,
-    reports: mpsc::Sender<(Report, oneshot::Sender<Result<(), ReportError>>)>,
+    reports: Batcher<Report, Result<(), ReportError>>,
 }
 
 impl RemoteReporter {
     fn start(client: OrchestratorClient) -> RemoteReporter {
         let client = Arc::new(client);
-        let (reports, mut incoming) = mpsc::channel(16 * 1024);
         let batch_client = Arc::clone(&client);
-        tokio::spawn(async move {
-            let mut waiting = Vec::with_capacity(REPORT_BATCH);
-            while incoming.recv_many(&mut waiting, REPORT_BATCH).await > 0 {
-                let (batch, replies): (Vec<Report>, Vec<oneshot::Sender<_>>) =
-                    waiting.drain(..).unzip();
-                match batch_client.report_batch(&batch).await {
-                    Ok(answers) => {
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(answer.map_err(ReportError::Refused));
-                        }
-                    }
-                    Err(error) => {
-                        let error = ReportError::Unavailable(error.to_string());
-                        for reply in replies {
-                            let _ = reply.send(Err(error.clone()));
-                        }
-                    }
-                }
+        let reports = Batcher::start(REPORT_BATCH, move |batch: Vec<Report>| {
+            let client = Arc::clone(&batch_client);
+            async move {
+                let n = batch.len();
+                let answers = client
+                    .report_batch(&batch)
+                    .await
+                    .map_err(|error| ReportError::Unavailable(error.to_string()));
+                per_item(answers, n)
+                    .into_iter()
+                    .map(|answer| answer.and_then(|answer| answer.map_err(ReportError::Refused)))
+                    .collect()
             }
         });
         RemoteReporter { client, reports }
@@ -206,14 +270,10 @@ impl RemoteReporter {
 #[async_trait]
 impl Reporter for RemoteReporter {
     async fn report(&self, report: Report) -> Result<(), ReportError> {
-        let (reply, answer) = oneshot::channel();
         self.reports
-            .send((report, reply))
+            .call(report)
             .await
-            .map_err(|_| ReportError::Unavailable("reporter stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| ReportError::Unavailable("reporter stopped".into()))?
+            .unwrap_or_else(|| Err(ReportError::Unavailable("reporter stopped".into())))
     }
 
     async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {

@@ -130,13 +130,51 @@ impl OrchestratorClient {
         }
     }
 
-    /// `POST /api/jobs/register` for a gateway-minted id: retried with the same id until an
+    /// `POST /api/jobs/register/batch`: many gateway-minted registrations committed together;
+    /// one answer each, in order (`Err` = refused). Retried with the same ids until an
     /// orchestrator answers (register is idempotent by id).
-    pub async fn register(&self, id: JobId, spec: &JobSpec) -> Result<RegisterAnswer, CallError> {
-        let mut body = spec.to_request();
-        body["id"] = json!(id);
-        self.call(Method::POST, &["api", "jobs", "register"], &body)
-            .await
+    pub async fn register_batch(
+        &self,
+        jobs: &[(JobId, JobSpec)],
+    ) -> Result<Vec<Result<RegisterAnswer, Refusal>>, CallError> {
+        #[derive(Deserialize)]
+        struct Answers {
+            results: Vec<Value>,
+        }
+        let body = json!({
+            "jobs": jobs
+                .iter()
+                .map(|(id, spec)| json!({"id": id, "spec": spec}))
+                .collect::<Vec<_>>(),
+        });
+        let answers: Answers = self
+            .call(Method::POST, &["api", "jobs", "register", "batch"], &body)
+            .await?;
+        if answers.results.len() != jobs.len() {
+            return Err(CallError::Unavailable(format!(
+                "{} answers to {} registrations",
+                answers.results.len(),
+                jobs.len()
+            )));
+        }
+        answers
+            .results
+            .into_iter()
+            .map(|answer| {
+                if let Some(refusal) = answer.get("refusal") {
+                    let refusal = serde_json::from_value(refusal.clone()).map_err(|error| {
+                        CallError::Unavailable(format!("undecodable refusal: {error}"))
+                    })?;
+                    return Ok(Err(refusal));
+                }
+                if let Some(error) = answer.get("error").and_then(Value::as_str) {
+                    return Err(CallError::Unavailable(error.to_string()));
+                }
+                serde_json::from_value(answer)
+                    .map(Ok)
+                    .map_err(|error| CallError::Unavailable(format!("undecodable answer: {error}")))
+            })
+            .collect()
     }
 
     /// `POST /api/jobs/{id}/cancel`: the CANCELLED snapshot.

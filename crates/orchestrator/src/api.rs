@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use distriqueue_core::machine::Applied;
 use distriqueue_core::protocol::parse_status_report;
-use distriqueue_core::request::parse_job_request;
+use distriqueue_core::request::{parse_job_request, JobSpec};
 use distriqueue_core::{
     Command, JobId, JobResponse, JobStatus, Millis, Refusal, Report, ReportKind, WorkerHeartbeat,
 };
@@ -30,6 +30,7 @@ pub fn router(handle: OrchestratorHandle) -> Router {
         .route("/api/jobs/status/batch", post(report_batch))
         .route("/api/jobs/snapshots", get(live_snapshots))
         .route("/api/jobs/register", post(register))
+        .route("/api/jobs/register/batch", post(register_batch))
         .route("/api/jobs/status", post(report_status))
         .route(
             "/api/jobs/{id}/status",
@@ -262,6 +263,54 @@ async fn register(
         Ok(Err(refusal)) => refused(&refusal),
         Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
     }
+}
+
+/// `POST /api/jobs/register/batch` (DistriQueue's gateways; not in CONTRACT.md): `{jobs: [{id,
+/// spec}]}` with specs the gateway validated, in the orchestrator's own format, committed
+/// together (one log entry under load). 200 `{results: [{job_id, job, created} | {error,
+/// refusal}]}`, one per job, in order.
+async fn register_batch(
+    State(handle): State<OrchestratorHandle>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    #[derive(Deserialize)]
+    struct Registration {
+        id: JobId,
+        spec: JobSpec,
+    }
+    #[derive(Deserialize)]
+    struct Batch {
+        jobs: Vec<Registration>,
+    }
+    let body = match json_body(body) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let Batch { jobs } = match serde_json::from_value(body) {
+        Ok(batch) => batch,
+        Err(problem) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad register batch: {problem}"),
+            )
+        }
+    };
+    let answers = futures::future::join_all(jobs.into_iter().map(|Registration { id, spec }| {
+        let handle = handle.clone();
+        async move {
+            match handle.register(id, spec).await {
+                Ok(Ok(Applied {
+                    job,
+                    job_id,
+                    created,
+                })) => json!({"job_id": job_id.unwrap_or(id), "job": job, "created": created}),
+                Ok(Err(refusal)) => json!({"error": refusal.to_string(), "refusal": refusal}),
+                Err(unavailable) => json!({"error": unavailable.to_string()}),
+            }
+        }
+    }))
+    .await;
+    Json(json!({"results": answers})).into_response()
 }
 
 async fn report_status(
