@@ -192,6 +192,14 @@ struct OrchestratorArgs {
     /// Seconds a QUEUED attempt may wait unstarted before it is published again.
     #[arg(long, env = "DQ_DISPATCH_TIMEOUT", default_value_t = 60)]
     dispatch_timeout: u64,
+    /// This node's id in the orchestrator cluster.
+    #[arg(long, env = "DQ_NODE_ID", default_value_t = 1)]
+    node_id: u64,
+    /// The cluster's members, this node included, as `ID=URL` pairs separated by commas
+    /// (`1=http://127.0.0.1:8081,2=http://127.0.0.1:8091,3=http://127.0.0.1:8101`). Unset: a
+    /// one-node cluster. The cluster initializes once, whichever node starts first.
+    #[arg(long, env = "DQ_PEERS", value_delimiter = ',', value_parser = parse_peer)]
+    peers: Vec<(u64, String)>,
     #[command(flatten)]
     lifecycle: LifecycleArgs,
 }
@@ -258,6 +266,22 @@ struct WorkerArgs {
     /// timeout and stops its handlers when cut off for longer than most of it.
     #[arg(long, env = "DQ_HEARTBEAT_TIMEOUT", default_value_t = 30)]
     heartbeat_timeout: u64,
+}
+
+/// One `ID=URL` of `--peers`.
+fn parse_peer(text: &str) -> Result<(u64, String), String> {
+    let (id, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ID=URL"))?;
+    let id = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("node id {id:?} is not a number"))?;
+    let url = url.trim().trim_end_matches('/');
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("{url:?} is not an http:// URL"));
+    }
+    Ok((id, url.to_string()))
 }
 
 /// An environment variable, when set and not blank.
@@ -424,6 +448,8 @@ async fn main() -> anyhow::Result<()> {
                 retry_policy: args.lifecycle.retry_policy(),
                 heartbeat_timeout: args.lifecycle.heartbeat_timeout(),
                 dispatch_timeout: Duration::from_secs(args.dispatch_timeout.max(1)),
+                node_id: args.node_id,
+                peers: args.peers.into_iter().collect(),
             };
             distriqueue::roles::run_orchestrator(role, until_signal()).await
         }

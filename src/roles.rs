@@ -106,6 +106,10 @@ pub struct OrchestratorRole {
     pub retry_policy: RetryPolicy,
     pub heartbeat_timeout: Duration,
     pub dispatch_timeout: Duration,
+    /// This node's id in the cluster.
+    pub node_id: u64,
+    /// The cluster's members (id to base URL), this node included; empty for one node.
+    pub peers: std::collections::BTreeMap<u64, String>,
 }
 
 /// Runs an orchestrator node until `shutdown`; prints `distriqueue orchestrator:
@@ -120,6 +124,8 @@ pub async fn run_orchestrator(
         retry_policy: role.retry_policy,
         heartbeat_timeout: role.heartbeat_timeout,
         dispatch_timeout: role.dispatch_timeout,
+        node_id: role.node_id,
+        peers: role.peers.clone(),
         ..OrchestratorConfig::new(role.addr, role.data_dir.clone())
     };
     let orchestrator = Orchestrator::start(config, broker.clone()).await?;

@@ -20,8 +20,15 @@ use serde_json::{json, Value};
 
 use crate::node::{OrchestratorHandle, SubmitError};
 
-/// The orchestrator's router, without a socket (tests call it directly).
+/// The orchestrator's router, without a socket (tests call it directly): the API of
+/// CONTRACT.md (writes forwarded to the leader when this node does not lead) and the Raft RPCs
+/// between nodes under `/raft/...`.
 pub fn router(handle: OrchestratorHandle) -> Router {
+    let raft = handle.raft();
+    api_router(handle).merge(crate::network::routes(raft))
+}
+
+fn api_router(handle: OrchestratorHandle) -> Router {
     Router::new()
         .route("/api/health", get(health))
         .route("/api/jobs", get(list_jobs))
@@ -56,7 +63,82 @@ pub fn router(handle: OrchestratorHandle) -> Router {
                 )
             },
         )
+        .layer(axum::middleware::from_fn_with_state(
+            handle.clone(),
+            forward_writes,
+        ))
         .with_state(handle)
+}
+
+/// Largest request body forwarded to the leader.
+const MAX_FORWARDED_BYTES: usize = 16 * 1024 * 1024;
+
+/// A follower answers reads itself and forwards writes (every POST and PUT) to the leader
+/// (CONTRACT.md: "Workers may talk to any node"), passing the leader's answer back unchanged.
+/// 503 while no leader is known, or while this node was just elected and starts its duties.
+async fn forward_writes(
+    State(handle): State<OrchestratorHandle>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_write = matches!(
+        *request.method(),
+        axum::http::Method::POST | axum::http::Method::PUT
+    );
+    if !is_write || handle.is_live_leader() {
+        return next.run(request).await;
+    }
+    let Some(leader) = handle.leader_url().filter(|_| !handle.is_elected_leader()) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no leader is ready yet (election under way); try again shortly",
+        );
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_FORWARDED_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(problem) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot forward the body: {problem}"),
+            )
+        }
+    };
+    let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+    let mut forwarded = handle
+        .http
+        .request(parts.method.clone(), format!("{leader}{path}"))
+        .timeout(std::time::Duration::from_secs(30))
+        .body(bytes);
+    if let Some(kind) = parts.headers.get(axum::http::header::CONTENT_TYPE) {
+        forwarded = forwarded.header(axum::http::header::CONTENT_TYPE, kind.clone());
+    }
+    match forwarded.send().await {
+        Ok(answer) => {
+            let status =
+                StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let kind = answer.headers().get(reqwest::header::CONTENT_TYPE).cloned();
+            match answer.bytes().await {
+                Ok(body) => {
+                    let mut response = (status, body).into_response();
+                    if let Some(kind) = kind {
+                        response
+                            .headers_mut()
+                            .insert(axum::http::header::CONTENT_TYPE, kind);
+                    }
+                    response
+                }
+                Err(problem) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("leader {leader} broke off its answer: {problem}"),
+                ),
+            }
+        }
+        Err(problem) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot reach the leader {leader}: {problem}"),
+        ),
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -431,7 +513,7 @@ async fn heartbeat(
 }
 
 /// The raft part of the status routes: real values from openraft's metrics.
-fn raft_json(handle: &OrchestratorHandle) -> Value {
+async fn raft_json(handle: &OrchestratorHandle) -> Value {
     let metrics = handle.metrics();
     let role = match metrics.state {
         ServerState::Leader => "leader",
@@ -440,10 +522,44 @@ fn raft_json(handle: &OrchestratorHandle) -> Value {
         ServerState::Learner => "learner",
         ServerState::Shutdown => "shutdown",
     };
-    let members: Vec<Value> = metrics
+    let last_log = metrics.last_log_index.unwrap_or(0);
+    let nodes: Vec<(u64, String)> = metrics
         .membership_config
         .nodes()
-        .map(|(id, node)| json!({"id": id, "addr": node.addr}))
+        .map(|(id, node)| (*id, node.addr.clone()))
+        .collect();
+    // Reachability as this node sees it: each other member's health route, probed at once.
+    let probes = futures::future::join_all(nodes.iter().map(|(id, addr)| {
+        let http = handle.http.clone();
+        let url = format!("{addr}/api/health");
+        let own = *id == handle.node_id();
+        async move {
+            own || http
+                .get(url)
+                .timeout(std::time::Duration::from_millis(300))
+                .send()
+                .await
+                .is_ok_and(|answer| answer.status().is_success())
+        }
+    }))
+    .await;
+    let members: Vec<Value> = nodes
+        .iter()
+        .zip(probes)
+        .map(|((id, addr), reachable)| {
+            // On the leader: how far each member's log matches, and how far behind it is.
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|replication| replication.get(id))
+                .map(|matched| matched.map_or(0, |log_id| log_id.index));
+            json!({
+                "id": id, "addr": addr,
+                "reachable": reachable,
+                "matchedIndex": matched,
+                "replicationLag": matched.map(|index| last_log.saturating_sub(index)),
+            })
+        })
         .collect();
     json!({
         "role": role,
@@ -452,6 +568,7 @@ fn raft_json(handle: &OrchestratorHandle) -> Value {
         // openraft 0.9 reports the applied index; on this node every committed entry is applied
         // before it answers a write.
         "commitIndex": metrics.last_applied.map(|log_id| log_id.index),
+        "millisSinceQuorumAck": metrics.millis_since_quorum_ack,
         "lastApplied": metrics.last_applied.map(|log_id| log_id.index),
         "lastLogIndex": metrics.last_log_index,
         "snapshot": metrics.snapshot.map(|log_id| log_id.index),
@@ -461,7 +578,7 @@ fn raft_json(handle: &OrchestratorHandle) -> Value {
 }
 
 async fn raft_status(State(handle): State<OrchestratorHandle>) -> Json<Value> {
-    Json(raft_json(&handle))
+    Json(raft_json(&handle).await)
 }
 
 /// `GET /api/cluster/status`: `{node, cluster, raft, timestamp}`, the cluster part listing the
@@ -471,7 +588,7 @@ async fn cluster_status(State(handle): State<OrchestratorHandle>) -> Json<Value>
     Json(json!({
         "node": handle.node_id(),
         "cluster": {"workers": workers, "nWorkers": workers.len()},
-        "raft": raft_json(&handle),
+        "raft": raft_json(&handle).await,
         "timestamp": Millis::now().to_iso(),
     }))
 }

@@ -4,6 +4,7 @@
 
 mod api;
 mod log_store;
+mod network;
 mod node;
 mod raft;
 mod state_machine;

@@ -15,7 +15,7 @@ use distriqueue_core::{
     Batch, Command, ControlMessage, Effect, JobId, JobResponse, JobStatus, Millis, Outcome,
     RetryPolicy, State, Timer, WorkerHeartbeat, WorkerId,
 };
-use openraft::error::ClientWriteError;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api;
 use crate::log_store::LogStore;
-use crate::raft::{NoPeers, NodeId, TypeConfig};
+use crate::network::HttpNetwork;
+use crate::raft::{NodeId, TypeConfig};
 use crate::state_machine::StateMachineStore;
 use crate::workers::Registry;
 
@@ -50,6 +51,9 @@ pub struct OrchestratorConfig {
     /// A QUEUED attempt not started this long after its publish is published again (the
     /// lease fences the copies; DESIGN.md "Delivery", rule 2).
     pub dispatch_timeout: Duration,
+    /// The cluster's members, node id to base URL (`http://127.0.0.1:8081`), this node
+    /// included. Empty: a one-node cluster at this node's own address.
+    pub peers: BTreeMap<NodeId, String>,
 }
 
 impl OrchestratorConfig {
@@ -65,6 +69,7 @@ impl OrchestratorConfig {
             max_batch: 1024,
             snapshot_every: 20_000,
             dispatch_timeout: Duration::from_secs(60),
+            peers: BTreeMap::new(),
         }
     }
 }
@@ -115,9 +120,41 @@ pub struct OrchestratorHandle {
     max_queued: Option<u64>,
     retry_policy: RetryPolicy,
     workers: Arc<Registry>,
+    /// The term of this node's running leader duties, `None` while it does not lead.
+    leading: watch::Receiver<Option<u64>>,
+    /// Forwards writes to the leader (see `api.rs`).
+    pub(crate) http: reqwest::Client,
 }
 
 impl OrchestratorHandle {
+    /// True while this node leads and runs the leader's duties (outbox, timers, heartbeat
+    /// table): it takes writes itself.
+    pub fn is_live_leader(&self) -> bool {
+        self.leading.borrow().is_some()
+    }
+
+    /// True when openraft says this node is the leader (its duties may still be starting).
+    pub(crate) fn is_elected_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.node_id)
+    }
+
+    /// This node's Raft.
+    pub(crate) fn raft(&self) -> Raft<TypeConfig> {
+        self.raft.clone()
+    }
+
+    /// The base URL of the current leader, when one is known (from the membership).
+    pub fn leader_url(&self) -> Option<String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let url = metrics
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)
+            .map(|(_, node)| node.addr.clone());
+        url
+    }
+
     /// Commits `command` (batched with others into one log entry) and returns its outcome.
     ///
     /// Errors: [`SubmitError::Unavailable`] when the node stops or raft refuses the write.
@@ -285,94 +322,85 @@ impl Orchestrator {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            NoPeers,
+            HttpNetwork::new(),
             log_store,
             state_machine.clone(),
         )
         .await
         .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
+        let one_node = config.peers.is_empty();
+        let members: BTreeMap<NodeId, BasicNode> = if one_node {
+            BTreeMap::from([(
+                config.node_id,
+                BasicNode {
+                    addr: format!("http://{local_addr}"),
+                },
+            )])
+        } else {
+            config
+                .peers
+                .iter()
+                .map(|(id, url)| (*id, BasicNode { addr: url.clone() }))
+                .collect()
+        };
         let initialized = raft
             .is_initialized()
             .await
             .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
         if !initialized {
-            let members = BTreeMap::from([(
-                config.node_id,
-                BasicNode {
-                    addr: local_addr.to_string(),
-                },
-            )]);
-            raft.initialize(members)
-                .await
-                .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
-        } else {
+            // Every node of a new cluster does this with the same members: openraft makes the
+            // first one win and the others' calls harmless (NotAllowed once a log exists).
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(error) => return Err(OrchestratorError::Raft(error.to_string())),
+            }
+        } else if one_node {
             // A one-node cluster restarting need not wait out an election timeout.
             let _ = raft.trigger().elect().await;
         }
-        raft.wait(Some(Duration::from_secs(30)))
-            .state(ServerState::Leader, "become leader")
-            .await
-            .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
 
-        // A barrier entry: once it is applied, so is every entry of the log found at start
-        // (openraft re-applies only up to the saved commit point; the rest is applied once this
-        // leader commits in its term). The lease scan of `serve` and `go_live` need that state.
-        raft.client_write(Batch {
-            seed: 0,
-            now: Millis::now(),
-            commands: Vec::new(),
-        })
-        .await
-        .map_err(|error| OrchestratorError::Raft(format!("barrier entry: {error}")))?;
         let workers = Arc::new(Registry::new(config.heartbeat_timeout));
-        // A new leader grants every worker holding a lease a full heartbeat timeout.
-        for worker_id in state_machine.read(State::lease_holders) {
-            workers.grant_grace(&worker_id);
-        }
-        let (effects_sender, effects) = mpsc::unbounded_channel();
-        let (timer_sender, timer_receiver) = mpsc::unbounded_channel();
-        state_machine.go_live(effects_sender);
         let (proposals_sender, proposals) = mpsc::channel(16 * 1024);
-        let (published_upto, published) = watch::channel(0);
-        let outbox = Outbox {
-            broker: broker.clone(),
-            timers: timer_sender,
-            workers: Arc::clone(&workers),
-            state_machine: state_machine.clone(),
-            dispatch_timeout: config.dispatch_timeout,
-            published_upto,
-        };
-        let mut tasks = vec![
-            tokio::spawn(outbox.run(effects)),
-            tokio::spawn(run_liveness(
-                Arc::clone(&workers),
-                proposals_sender.clone(),
-                config.heartbeat_timeout,
-            )),
-            tokio::spawn(run_timers(
-                timer_receiver,
-                proposals_sender.clone(),
-                state_machine.clone(),
-            )),
-            tokio::spawn(run_proposer(
-                raft.clone(),
-                proposals,
-                config.max_batch,
-                state_machine.read(State::leader_time),
-            )),
-        ];
+        let (leading_sender, leading) = watch::channel(None);
         let handle = OrchestratorHandle {
-            proposals: proposals_sender,
-            state_machine,
+            proposals: proposals_sender.clone(),
+            state_machine: state_machine.clone(),
             raft: raft.clone(),
             node_id: config.node_id,
             max_queued: config.max_queued,
             retry_policy: config.retry_policy,
             workers: Arc::clone(&workers),
+            leading,
+            http: reqwest::Client::new(),
         };
-        if broker.confirms_events() {
-            // RabbitMQ holds what it confirmed: the watermark follows the confirms.
-            tasks.push(tokio::spawn(commit_watermark(handle.clone(), published)));
+        let duties = LeaderDuties {
+            raft: raft.clone(),
+            state_machine: state_machine.clone(),
+            broker,
+            workers,
+            proposals: proposals_sender,
+            handle: handle.clone(),
+            heartbeat_timeout: config.heartbeat_timeout,
+            dispatch_timeout: config.dispatch_timeout,
+            leading: leading_sender,
+        };
+        let tasks = vec![
+            tokio::spawn(run_proposer(
+                raft.clone(),
+                proposals,
+                config.max_batch,
+                state_machine.clone(),
+            )),
+            tokio::spawn(duties.run()),
+        ];
+        if one_node {
+            // `serve` writes (and reads the recovered state) right after start: wait until this
+            // node leads and its duties run.
+            let mut leading = handle.leading.clone();
+            tokio::time::timeout(Duration::from_secs(30), leading.wait_for(Option::is_some))
+                .await
+                .map_err(|_| OrchestratorError::Raft("did not become leader within 30 s".into()))?
+                .map_err(|_| OrchestratorError::Raft("leader duties stopped".into()))?;
         }
         Ok(Orchestrator {
             handle,
@@ -413,6 +441,120 @@ impl Orchestrator {
             task.abort();
         }
         served
+    }
+}
+
+/// What only the leader runs (issue 5, item 3): the outbox, the timers, the heartbeat table
+/// and the watermark. Started when this node becomes leader (after a barrier entry, so the
+/// whole log is applied), stopped when it is not leader any more.
+struct LeaderDuties {
+    raft: Raft<TypeConfig>,
+    state_machine: StateMachineStore,
+    broker: Broker,
+    workers: Arc<Registry>,
+    proposals: mpsc::Sender<Proposal>,
+    handle: OrchestratorHandle,
+    heartbeat_timeout: Duration,
+    dispatch_timeout: Duration,
+    leading: watch::Sender<Option<u64>>,
+}
+
+impl LeaderDuties {
+    /// Follows openraft's metrics: starts the duties on becoming leader (in a term), stops them
+    /// on losing leadership. Runs until raft stops.
+    async fn run(self) {
+        let mut metrics = self.raft.metrics();
+        let mut session: Option<(u64, Vec<tokio::task::JoinHandle<()>>)> = None;
+        loop {
+            let (is_leader, term) = {
+                let now = metrics.borrow_and_update();
+                (now.state == ServerState::Leader, now.current_term)
+            };
+            let current = session.as_ref().map(|(term, _)| *term);
+            if current.is_some() && (!is_leader || current != Some(term)) {
+                if let Some((old_term, tasks)) = session.take() {
+                    for task in tasks {
+                        task.abort();
+                    }
+                    self.state_machine.go_offline();
+                    self.leading.send_replace(None);
+                    tracing::info!(
+                        term = old_term,
+                        "not the leader any more: leader duties stopped"
+                    );
+                }
+            }
+            if is_leader && session.is_none() {
+                match self.begin(term).await {
+                    Ok(tasks) => {
+                        session = Some((term, tasks));
+                        self.leading.send_replace(Some(term));
+                        tracing::info!(term, "leader: duties started");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, term, "cannot start the leader's duties yet");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Commits a barrier entry (every entry before it is then applied), grants every lease
+    /// holder a full heartbeat timeout, then resumes dispatches, events and timers from the
+    /// state and starts the outbox, the timers, liveness and (with RabbitMQ) the watermark.
+    async fn begin(&self, term: u64) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+        let now = Millis::now().max(self.state_machine.read(State::leader_time));
+        self.raft
+            .client_write(Batch {
+                seed: 0,
+                now,
+                commands: Vec::new(),
+            })
+            .await
+            .map_err(|error| format!("barrier entry in term {term}: {error}"))?;
+        self.workers.reset();
+        // A new leader grants every worker holding a lease a full heartbeat timeout.
+        for worker_id in self.state_machine.read(State::lease_holders) {
+            self.workers.grant_grace(&worker_id);
+        }
+        let (effects_sender, effects) = mpsc::unbounded_channel();
+        let (timer_sender, timer_receiver) = mpsc::unbounded_channel();
+        let (published_upto, published) = watch::channel(0);
+        let outbox = Outbox {
+            broker: self.broker.clone(),
+            timers: timer_sender,
+            workers: Arc::clone(&self.workers),
+            state_machine: self.state_machine.clone(),
+            dispatch_timeout: self.dispatch_timeout,
+            published_upto,
+        };
+        let mut tasks = vec![
+            tokio::spawn(outbox.run(effects)),
+            tokio::spawn(run_liveness(
+                Arc::clone(&self.workers),
+                self.proposals.clone(),
+                self.heartbeat_timeout,
+            )),
+            tokio::spawn(run_timers(
+                timer_receiver,
+                self.proposals.clone(),
+                self.state_machine.clone(),
+            )),
+        ];
+        if self.broker.confirms_events() {
+            // RabbitMQ holds what it confirmed: the watermark follows the confirms.
+            tasks.push(tokio::spawn(commit_watermark(
+                self.handle.clone(),
+                published,
+            )));
+        }
+        self.state_machine.go_live(effects_sender);
+        Ok(tasks)
     }
 }
 
@@ -679,11 +821,11 @@ async fn run_proposer(
     raft: Raft<TypeConfig>,
     mut proposals: mpsc::Receiver<Proposal>,
     max_batch: usize,
-    committed_time: Millis,
+    state_machine: StateMachineStore,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    // Leader time never goes backwards, also across restarts and clock steps.
-    let mut last_now = committed_time;
+    // Leader time never goes backwards, also across restarts, leader changes and clock steps.
+    let mut last_now = state_machine.read(State::leader_time);
     let mut waiting = Vec::with_capacity(max_batch);
     loop {
         // Wait for a free slot first, so everything that arrives meanwhile joins this entry:
@@ -695,7 +837,9 @@ async fn run_proposer(
             break;
         }
         let (commands, replies): (Vec<Command>, Vec<_>) = waiting.drain(..).unzip();
-        last_now = last_now.max(Millis::now());
+        last_now = last_now
+            .max(Millis::now())
+            .max(state_machine.read(State::leader_time));
         let batch = Batch {
             seed: random_seed(),
             now: last_now,

@@ -145,6 +145,13 @@ impl StateMachineStore {
         inner.effects = Some(effects);
     }
 
+    /// Stops handing effects out (this node stopped leading): effects of entries applied from
+    /// now on are dropped, and a later [`StateMachineStore::go_live`] derives again what is
+    /// pending from the state.
+    pub fn go_offline(&self) {
+        self.lock().effects = None;
+    }
+
     fn write_snapshot_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let temporary = path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&temporary)?;

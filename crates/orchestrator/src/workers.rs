@@ -83,6 +83,12 @@ impl Registry {
     }
 
     /// Forgets a worker that is known to be gone (its leases were released by `WorkerLost`).
+    /// Forgets every worker (a node starting to lead knows nothing from an earlier term of its
+    /// own: it grants the lease holders a fresh grace and learns the rest from heartbeats).
+    pub(crate) fn reset(&self) {
+        self.lock().clear();
+    }
+
     pub(crate) fn forget(&self, worker_id: &WorkerId) {
         self.lock().remove(worker_id);
     }
