@@ -269,14 +269,14 @@ async fn kill_minus_nine_of_the_orchestrator_then_a_restart_completes_every_job(
             >= 40
     })
     .await;
-    cluster.orchestrator.kill();
+    cluster.orchestrators[0].kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Meanwhile the gateway answers 503 and records nothing.
     let (status, body) = submit(&client, &gateway, &echo_job("HIGH", 1)).await;
     assert_eq!(status, 503, "{body}");
     let (_, page) = get(&client, &format!("{gateway}/api/jobs?size=1")).await;
     assert_eq!(page["page"]["totalElements"], json!(ids.len()), "{page}");
-    cluster.orchestrator = cluster.start_orchestrator();
+    cluster.orchestrators[0] = cluster.start_orchestrator(0);
     for id in &ids {
         let job = wait_terminal(&client, &gateway, id, DEADLINE).await;
         assert_eq!(job["jobStatus"], "COMPLETED", "{job}");

@@ -163,13 +163,14 @@ impl Drop for Proc {
     }
 }
 
-/// An orchestrator, a gateway and workers, each its own process.
+/// Orchestrator nodes, a gateway and workers, each its own process.
 pub struct Cluster {
     pub dir: PathBuf,
-    pub orchestrator: Proc,
+    /// Node `i + 1` of the orchestrator cluster is `orchestrators[i]`.
+    pub orchestrators: Vec<Proc>,
     pub gateway: Proc,
     pub workers: Vec<Proc>,
-    orchestrator_port: u16,
+    orchestrator_ports: Vec<u16>,
     gateway_port: u16,
     heartbeat_timeout_s: u64,
     // Dropped last: the processes first.
@@ -188,30 +189,41 @@ impl Cluster {
         concurrency: usize,
         heartbeat_timeout_s: u64,
     ) -> Option<Cluster> {
+        Cluster::start_nodes(test, dir, 1, n_workers, concurrency, heartbeat_timeout_s)
+    }
+
+    /// [`Cluster::start`] with `n_nodes` orchestrator nodes in one Raft cluster (more than
+    /// one: every node gets `--peers`; gateway and workers get every node's URL).
+    pub fn start_nodes(
+        test: &str,
+        dir: &Path,
+        n_nodes: usize,
+        n_workers: usize,
+        concurrency: usize,
+        heartbeat_timeout_s: u64,
+    ) -> Option<Cluster> {
         let vhost = TestVhost::create(test)?;
         let database = TestDatabase::create();
-        let orchestrator_port = free_port();
-        let gateway_port = free_port();
+        let not_started = || Proc {
+            child: None,
+            log: PathBuf::new(),
+            ready: String::new(),
+        };
         let mut cluster = Cluster {
             dir: dir.to_path_buf(),
-            orchestrator: Proc {
-                child: None,
-                log: PathBuf::new(),
-                ready: String::new(),
-            },
-            gateway: Proc {
-                child: None,
-                log: PathBuf::new(),
-                ready: String::new(),
-            },
+            orchestrators: Vec::new(),
+            gateway: not_started(),
             workers: Vec::new(),
-            orchestrator_port,
-            gateway_port,
+            orchestrator_ports: (0..n_nodes).map(|_| free_port()).collect(),
+            gateway_port: free_port(),
             heartbeat_timeout_s,
             database,
             vhost,
         };
-        cluster.orchestrator = cluster.start_orchestrator();
+        for node in 0..n_nodes {
+            let started = cluster.start_orchestrator(node);
+            cluster.orchestrators.push(started);
+        }
         cluster.gateway = cluster.start_gateway();
         for n in 0..n_workers {
             let worker = cluster.start_worker(&format!("w{n}"), concurrency);
@@ -225,9 +237,22 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.gateway_port)
     }
 
-    /// The orchestrator's base URL.
+    /// The first orchestrator node's base URL.
     pub fn orchestrator_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.orchestrator_port)
+        self.node_url(0)
+    }
+
+    /// The base URL of orchestrator node `index + 1`.
+    pub fn node_url(&self, index: usize) -> String {
+        format!("http://127.0.0.1:{}", self.orchestrator_ports[index])
+    }
+
+    /// Every orchestrator node's URL, comma-separated (for `--orchestrator`).
+    fn orchestrator_urls(&self) -> String {
+        (0..self.orchestrator_ports.len())
+            .map(|index| self.node_url(index))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The AMQP URL of the test's vhost.
@@ -235,14 +260,17 @@ impl Cluster {
         self.vhost.url().to_string()
     }
 
-    /// (Re)starts the orchestrator on its port and data directory.
-    pub fn start_orchestrator(&self) -> Proc {
-        let args = vec![
+    /// (Re)starts orchestrator node `index + 1` on its port and data directory.
+    pub fn start_orchestrator(&self, index: usize) -> Proc {
+        let mut args = vec![
             "orchestrator".to_string(),
             "--addr".into(),
-            format!("127.0.0.1:{}", self.orchestrator_port),
+            format!("127.0.0.1:{}", self.orchestrator_ports[index]),
             "--data-dir".into(),
-            self.dir.join("orchestrator").display().to_string(),
+            self.dir
+                .join(format!("orchestrator-{}", index + 1))
+                .display()
+                .to_string(),
             "--amqp".into(),
             self.amqp_url(),
             "--heartbeat-timeout".into(),
@@ -252,7 +280,19 @@ impl Cluster {
             "--dispatch-timeout".into(),
             "10".into(),
         ];
-        Proc::start(&args, self.next_log("orchestrator"), "orchestrator")
+        if self.orchestrator_ports.len() > 1 {
+            let peers: Vec<String> = (0..self.orchestrator_ports.len())
+                .map(|node| format!("{}={}", node + 1, self.node_url(node)))
+                .collect();
+            args.extend([
+                "--node-id".to_string(),
+                (index + 1).to_string(),
+                "--peers".into(),
+                peers.join(","),
+            ]);
+        }
+        let log = self.next_log(&format!("orchestrator-{}", index + 1));
+        Proc::start(&args, log, "orchestrator")
     }
 
     /// (Re)starts the gateway on its port.
@@ -276,7 +316,7 @@ impl Cluster {
             "--amqp".into(),
             self.amqp_url(),
             "--orchestrator".into(),
-            self.orchestrator_url(),
+            self.orchestrator_urls(),
         ];
         Proc::start(&args, self.next_log("gateway"), "gateway")
     }
@@ -288,7 +328,7 @@ impl Cluster {
             "--amqp".into(),
             self.amqp_url(),
             "--orchestrator".into(),
-            self.orchestrator_url(),
+            self.orchestrator_urls(),
             "--concurrency".into(),
             concurrency.to_string(),
             "--worker-id".into(),

@@ -1,0 +1,210 @@
+//! Acceptance tests of the orchestrator cluster (issue 5): three `distriqueue orchestrator`
+//! processes replicating one log with openraft over HTTP, with a gateway and workers that know
+//! every node. They need RabbitMQ like every distributed test (`DQ_TEST_AMQP_URL`), and skip
+//! without it.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::*;
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// Every node's `/api/raft/status` (a node that does not answer is left out).
+async fn statuses(cluster: &Cluster) -> Vec<(usize, Value)> {
+    let client = http();
+    let mut answers = Vec::new();
+    for index in 0..cluster.orchestrators.len() {
+        let url = format!("{}/api/raft/status", cluster.node_url(index));
+        if let Ok(response) = client.get(url).timeout(Duration::from_secs(2)).send().await {
+            if let Ok(status) = response.json::<Value>().await {
+                answers.push((index, status));
+            }
+        }
+    }
+    answers
+}
+
+/// Waits until the answering nodes (at least `quorum`) agree on one leader and term, and that
+/// leader says it leads; returns the leader's index.
+async fn agreed_leader(cluster: &Cluster, quorum: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let answers = statuses(cluster).await;
+        let views: HashSet<(Option<u64>, Option<u64>)> = answers
+            .iter()
+            .map(|(_, status)| (status["leader"].as_u64(), status["term"].as_u64()))
+            .collect();
+        let leaders: Vec<usize> = answers
+            .iter()
+            .filter(|(_, status)| status["role"] == "leader")
+            .map(|(index, _)| *index)
+            .collect();
+        if answers.len() >= quorum && views.len() == 1 && leaders.len() == 1 {
+            let (leader, _) = views.into_iter().next().unwrap_or_default();
+            if leader == Some(leaders[0] as u64 + 1) {
+                return leaders[0];
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no agreed leader: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_elect_one_leader_agree_on_it_and_replicate_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(cluster) = Cluster::start_nodes("raft_elect", dir.path(), 3, 0, 1, 10) else {
+        return;
+    };
+    let leader = agreed_leader(&cluster, 3).await;
+    let statuses = statuses(&cluster).await;
+    for (index, status) in &statuses {
+        let role = status["role"].as_str().unwrap_or("");
+        let expected = if *index == leader {
+            "leader"
+        } else {
+            "follower"
+        };
+        assert_eq!(role, expected, "node {}: {status}", index + 1);
+        assert_eq!(
+            status["members"].as_array().map(Vec::len),
+            Some(3),
+            "{status}"
+        );
+    }
+    // A write through the gateway lands whichever node it reaches (followers forward it), and
+    // every node's state machine holds the job.
+    let client = http();
+    let id = submit_ok(&client, &cluster.gateway_url(), &echo_job("HIGH", 1)).await;
+    for index in 0..3 {
+        let node = cluster.node_url(index);
+        wait_until(Duration::from_secs(30), "the job on every node", || {
+            let client = client.clone();
+            let node = node.clone();
+            let id = id.clone();
+            async move {
+                let (_, live) = get(&client, &format!("{node}/api/jobs")).await;
+                live["jobs"]
+                    .as_array()
+                    .is_some_and(|jobs| jobs.iter().any(|job| job["id"] == id.as_str()))
+            }
+        })
+        .await;
+    }
+    // A follower forwards worker-protocol writes too.
+    let follower = (leader + 1) % 3;
+    let (status, body) = post_json(
+        &client,
+        &format!("{}/api/workers/heartbeat", cluster.node_url(follower)),
+        &serde_json::json!({"worker_id": "probe", "capacity": 1, "current_load": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "acknowledged");
+}
+
+async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let response = client.post(url).json(body).send().await.expect("POST");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_kill_minus_nine_mid_run_loses_nothing_and_the_node_rejoins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut cluster) = Cluster::start_nodes("raft_failover", dir.path(), 3, 2, 8, 5) else {
+        return;
+    };
+    agreed_leader(&cluster, 3).await;
+    let gateway = cluster.gateway_url();
+    let client = http();
+    let mut ids = Vec::new();
+    let mut submitters = Vec::new();
+    for client_index in 0..8 {
+        let client = client.clone();
+        let gateway = gateway.clone();
+        submitters.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for n in 0..250 {
+                let priority = ["LOW", "MEDIUM", "HIGH"][(n + client_index) % 3];
+                mine.push(submit_ok(&client, &gateway, &sleep_job(20, priority)).await);
+            }
+            mine
+        }));
+    }
+    for submitter in submitters {
+        ids.extend(submitter.await.expect("submitter"));
+    }
+    assert_eq!(ids.len(), 2000);
+    wait_until(DEADLINE, "a few hundred jobs to finish", || async {
+        cluster
+            .ledger_lines()
+            .iter()
+            .filter(|line| line.event == "finish")
+            .count()
+            >= 300
+    })
+    .await;
+    let old_leader = agreed_leader(&cluster, 3).await;
+    cluster.orchestrators[old_leader].kill();
+    // A new leader takes writes.
+    let new_leader = agreed_leader(&cluster, 2).await;
+    assert_ne!(new_leader, old_leader);
+    ids.push(submit_ok(&client, &gateway, &echo_job("HIGH", 1)).await);
+    for id in &ids {
+        let job = wait_terminal(&client, &gateway, id, DEADLINE).await;
+        assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+        let completed = job["attempts"].as_array().map_or(0, |attempts| {
+            attempts
+                .iter()
+                .filter(|attempt| attempt["state"] == "COMPLETED")
+                .count()
+        });
+        assert_eq!(completed, 1, "one recorded outcome: {job}");
+    }
+    let mut finishes = HashSet::new();
+    for line in cluster
+        .ledger_lines()
+        .iter()
+        .filter(|line| line.event == "finish")
+    {
+        assert!(
+            finishes.insert((line.job_id.clone(), line.attempt)),
+            "attempt {} of job {} ran to completion twice",
+            line.attempt,
+            line.job_id
+        );
+    }
+
+    // The killed node restarts, catches up and follows.
+    cluster.orchestrators[old_leader] = cluster.start_orchestrator(old_leader);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let answers: HashMap<usize, Value> = statuses(&cluster).await.into_iter().collect();
+        let leader_applied = answers
+            .get(&new_leader)
+            .and_then(|status| status["lastApplied"].as_u64());
+        let rejoined = answers.get(&old_leader).filter(|status| {
+            status["role"] == "follower"
+                && status["leader"].as_u64() == Some(new_leader as u64 + 1)
+                && status["lastApplied"].as_u64() >= leader_applied
+        });
+        if rejoined.is_some() && leader_applied.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {} did not catch up: {answers:?}",
+            old_leader + 1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
