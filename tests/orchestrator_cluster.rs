@@ -208,3 +208,151 @@ async fn leader_kill_minus_nine_mid_run_loses_nothing_and_the_node_rejoins() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `/api/raft/status` of the given nodes, until they agree on a leader among them that says it
+/// leads; returns its index.
+async fn leader_among(cluster: &Cluster, nodes: &[usize]) -> usize {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let answers: Vec<(usize, Value)> = statuses(cluster)
+            .await
+            .into_iter()
+            .filter(|(index, _)| nodes.contains(index))
+            .collect();
+        let views: HashSet<Option<u64>> = answers
+            .iter()
+            .map(|(_, status)| status["leader"].as_u64())
+            .collect();
+        if answers.len() == nodes.len() && views.len() == 1 {
+            if let Some(Some(leader)) = views.into_iter().next() {
+                let index = leader as usize - 1;
+                let leads = answers
+                    .iter()
+                    .any(|(node, status)| *node == index && status["role"] == "leader");
+                if leads {
+                    return index;
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nodes {nodes:?} agree on no leader: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Registers an echo job with `id` through node `index + 1`; the status, or `None` when no
+/// answer came within `timeout`.
+async fn register_on(cluster: &Cluster, index: usize, id: &str, timeout: Duration) -> Option<u16> {
+    let body = serde_json::json!({"id": id, "type": "echo", "priority": 5});
+    http()
+        .post(format!("{}/api/jobs/register", cluster.node_url(index)))
+        .json(&body)
+        .timeout(timeout)
+        .send()
+        .await
+        .ok()
+        .map(|response| response.status().as_u16())
+}
+
+/// Each node's live jobs: id to version.
+async fn live_jobs(cluster: &Cluster, index: usize) -> HashMap<String, u64> {
+    let (_, live) = get(
+        &http(),
+        &format!("{}/api/jobs?limit=1000", cluster.node_url(index)),
+    )
+    .await;
+    live["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|job| Some((job["id"].as_str()?.to_string(), job["version"].as_u64()?)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_leader_commits_nothing_the_majority_goes_on_and_healing_leaves_one_history() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(cluster) = Cluster::start_partitionable("raft_partition", dir.path(), 3, 0) else {
+        return;
+    };
+    let old_leader = agreed_leader(&cluster, 3).await;
+    let before: Vec<String> = (0..5).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for id in &before {
+        assert_eq!(
+            register_on(&cluster, old_leader, id, Duration::from_secs(30)).await,
+            Some(202)
+        );
+    }
+    cluster.isolate(old_leader);
+    let applied = |statuses: &[(usize, Value)], node: usize| {
+        statuses
+            .iter()
+            .find(|(index, _)| *index == node)
+            .and_then(|(_, status)| status["lastApplied"].as_u64())
+    };
+    let isolated_applied = applied(&statuses(&cluster).await, old_leader);
+    // A write to the isolated leader cannot commit.
+    let lost = uuid::Uuid::new_v4().to_string();
+    assert_ne!(
+        register_on(&cluster, old_leader, &lost, Duration::from_secs(3)).await,
+        Some(202),
+        "the isolated leader accepted a write"
+    );
+    // The other two elect a leader and go on.
+    let majority: Vec<usize> = (0..3).filter(|node| *node != old_leader).collect();
+    let new_leader = leader_among(&cluster, &majority).await;
+    assert_ne!(new_leader, old_leader);
+    let during: Vec<String> = (0..5).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for id in &during {
+        // Through the follower of the majority: it forwards to the new leader.
+        let follower = majority
+            .iter()
+            .copied()
+            .find(|node| *node != new_leader)
+            .expect("a follower");
+        assert_eq!(
+            register_on(&cluster, follower, id, Duration::from_secs(30)).await,
+            Some(202)
+        );
+    }
+    assert_eq!(
+        applied(&statuses(&cluster).await, old_leader),
+        isolated_applied,
+        "the isolated node applied entries while cut off"
+    );
+
+    cluster.heal();
+    // One history: every node ends with the same jobs at the same versions, with what the
+    // majority committed and without the write the isolated leader could not commit.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let mut views = Vec::new();
+        for node in 0..3 {
+            views.push(live_jobs(&cluster, node).await);
+        }
+        let converged = views.iter().all(|view| *view == views[0])
+            && before
+                .iter()
+                .chain(&during)
+                .all(|id| views[0].contains_key(id));
+        if converged {
+            assert!(
+                !views[0].contains_key(&lost),
+                "an uncommitted write survived"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes did not converge after healing: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let leader = agreed_leader(&cluster, 3).await;
+    assert!(statuses(&cluster)
+        .await
+        .iter()
+        .all(|(_, status)| status["leader"].as_u64() == Some(leader as u64 + 1)));
+}

@@ -171,6 +171,9 @@ pub struct Cluster {
     pub gateway: Proc,
     pub workers: Vec<Proc>,
     orchestrator_ports: Vec<u16>,
+    /// Partitionable clusters: node `i + 1` listens on 127.0.0.`i + 2`, and its peers reach it
+    /// through `proxies[i]`.
+    pub proxies: Vec<super::proxy::Proxy>,
     gateway_port: u16,
     heartbeat_timeout_s: u64,
     // Dropped last: the processes first.
@@ -202,6 +205,72 @@ impl Cluster {
         concurrency: usize,
         heartbeat_timeout_s: u64,
     ) -> Option<Cluster> {
+        Cluster::start_inner(
+            test,
+            dir,
+            n_nodes,
+            n_workers,
+            concurrency,
+            heartbeat_timeout_s,
+            false,
+        )
+    }
+
+    /// A cluster of `n_nodes` orchestrator nodes whose Raft traffic goes through a [`Proxy`]
+    /// per node (see [`Cluster::partition`]), with `n_workers` workers. Must be called within a
+    /// Tokio runtime.
+    ///
+    /// [`Proxy`]: super::proxy::Proxy
+    pub fn start_partitionable(
+        test: &str,
+        dir: &Path,
+        n_nodes: usize,
+        n_workers: usize,
+    ) -> Option<Cluster> {
+        Cluster::start_inner(test, dir, n_nodes, n_workers, 2, 10, true)
+    }
+
+    /// Cuts node `index + 1` off from every other node, both ways.
+    pub fn isolate(&self, index: usize) {
+        let others: Vec<std::net::IpAddr> = (0..self.orchestrator_ports.len())
+            .filter(|other| *other != index)
+            .map(|other| self.node_ip(other))
+            .collect();
+        self.proxies[index].block(&others);
+        for (other, proxy) in self.proxies.iter().enumerate() {
+            if other != index {
+                proxy.block(&[self.node_ip(index)]);
+            }
+        }
+    }
+
+    /// Ends every partition.
+    pub fn heal(&self) {
+        for proxy in &self.proxies {
+            proxy.heal();
+        }
+    }
+
+    /// The loopback address node `index + 1` listens on: 127.0.0.1, or 127.0.0.`index + 2` in
+    /// a partitionable cluster.
+    fn node_ip(&self, index: usize) -> std::net::IpAddr {
+        if self.proxies.is_empty() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            cluster_ip(index)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_inner(
+        test: &str,
+        dir: &Path,
+        n_nodes: usize,
+        n_workers: usize,
+        concurrency: usize,
+        heartbeat_timeout_s: u64,
+        partitionable: bool,
+    ) -> Option<Cluster> {
         let vhost = TestVhost::create(test)?;
         let database = TestDatabase::create();
         let not_started = || Proc {
@@ -215,11 +284,23 @@ impl Cluster {
             gateway: not_started(),
             workers: Vec::new(),
             orchestrator_ports: (0..n_nodes).map(|_| free_port()).collect(),
+            proxies: Vec::new(),
             gateway_port: free_port(),
             heartbeat_timeout_s,
             database,
             vhost,
         };
+        if partitionable {
+            cluster.proxies = (0..n_nodes)
+                .map(|node| {
+                    let target = std::net::SocketAddr::new(
+                        cluster_ip(node),
+                        cluster.orchestrator_ports[node],
+                    );
+                    super::proxy::Proxy::start(target)
+                })
+                .collect();
+        }
         for node in 0..n_nodes {
             let started = cluster.start_orchestrator(node);
             cluster.orchestrators.push(started);
@@ -242,9 +323,21 @@ impl Cluster {
         self.node_url(0)
     }
 
-    /// The base URL of orchestrator node `index + 1`.
+    /// The base URL of orchestrator node `index + 1` (direct, not through its proxy).
     pub fn node_url(&self, index: usize) -> String {
-        format!("http://127.0.0.1:{}", self.orchestrator_ports[index])
+        format!(
+            "http://{}:{}",
+            self.node_ip(index),
+            self.orchestrator_ports[index]
+        )
+    }
+
+    /// The URL the other nodes reach node `index + 1` at: its proxy, if any.
+    fn peer_url(&self, index: usize) -> String {
+        match self.proxies.get(index) {
+            Some(proxy) => format!("http://{}", proxy.addr),
+            None => self.node_url(index),
+        }
     }
 
     /// Every orchestrator node's URL, comma-separated (for `--orchestrator`).
@@ -265,7 +358,7 @@ impl Cluster {
         let mut args = vec![
             "orchestrator".to_string(),
             "--addr".into(),
-            format!("127.0.0.1:{}", self.orchestrator_ports[index]),
+            format!("{}:{}", self.node_ip(index), self.orchestrator_ports[index]),
             "--data-dir".into(),
             self.dir
                 .join(format!("orchestrator-{}", index + 1))
@@ -282,7 +375,7 @@ impl Cluster {
         ];
         if self.orchestrator_ports.len() > 1 {
             let peers: Vec<String> = (0..self.orchestrator_ports.len())
-                .map(|node| format!("{}={}", node + 1, self.node_url(node)))
+                .map(|node| format!("{}={}", node + 1, self.peer_url(node)))
                 .collect();
             args.extend([
                 "--node-id".to_string(),
@@ -369,4 +462,9 @@ impl Cluster {
         }
         lines
     }
+}
+
+/// The loopback address of node `index + 1` of a partitionable cluster.
+fn cluster_ip(index: usize) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, u8::try_from(index + 2).unwrap_or(255)])
 }

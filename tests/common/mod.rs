@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub mod cluster;
+pub mod proxy;
 pub mod scenarios;
 
 /// A running `distriqueue serve`.

@@ -31,20 +31,17 @@ pub struct HttpNetwork {
 }
 
 impl HttpNetwork {
-    /// A network with its own connection pool.
-    pub fn new() -> HttpNetwork {
+    /// A network with its own connection pool. Connections to peers leave from `local_ip`
+    /// when given: a node that listens on one address of a multi-homed host (or on its own
+    /// loopback address, as the partition tests do) also talks to its peers from it.
+    pub fn new(local_ip: Option<std::net::IpAddr>) -> HttpNetwork {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
+            .local_address(local_ip)
             .build()
             .unwrap_or_default();
         HttpNetwork { http }
-    }
-}
-
-impl Default for HttpNetwork {
-    fn default() -> HttpNetwork {
-        HttpNetwork::new()
     }
 }
 

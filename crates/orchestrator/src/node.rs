@@ -322,7 +322,7 @@ impl Orchestrator {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            HttpNetwork::new(),
+            HttpNetwork::new(Some(local_addr.ip()).filter(|ip| !ip.is_unspecified())),
             log_store,
             state_machine.clone(),
         )
