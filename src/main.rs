@@ -85,6 +85,19 @@ enum Verb {
         #[command(flatten)]
         args: verbs::WatchArgs,
     },
+    /// Manage the orchestrator cluster: status, add-node, remove-node.
+    Cluster {
+        /// Orchestrator URLs, comma-separated (any node: writes go to the leader).
+        #[arg(
+            long,
+            env = "DQ_ORCHESTRATOR_URL",
+            value_delimiter = ',',
+            default_value = "http://127.0.0.1:8081"
+        )]
+        orchestrator: Vec<String>,
+        #[command(subcommand)]
+        command: ClusterVerb,
+    },
     /// Measure throughput (default) or submit-to-start latency (--rate) against a gateway.
     Bench {
         #[command(flatten)]
@@ -92,6 +105,41 @@ enum Verb {
         #[command(flatten)]
         args: bench::BenchArgs,
     },
+}
+
+/// `distriqueue cluster ...`.
+#[derive(Subcommand, Debug)]
+enum ClusterVerb {
+    /// Print the cluster's status (members, leader, term, each member's reachability and lag).
+    Status,
+    /// Add a running node (started with --node-id and --peers that leave it out) as a voter.
+    AddNode {
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// The new node's base URL, as its peers reach it.
+        #[arg(long)]
+        url: String,
+    },
+    /// Remove a node from the cluster (stop its process afterwards).
+    RemoveNode {
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+/// Runs `distriqueue cluster ...` and prints the answer as JSON.
+async fn cluster(orchestrators: &[String], command: ClusterVerb) -> anyhow::Result<()> {
+    let client = distriqueue_client::OrchestratorClient::new(orchestrators, Duration::from_secs(30))
+        .context("bad --orchestrator URL")?;
+    let answer = match command {
+        ClusterVerb::Status => client.cluster_status().await,
+        ClusterVerb::AddNode { id, url } => client.add_node(id, &url).await,
+        ClusterVerb::RemoveNode { id } => client.remove_node(id).await,
+    }?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }
 
 /// The gateway a CLI verb talks to.
@@ -475,5 +523,9 @@ async fn main() -> anyhow::Result<()> {
         Some(Verb::Attempts { server, args }) => verbs::attempts(&server.server, args).await,
         Some(Verb::Watch { server, args }) => verbs::watch(&server.server, args).await,
         Some(Verb::Bench { server, args }) => bench::run(&server.server, args).await,
+        Some(Verb::Cluster {
+            orchestrator,
+            command,
+        }) => cluster(&orchestrator, command).await,
     }
 }

@@ -356,3 +356,72 @@ async fn an_isolated_leader_commits_nothing_the_majority_goes_on_and_healing_lea
         .iter()
         .all(|(_, status)| status["leader"].as_u64() == Some(leader as u64 + 1)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_is_added_and_another_removed_at_run_time_with_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut cluster) = Cluster::start_nodes("raft_membership", dir.path(), 3, 0, 1, 10)
+    else {
+        return;
+    };
+    agreed_leader(&cluster, 3).await;
+    let client = http();
+    let before = submit_ok(&client, &cluster.gateway_url(), &echo_job("LOW", 1)).await;
+    let joining = cluster.start_joining_node();
+    let cli = |args: &[String]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_distriqueue"))
+            .arg("cluster")
+            .arg("--orchestrator")
+            .arg(cluster.node_url(0))
+            .args(args)
+            .output()
+            .expect("run distriqueue cluster");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).expect("JSON answer")
+    };
+    let added = cli(&[
+        "add-node".into(),
+        "--id".into(),
+        (joining + 1).to_string(),
+        "--url".into(),
+        cluster.node_url(joining),
+    ]);
+    assert_eq!(added["members"].as_array().map(Vec::len), Some(4), "{added}");
+    // The new node follows and holds the state written before it joined.
+    wait_until(Duration::from_secs(60), "the new node to follow", || async {
+        statuses(&cluster).await.iter().any(|(index, status)| {
+            *index == joining && status["role"] == "follower" && status["leader"].is_u64()
+        })
+    })
+    .await;
+    let node = cluster.node_url(joining);
+    wait_until(Duration::from_secs(60), "the job on the new node", || {
+        let client = client.clone();
+        let node = node.clone();
+        let before = before.clone();
+        async move {
+            let (_, live) = get(&client, &format!("{node}/api/jobs")).await;
+            live["jobs"]
+                .as_array()
+                .is_some_and(|jobs| jobs.iter().any(|job| job["id"] == before.as_str()))
+        }
+    })
+    .await;
+    // Remove a follower that is not the new node; the cluster goes on with three.
+    let leader = agreed_leader(&cluster, 4).await;
+    let removed_index = (0..3).find(|index| *index != leader).expect("a follower");
+    let removed = cli(&[
+        "remove-node".into(),
+        "--id".into(),
+        (removed_index + 1).to_string(),
+    ]);
+    assert_eq!(removed["members"].as_array().map(Vec::len), Some(3), "{removed}");
+    cluster.orchestrators[removed_index].kill();
+    let after = submit_ok(&client, &cluster.gateway_url(), &echo_job("LOW", 2)).await;
+    let (status, _) = get(&client, &format!("{}/api/jobs/{after}", cluster.gateway_url())).await;
+    assert_eq!(status, 200);
+}

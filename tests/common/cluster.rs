@@ -171,6 +171,8 @@ pub struct Cluster {
     pub gateway: Proc,
     pub workers: Vec<Proc>,
     orchestrator_ports: Vec<u16>,
+    /// The nodes the cluster was started with (`--peers`); later ones join with `add-node`.
+    initial_members: usize,
     /// Partitionable clusters: node `i + 1` listens on 127.0.0.`i + 2`, and its peers reach it
     /// through `proxies[i]`.
     pub proxies: Vec<super::proxy::Proxy>,
@@ -244,6 +246,16 @@ impl Cluster {
         }
     }
 
+    /// Starts one more orchestrator node, which waits to be added (`cluster add-node`): its
+    /// `--peers` are the initial members, without itself. Returns its index.
+    pub fn start_joining_node(&mut self) -> usize {
+        self.orchestrator_ports.push(free_port());
+        let index = self.orchestrator_ports.len() - 1;
+        let node = self.start_orchestrator(index);
+        self.orchestrators.push(node);
+        index
+    }
+
     /// Ends every partition.
     pub fn heal(&self) {
         for proxy in &self.proxies {
@@ -285,6 +297,7 @@ impl Cluster {
             workers: Vec::new(),
             orchestrator_ports: (0..n_nodes).map(|_| free_port()).collect(),
             proxies: Vec::new(),
+            initial_members: n_nodes,
             gateway_port: free_port(),
             heartbeat_timeout_s,
             database,
@@ -374,7 +387,7 @@ impl Cluster {
             "10".into(),
         ];
         if self.orchestrator_ports.len() > 1 {
-            let peers: Vec<String> = (0..self.orchestrator_ports.len())
+            let peers: Vec<String> = (0..self.initial_members)
                 .map(|node| format!("{}={}", node + 1, self.peer_url(node)))
                 .collect();
             args.extend([

@@ -220,6 +220,30 @@ impl OrchestratorClient {
         Ok(answer.jobs)
     }
 
+    /// `POST /api/cluster/nodes`: adds node `id` at `url` to the orchestrator cluster (as a
+    /// learner until it caught up, then a voter); the answer names the new members.
+    pub async fn add_node(&self, id: u64, url: &str) -> Result<Value, CallError> {
+        self.call(
+            Method::POST,
+            &["api", "cluster", "nodes"],
+            &json!({"id": id, "url": url}),
+        )
+        .await
+    }
+
+    /// `DELETE /api/cluster/nodes/{id}`: removes node `id` from the orchestrator cluster.
+    pub async fn remove_node(&self, id: u64) -> Result<Value, CallError> {
+        let id = id.to_string();
+        self.call(Method::DELETE, &["api", "cluster", "nodes", &id], &Value::Null)
+            .await
+    }
+
+    /// `GET /api/cluster/status` of the first node that answers.
+    pub async fn cluster_status(&self) -> Result<Value, CallError> {
+        self.call(Method::GET, &["api", "cluster", "status"], &Value::Null)
+            .await
+    }
+
     /// `POST /api/jobs/status/batch`: many reports, committed together; one answer each, in
     /// order (`Ok` = applied, `Err` = refused).
     pub async fn report_batch(

@@ -46,6 +46,8 @@ fn api_router(handle: OrchestratorHandle) -> Router {
         .route("/api/workers/heartbeat", post(heartbeat))
         .route("/api/raft/status", get(raft_status))
         .route("/api/cluster/status", get(cluster_status))
+        .route("/api/cluster/nodes", post(add_node))
+        .route("/api/cluster/nodes/{id}", axum::routing::delete(remove_node))
         .route("/api/metrics", get(metrics))
         .fallback(
             |method: axum::http::Method, uri: axum::http::Uri| async move {
@@ -83,7 +85,7 @@ async fn forward_writes(
 ) -> Response {
     let is_write = matches!(
         *request.method(),
-        axum::http::Method::POST | axum::http::Method::PUT
+        axum::http::Method::POST | axum::http::Method::PUT | axum::http::Method::DELETE
     );
     if !is_write || handle.is_live_leader() {
         return next.run(request).await;
@@ -591,6 +593,100 @@ async fn cluster_status(State(handle): State<OrchestratorHandle>) -> Json<Value>
         "raft": raft_json(&handle).await,
         "timestamp": Millis::now().to_iso(),
     }))
+}
+
+/// `POST /api/cluster/nodes` `{id, url}` (issue 5, item 2; `distriqueue cluster add-node`):
+/// adds a node as a learner, waits until it has caught up, then makes it a voter. The node
+/// must be running, started with `--node-id` and `--peers` that do not name itself (so it
+/// waits to be added instead of initializing a cluster of its own). 200 `{status:"added",
+/// members}`; 400 for a bad body; 503 when the change cannot commit.
+async fn add_node(
+    State(handle): State<OrchestratorHandle>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    #[derive(Deserialize)]
+    struct NewNode {
+        id: u64,
+        url: String,
+    }
+    let body = match json_body(body) {
+        Ok(body) => body,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let NewNode { id, url } = match serde_json::from_value(body) {
+        Ok(node) => node,
+        Err(problem) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be {{\"id\": <node id>, \"url\": \"http://...\"}}: {problem}"),
+            )
+        }
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return error(StatusCode::BAD_REQUEST, format!("{url:?} is not an http:// URL"));
+    }
+    let raft = handle.raft();
+    let node = openraft::BasicNode {
+        addr: url.trim_end_matches('/').to_string(),
+    };
+    if let Err(problem) = raft.add_learner(id, node, true).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot add node {id} as a learner: {problem}"),
+        );
+    }
+    let voters = std::collections::BTreeSet::from([id]);
+    match raft
+        .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
+        .await
+    {
+        Ok(_) => Json(json!({"status": "added", "members": members_json(&handle)})).into_response(),
+        Err(problem) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot make node {id} a voter: {problem}"),
+        ),
+    }
+}
+
+/// `DELETE /api/cluster/nodes/{id}` (`distriqueue cluster remove-node`): removes a node from
+/// the membership (it stops taking part; stop its process afterwards). 200 `{status:"removed",
+/// members}`; 404 for a node that is not a member; 503 when the change cannot commit.
+async fn remove_node(State(handle): State<OrchestratorHandle>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::NOT_FOUND, format!("No node {id}"));
+    };
+    let is_member = handle
+        .metrics()
+        .membership_config
+        .nodes()
+        .any(|(member, _)| *member == id);
+    if !is_member {
+        return error(StatusCode::NOT_FOUND, format!("No node {id}"));
+    }
+    let voters = std::collections::BTreeSet::from([id]);
+    match handle
+        .raft()
+        .change_membership(openraft::ChangeMembers::RemoveVoters(voters), false)
+        .await
+    {
+        Ok(_) => {
+            Json(json!({"status": "removed", "members": members_json(&handle)})).into_response()
+        }
+        Err(problem) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot remove node {id}: {problem}"),
+        ),
+    }
+}
+
+/// The membership as `[{id, addr}]`.
+fn members_json(handle: &OrchestratorHandle) -> Vec<Value> {
+    handle
+        .metrics()
+        .membership_config
+        .nodes()
+        .map(|(id, node)| json!({"id": id, "addr": node.addr}))
+        .collect()
 }
 
 /// `GET /api/metrics`: live jobs by status, the waiting queue, workers, and the event watermark.

@@ -347,9 +347,10 @@ impl Orchestrator {
             .is_initialized()
             .await
             .map_err(|error| OrchestratorError::Raft(error.to_string()))?;
-        if !initialized {
+        if !initialized && members.contains_key(&config.node_id) {
             // Every node of a new cluster does this with the same members: openraft makes the
-            // first one win and the others' calls harmless (NotAllowed once a log exists).
+            // first one win and the others' calls harmless (NotAllowed once a log exists). A
+            // node whose `--peers` leave it out waits to be added (`cluster add-node`).
             match raft.initialize(members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(error) => return Err(OrchestratorError::Raft(error.to_string())),
