@@ -131,8 +131,9 @@ enum ClusterVerb {
 
 /// Runs `distriqueue cluster ...` and prints the answer as JSON.
 async fn cluster(orchestrators: &[String], command: ClusterVerb) -> anyhow::Result<()> {
-    let client = distriqueue_client::OrchestratorClient::new(orchestrators, Duration::from_secs(30))
-        .context("bad --orchestrator URL")?;
+    let client =
+        distriqueue_client::OrchestratorClient::new(orchestrators, Duration::from_secs(30))
+            .context("bad --orchestrator URL")?;
     let answer = match command {
         ClusterVerb::Status => client.cluster_status().await,
         ClusterVerb::AddNode { id, url } => client.add_node(id, &url).await,
@@ -243,6 +244,10 @@ struct OrchestratorArgs {
     /// This node's id in the orchestrator cluster.
     #[arg(long, env = "DQ_NODE_ID", default_value_t = 1)]
     node_id: u64,
+    /// Log entries between two snapshots; the log before a snapshot is purged (all but the
+    /// last 500 entries), so disk and memory stay bounded.
+    #[arg(long, env = "DQ_SNAPSHOT_EVERY", default_value_t = 20_000)]
+    snapshot_every: u64,
     /// The cluster's members, this node included, as `ID=URL` pairs separated by commas
     /// (`1=http://127.0.0.1:8081,2=http://127.0.0.1:8091,3=http://127.0.0.1:8101`). Unset: a
     /// one-node cluster. The cluster initializes once, whichever node starts first.
@@ -498,6 +503,7 @@ async fn main() -> anyhow::Result<()> {
                 dispatch_timeout: Duration::from_secs(args.dispatch_timeout.max(1)),
                 node_id: args.node_id,
                 peers: args.peers.into_iter().collect(),
+                snapshot_every: args.snapshot_every.max(1),
             };
             distriqueue::roles::run_orchestrator(role, until_signal()).await
         }

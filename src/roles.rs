@@ -110,6 +110,8 @@ pub struct OrchestratorRole {
     pub node_id: u64,
     /// The cluster's members (id to base URL), this node included; empty for one node.
     pub peers: std::collections::BTreeMap<u64, String>,
+    /// Log entries between two snapshots.
+    pub snapshot_every: u64,
 }
 
 /// Runs an orchestrator node until `shutdown`; prints `distriqueue orchestrator:
@@ -126,6 +128,7 @@ pub async fn run_orchestrator(
         dispatch_timeout: role.dispatch_timeout,
         node_id: role.node_id,
         peers: role.peers.clone(),
+        snapshot_every: role.snapshot_every,
         ..OrchestratorConfig::new(role.addr, role.data_dir.clone())
     };
     let orchestrator = Orchestrator::start(config, broker.clone()).await?;

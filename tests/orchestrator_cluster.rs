@@ -8,11 +8,22 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, Spec};
 use common::*;
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(180);
+
+/// Three orchestrator nodes with `workers` workers of `concurrency` slots.
+fn three_nodes(workers: usize, concurrency: usize, heartbeat_timeout_s: u64) -> Spec {
+    Spec {
+        nodes: 3,
+        workers,
+        concurrency,
+        heartbeat_timeout_s,
+        ..Spec::default()
+    }
+}
 
 /// Every node's `/api/raft/status` (a node that does not answer is left out).
 async fn statuses(cluster: &Cluster) -> Vec<(usize, Value)> {
@@ -61,7 +72,7 @@ async fn agreed_leader(cluster: &Cluster, quorum: usize) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_elect_one_leader_agree_on_it_and_replicate_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(cluster) = Cluster::start_nodes("raft_elect", dir.path(), 3, 0, 1, 10) else {
+    let Some(cluster) = Cluster::start_spec("raft_elect", dir.path(), three_nodes(0, 1, 10)) else {
         return;
     };
     let leader = agreed_leader(&cluster, 3).await;
@@ -120,7 +131,8 @@ async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, V
 #[tokio::test(flavor = "multi_thread")]
 async fn leader_kill_minus_nine_mid_run_loses_nothing_and_the_node_rejoins() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(mut cluster) = Cluster::start_nodes("raft_failover", dir.path(), 3, 2, 8, 5) else {
+    let Some(mut cluster) = Cluster::start_spec("raft_failover", dir.path(), three_nodes(2, 8, 5))
+    else {
         return;
     };
     agreed_leader(&cluster, 3).await;
@@ -274,7 +286,14 @@ async fn live_jobs(cluster: &Cluster, index: usize) -> HashMap<String, u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_isolated_leader_commits_nothing_the_majority_goes_on_and_healing_leaves_one_history() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(cluster) = Cluster::start_partitionable("raft_partition", dir.path(), 3, 0) else {
+    let Some(cluster) = Cluster::start_spec(
+        "raft_partition",
+        dir.path(),
+        Spec {
+            partitionable: true,
+            ..three_nodes(0, 1, 10)
+        },
+    ) else {
         return;
     };
     let old_leader = agreed_leader(&cluster, 3).await;
@@ -360,7 +379,8 @@ async fn an_isolated_leader_commits_nothing_the_majority_goes_on_and_healing_lea
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_is_added_and_another_removed_at_run_time_with_the_cli() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(mut cluster) = Cluster::start_nodes("raft_membership", dir.path(), 3, 0, 1, 10)
+    let Some(mut cluster) =
+        Cluster::start_spec("raft_membership", dir.path(), three_nodes(0, 1, 10))
     else {
         return;
     };
@@ -390,13 +410,21 @@ async fn a_node_is_added_and_another_removed_at_run_time_with_the_cli() {
         "--url".into(),
         cluster.node_url(joining),
     ]);
-    assert_eq!(added["members"].as_array().map(Vec::len), Some(4), "{added}");
+    assert_eq!(
+        added["members"].as_array().map(Vec::len),
+        Some(4),
+        "{added}"
+    );
     // The new node follows and holds the state written before it joined.
-    wait_until(Duration::from_secs(60), "the new node to follow", || async {
-        statuses(&cluster).await.iter().any(|(index, status)| {
-            *index == joining && status["role"] == "follower" && status["leader"].is_u64()
-        })
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the new node to follow",
+        || async {
+            statuses(&cluster).await.iter().any(|(index, status)| {
+                *index == joining && status["role"] == "follower" && status["leader"].is_u64()
+            })
+        },
+    )
     .await;
     let node = cluster.node_url(joining);
     wait_until(Duration::from_secs(60), "the job on the new node", || {
@@ -419,9 +447,79 @@ async fn a_node_is_added_and_another_removed_at_run_time_with_the_cli() {
         "--id".into(),
         (removed_index + 1).to_string(),
     ]);
-    assert_eq!(removed["members"].as_array().map(Vec::len), Some(3), "{removed}");
+    assert_eq!(
+        removed["members"].as_array().map(Vec::len),
+        Some(3),
+        "{removed}"
+    );
     cluster.orchestrators[removed_index].kill();
     let after = submit_ok(&client, &cluster.gateway_url(), &echo_job("LOW", 2)).await;
-    let (status, _) = get(&client, &format!("{}/api/jobs/{after}", cluster.gateway_url())).await;
+    let (status, _) = get(
+        &client,
+        &format!("{}/api/jobs/{after}", cluster.gateway_url()),
+    )
+    .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = Spec {
+        orchestrator_flags: vec!["--snapshot-every".into(), "50".into()],
+        ..three_nodes(0, 1, 10)
+    };
+    let Some(mut cluster) = Cluster::start_spec("raft_snapshot", dir.path(), spec) else {
+        return;
+    };
+    let leader = agreed_leader(&cluster, 3).await;
+    let behind = (leader + 1) % 3;
+    cluster.orchestrators[behind].kill();
+    let left_at = statuses(&cluster)
+        .await
+        .iter()
+        .find(|(index, _)| *index == leader)
+        .and_then(|(_, status)| status["lastApplied"].as_u64())
+        .unwrap_or(0);
+    let client = http();
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        ids.push(submit_ok(&client, &cluster.gateway_url(), &echo_job("LOW", n)).await);
+    }
+    // The leader snapshots and purges its log past where the stopped node left off.
+    wait_until(DEADLINE, "the leader to purge its log", || async {
+        statuses(&cluster).await.iter().any(|(index, status)| {
+            *index == leader
+                && status["purged"]
+                    .as_u64()
+                    .is_some_and(|purged| purged > left_at)
+        })
+    })
+    .await;
+    cluster.orchestrators[behind] = cluster.start_orchestrator(behind);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let answers: HashMap<usize, Value> = statuses(&cluster).await.into_iter().collect();
+        let leader_applied = answers
+            .get(&leader)
+            .and_then(|status| status["lastApplied"].as_u64());
+        let caught_up = answers.get(&behind).is_some_and(|status| {
+            status["role"] == "follower"
+                && status["snapshot"].as_u64().is_some()
+                && status["lastApplied"].as_u64() >= leader_applied
+        });
+        if caught_up && leader_applied.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {} did not catch up: {answers:?}",
+            behind + 1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        live_jobs(&cluster, behind).await,
+        live_jobs(&cluster, leader).await
+    );
 }

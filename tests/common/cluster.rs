@@ -173,6 +173,8 @@ pub struct Cluster {
     orchestrator_ports: Vec<u16>,
     /// The nodes the cluster was started with (`--peers`); later ones join with `add-node`.
     initial_members: usize,
+    /// More flags for every orchestrator node.
+    orchestrator_flags: Vec<String>,
     /// Partitionable clusters: node `i + 1` listens on 127.0.0.`i + 2`, and its peers reach it
     /// through `proxies[i]`.
     pub proxies: Vec<super::proxy::Proxy>,
@@ -181,6 +183,36 @@ pub struct Cluster {
     // Dropped last: the processes first.
     pub database: Option<TestDatabase>,
     pub vhost: TestVhost,
+}
+
+/// What a test cluster is made of.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Orchestrator nodes in one Raft cluster (more than one: each gets `--peers`, and the
+    /// gateway and workers get every node's URL).
+    pub nodes: usize,
+    pub workers: usize,
+    /// Job slots per worker.
+    pub concurrency: usize,
+    pub heartbeat_timeout_s: u64,
+    /// Raft traffic through a proxy per node, so the test can cut nodes off
+    /// ([`Cluster::isolate`]); each node listens on its own loopback address.
+    pub partitionable: bool,
+    /// More flags for every orchestrator node.
+    pub orchestrator_flags: Vec<String>,
+}
+
+impl Default for Spec {
+    fn default() -> Spec {
+        Spec {
+            nodes: 1,
+            workers: 2,
+            concurrency: 4,
+            heartbeat_timeout_s: 10,
+            partitionable: false,
+            orchestrator_flags: Vec::new(),
+        }
+    }
 }
 
 impl Cluster {
@@ -194,42 +226,68 @@ impl Cluster {
         concurrency: usize,
         heartbeat_timeout_s: u64,
     ) -> Option<Cluster> {
-        Cluster::start_nodes(test, dir, 1, n_workers, concurrency, heartbeat_timeout_s)
-    }
-
-    /// [`Cluster::start`] with `n_nodes` orchestrator nodes in one Raft cluster (more than
-    /// one: every node gets `--peers`; gateway and workers get every node's URL).
-    pub fn start_nodes(
-        test: &str,
-        dir: &Path,
-        n_nodes: usize,
-        n_workers: usize,
-        concurrency: usize,
-        heartbeat_timeout_s: u64,
-    ) -> Option<Cluster> {
-        Cluster::start_inner(
-            test,
-            dir,
-            n_nodes,
-            n_workers,
+        let spec = Spec {
+            workers: n_workers,
             concurrency,
             heartbeat_timeout_s,
-            false,
-        )
+            ..Spec::default()
+        };
+        Cluster::start_spec(test, dir, spec)
     }
 
-    /// A cluster of `n_nodes` orchestrator nodes whose Raft traffic goes through a [`Proxy`]
-    /// per node (see [`Cluster::partition`]), with `n_workers` workers. Must be called within a
-    /// Tokio runtime.
-    ///
-    /// [`Proxy`]: super::proxy::Proxy
-    pub fn start_partitionable(
-        test: &str,
-        dir: &Path,
-        n_nodes: usize,
-        n_workers: usize,
-    ) -> Option<Cluster> {
-        Cluster::start_inner(test, dir, n_nodes, n_workers, 2, 10, true)
+    /// Starts the cluster `spec` describes in `dir`; `None` when RabbitMQ is not configured
+    /// (the test skips). Must be called within a Tokio runtime when `spec.partitionable`.
+    pub fn start_spec(test: &str, dir: &Path, spec: Spec) -> Option<Cluster> {
+        let Spec {
+            nodes: n_nodes,
+            workers: n_workers,
+            concurrency,
+            heartbeat_timeout_s,
+            partitionable,
+            orchestrator_flags,
+        } = spec;
+        let vhost = TestVhost::create(test)?;
+        let database = TestDatabase::create();
+        let not_started = || Proc {
+            child: None,
+            log: PathBuf::new(),
+            ready: String::new(),
+        };
+        let mut cluster = Cluster {
+            dir: dir.to_path_buf(),
+            orchestrators: Vec::new(),
+            gateway: not_started(),
+            workers: Vec::new(),
+            orchestrator_ports: (0..n_nodes).map(|_| free_port()).collect(),
+            proxies: Vec::new(),
+            initial_members: n_nodes,
+            orchestrator_flags,
+            gateway_port: free_port(),
+            heartbeat_timeout_s,
+            database,
+            vhost,
+        };
+        if partitionable {
+            cluster.proxies = (0..n_nodes)
+                .map(|node| {
+                    let target = std::net::SocketAddr::new(
+                        cluster_ip(node),
+                        cluster.orchestrator_ports[node],
+                    );
+                    super::proxy::Proxy::start(target)
+                })
+                .collect();
+        }
+        for node in 0..n_nodes {
+            let started = cluster.start_orchestrator(node);
+            cluster.orchestrators.push(started);
+        }
+        cluster.gateway = cluster.start_gateway();
+        for n in 0..n_workers {
+            let worker = cluster.start_worker(&format!("w{n}"), concurrency);
+            cluster.workers.push(worker);
+        }
+        Some(cluster)
     }
 
     /// Cuts node `index + 1` off from every other node, both ways.
@@ -271,59 +329,6 @@ impl Cluster {
         } else {
             cluster_ip(index)
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn start_inner(
-        test: &str,
-        dir: &Path,
-        n_nodes: usize,
-        n_workers: usize,
-        concurrency: usize,
-        heartbeat_timeout_s: u64,
-        partitionable: bool,
-    ) -> Option<Cluster> {
-        let vhost = TestVhost::create(test)?;
-        let database = TestDatabase::create();
-        let not_started = || Proc {
-            child: None,
-            log: PathBuf::new(),
-            ready: String::new(),
-        };
-        let mut cluster = Cluster {
-            dir: dir.to_path_buf(),
-            orchestrators: Vec::new(),
-            gateway: not_started(),
-            workers: Vec::new(),
-            orchestrator_ports: (0..n_nodes).map(|_| free_port()).collect(),
-            proxies: Vec::new(),
-            initial_members: n_nodes,
-            gateway_port: free_port(),
-            heartbeat_timeout_s,
-            database,
-            vhost,
-        };
-        if partitionable {
-            cluster.proxies = (0..n_nodes)
-                .map(|node| {
-                    let target = std::net::SocketAddr::new(
-                        cluster_ip(node),
-                        cluster.orchestrator_ports[node],
-                    );
-                    super::proxy::Proxy::start(target)
-                })
-                .collect();
-        }
-        for node in 0..n_nodes {
-            let started = cluster.start_orchestrator(node);
-            cluster.orchestrators.push(started);
-        }
-        cluster.gateway = cluster.start_gateway();
-        for n in 0..n_workers {
-            let worker = cluster.start_worker(&format!("w{n}"), concurrency);
-            cluster.workers.push(worker);
-        }
-        Some(cluster)
     }
 
     /// The gateway's base URL.
@@ -397,6 +402,7 @@ impl Cluster {
                 peers.join(","),
             ]);
         }
+        args.extend(self.orchestrator_flags.iter().cloned());
         let log = self.next_log(&format!("orchestrator-{}", index + 1));
         Proc::start(&args, log, "orchestrator")
     }

@@ -234,8 +234,12 @@ impl OrchestratorClient {
     /// `DELETE /api/cluster/nodes/{id}`: removes node `id` from the orchestrator cluster.
     pub async fn remove_node(&self, id: u64) -> Result<Value, CallError> {
         let id = id.to_string();
-        self.call(Method::DELETE, &["api", "cluster", "nodes", &id], &Value::Null)
-            .await
+        self.call(
+            Method::DELETE,
+            &["api", "cluster", "nodes", &id],
+            &Value::Null,
+        )
+        .await
     }
 
     /// `GET /api/cluster/status` of the first node that answers.

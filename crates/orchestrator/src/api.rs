@@ -47,7 +47,10 @@ fn api_router(handle: OrchestratorHandle) -> Router {
         .route("/api/raft/status", get(raft_status))
         .route("/api/cluster/status", get(cluster_status))
         .route("/api/cluster/nodes", post(add_node))
-        .route("/api/cluster/nodes/{id}", axum::routing::delete(remove_node))
+        .route(
+            "/api/cluster/nodes/{id}",
+            axum::routing::delete(remove_node),
+        )
         .route("/api/metrics", get(metrics))
         .fallback(
             |method: axum::http::Method, uri: axum::http::Uri| async move {
@@ -574,6 +577,7 @@ async fn raft_json(handle: &OrchestratorHandle) -> Value {
         "lastApplied": metrics.last_applied.map(|log_id| log_id.index),
         "lastLogIndex": metrics.last_log_index,
         "snapshot": metrics.snapshot.map(|log_id| log_id.index),
+        "purged": metrics.purged.map(|log_id| log_id.index),
         "members": members,
         "node": handle.node_id(),
     })
@@ -618,12 +622,17 @@ async fn add_node(
         Err(problem) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("the body must be {{\"id\": <node id>, \"url\": \"http://...\"}}: {problem}"),
+                format!(
+                    "the body must be {{\"id\": <node id>, \"url\": \"http://...\"}}: {problem}"
+                ),
             )
         }
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return error(StatusCode::BAD_REQUEST, format!("{url:?} is not an http:// URL"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{url:?} is not an http:// URL"),
+        );
     }
     let raft = handle.raft();
     let node = openraft::BasicNode {

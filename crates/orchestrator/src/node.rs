@@ -314,7 +314,9 @@ impl Orchestrator {
             election_timeout_min: 600,
             election_timeout_max: 1200,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 500,
+            // Purge the log up to a snapshot but for a few entries: a follower a little behind
+            // catches up from the log, one further behind gets the snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_every.min(500),
             ..Config::default()
         }
         .validate()
