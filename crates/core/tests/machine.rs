@@ -4,55 +4,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use distriqueue_core::machine::{Applied, Jitter, MachineConfig};
-use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{
-    Batch, Command, ControlMessage, Effect, JobId, JobStatus, Millis, Outcome, Refusal, Report,
-    ReportKind, RetryPolicy, State, Timer, TimerKind, WorkerId,
+    Batch, Command, ControlMessage, Effect, JobId, JobStatus, Millis, Outcome, Refusal, ReportKind,
+    RetryPolicy, State, Timer, TimerKind, WorkerId,
 };
 use proptest::prelude::*;
-use serde_json::{json, Value};
-use uuid::Uuid;
+use serde_json::json;
 
-fn job_id(n: u8) -> JobId {
-    JobId(Uuid::from_u128(u128::from(n) + 1))
-}
+mod steps;
 
-fn worker(n: u8) -> WorkerId {
-    WorkerId(format!("w{n}"))
-}
-
-/// No jitter, 100 ms base: delays 100, 200, 400, ...
-const POLICY: RetryPolicy = RetryPolicy {
-    base_ms: 100,
-    max_ms: 10_000,
-    jitter: Jitter::None,
-};
-
-fn register_with(n: u8, request: Value) -> Command {
-    let mut body = json!({"type": "echo", "jobPriority": "HIGH"});
-    if let (Some(body), Some(extra)) = (body.as_object_mut(), request.as_object()) {
-        body.extend(extra.clone());
-    }
-    let spec = parse_job_request(&body, "").expect("valid request");
-    Command::Register {
-        id: job_id(n),
-        spec: Box::new(spec),
-        max_queued: None,
-        policy: POLICY,
-    }
-}
+use steps::*;
 
 fn register(n: u8) -> Command {
     register_with(n, json!({}))
-}
-
-fn report(n: u8, attempt: Option<u32>, w: u8, kind: ReportKind) -> Command {
-    Command::Report(Report {
-        job_id: job_id(n),
-        attempt,
-        worker_id: worker(w),
-        kind,
-    })
 }
 
 fn failed(permanent: bool) -> ReportKind {
@@ -679,61 +643,6 @@ fn backoff_delays_stay_within_policy_bounds_for_any_seed() {
         300_000,
         "no overflow for large retry numbers"
     );
-}
-
-/// Commands over 3 jobs and 3 workers, with time passing, including timers (valid, early and
-/// stale), retries of finished jobs, heartbeats stopping (worker lost) and restarts (the state
-/// serialized and read back, as a snapshot would).
-#[derive(Debug, Clone)]
-enum Step {
-    Command(Command),
-    FireDueTimers,
-    FireStaleTimer(u8, u32, u8),
-    RetryFinished(u8),
-    Restart,
-}
-
-fn step_strategy() -> impl Strategy<Value = Step> {
-    let job = 0u8..3;
-    let attempt = prop_oneof![Just(None), (1u32..5).prop_map(Some)];
-    let kind = prop_oneof![
-        Just(ReportKind::Running),
-        (0u8..=100).prop_map(|percent| ReportKind::Progress { percent }),
-        Just(ReportKind::Completed {
-            result: json!({"ok": 1})
-        }),
-        any::<bool>().prop_map(|permanent| ReportKind::Failed {
-            error: "e".into(),
-            permanent
-        }),
-    ];
-    let register = (
-        job.clone(),
-        0u32..3,
-        prop_oneof![Just(None), (0u64..3).prop_map(Some)],
-        any::<bool>(),
-    )
-        .prop_map(|(n, max_retries, delay, keyed)| {
-            let mut request = json!({"maxRetries": max_retries, "executionTimeout": 2});
-            if let Some(delay) = delay {
-                request["delaySeconds"] = json!(delay);
-            }
-            if keyed {
-                request["idempotencyKey"] = json!(format!("key-{}", n % 2));
-            }
-            register_with(n, request)
-        });
-    prop_oneof![
-        3 => register.prop_map(Step::Command),
-        8 => (job.clone(), attempt, 0u8..3, kind).prop_map(|(n, attempt, w, kind)| Step::Command(report(n, attempt, w, kind))),
-        1 => job.clone().prop_map(|n| Step::Command(Command::Cancel { id: job_id(n) })),
-        1 => (0u8..3).prop_map(|w| Step::Command(Command::WorkerLost { worker_id: worker(w) })),
-        1 => (0u64..60).prop_map(|upto| Step::Command(Command::AckEvents { upto })),
-        3 => Just(Step::FireDueTimers),
-        1 => (job.clone(), 1u32..5, 0u8..3).prop_map(|(n, attempt, kind)| Step::FireStaleTimer(n, attempt, kind)),
-        1 => job.prop_map(Step::RetryFinished),
-        1 => Just(Step::Restart),
-    ]
 }
 
 /// The test's own record of what happened, checked against the state after every step.
