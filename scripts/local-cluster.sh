@@ -4,13 +4,28 @@
 # against the local RabbitMQ (127.0.0.1:5672, guest/guest) in a vhost of their own. Logs and
 # data go to ./local-cluster. Ctrl-C stops everything (workers first, gracefully).
 #
-# Usage: scripts/local-cluster.sh [--sqlite]
-#   --sqlite   keep the read model in ./local-cluster/readmodel.db instead of PostgreSQL
+# Usage: scripts/local-cluster.sh [--sqlite] [--nodes 3]
+#   --sqlite    keep the read model in ./local-cluster/readmodel.db instead of PostgreSQL
+#   --nodes 3   a three-node orchestrator cluster (127.0.0.1:8081, :8091, :8101)
 #
 # Environment: DQ_AMQP_ADMIN_URL (default amqp://guest:guest@127.0.0.1:5672),
 # DQ_PG_ADMIN_URL (default postgres://root@127.0.0.1:5432/test), DQ_CONCURRENCY (8 per worker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+
+sqlite=no
+nodes=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --sqlite) sqlite=yes ;;
+    --nodes) nodes=${2:?--nodes needs a number}; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
 
 dir=./local-cluster
 vhost=distriqueue-local
@@ -20,6 +35,7 @@ pg_admin=${DQ_PG_ADMIN_URL:-postgres://root@127.0.0.1:5432/test}
 concurrency=${DQ_CONCURRENCY:-8}
 
 mkdir -p "$dir"
+echo "building the release binary (a few minutes the first time)..."
 cargo build --release --quiet
 bin=./target/release/distriqueue
 
@@ -27,7 +43,7 @@ rabbitmqctl add_vhost "$vhost" >/dev/null 2>&1 || true
 rabbitmqctl set_permissions -p "$vhost" guest ".*" ".*" ".*" >/dev/null
 amqp="$amqp_base/$vhost"
 
-if [ "${1:-}" = "--sqlite" ]; then
+if [ "$sqlite" = yes ]; then
   readmodel="sqlite://$dir/readmodel.db"
 else
   psql "$pg_admin" -q -c "CREATE DATABASE $database" 2>/dev/null || true
@@ -35,10 +51,17 @@ else
 fi
 
 pids=()
+stopped=no
+# Newest first: workers (they finish and report their running jobs), then the gateway, then the
+# orchestrators, each waited for.
 stop() {
+  [ "$stopped" = yes ] && return
+  stopped=yes
   echo "stopping..."
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait || true
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
 }
 trap stop INT TERM EXIT
 
@@ -59,12 +82,27 @@ start() { # name args...
 }
 
 echo "DistriQueue on loopback (logs in $dir):"
-start orchestrator orchestrator --addr 127.0.0.1:8081 --data-dir "$dir/orchestrator" --amqp "$amqp"
+if [ "$nodes" = 1 ]; then
+  orchestrators=http://127.0.0.1:8081
+  start orchestrator orchestrator --addr 127.0.0.1:8081 --data-dir "$dir/orchestrator" --amqp "$amqp"
+else
+  peers=""
+  orchestrators=""
+  for i in $(seq "$nodes"); do
+    url="http://127.0.0.1:$((8071 + 10 * i))"
+    peers="$peers${peers:+,}$i=$url"
+    orchestrators="$orchestrators${orchestrators:+,}$url"
+  done
+  for i in $(seq "$nodes"); do
+    start "orchestrator-$i" orchestrator --node-id "$i" --peers "$peers" \
+      --addr "127.0.0.1:$((8071 + 10 * i))" --data-dir "$dir/orchestrator-$i" --amqp "$amqp"
+  done
+fi
 start gateway gateway --addr 127.0.0.1:8082 --database "$readmodel" --amqp "$amqp" \
-  --orchestrator http://127.0.0.1:8081
-start worker-1 worker --amqp "$amqp" --orchestrator http://127.0.0.1:8081 \
+  --orchestrator "$orchestrators"
+start worker-1 worker --amqp "$amqp" --orchestrator "$orchestrators" \
   --concurrency "$concurrency" --worker-id local-1
-start worker-2 worker --amqp "$amqp" --orchestrator http://127.0.0.1:8081 \
+start worker-2 worker --amqp "$amqp" --orchestrator "$orchestrators" \
   --concurrency "$concurrency" --worker-id local-2
 
 cat <<INFO

@@ -430,6 +430,7 @@ fn init_tracing() {
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("DQ_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json")) {
         builder.json().init();

@@ -219,6 +219,13 @@ pub struct GatewayRole {
 /// this gateway's own queue; writes go to the orchestrators. Prints `distriqueue gateway:
 /// gateway=http://ADDR` once it serves.
 pub async fn run_gateway(role: GatewayRole, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let known = ["postgres://", "postgresql://", "sqlite:"];
+    anyhow::ensure!(
+        known.iter().any(|scheme| role.database.starts_with(scheme)),
+        "--database {} is neither postgres://... nor sqlite://...",
+        redact(&role.database)
+    );
+    tracing::info!(database = %redact(&role.database), "opening the read model");
     let store = Store::open(&role.database)
         .await
         .with_context(|| format!("cannot open the read model {}", redact(&role.database)))?;

@@ -125,7 +125,10 @@ impl Reporter for LocalReporter {
     }
 
     async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {
-        Ok(self.0.heartbeat(heartbeat))
+        self.0
+            .heartbeat(heartbeat)
+            .await
+            .map_err(|error| ReportError::Unavailable(error.to_string()))
     }
 }
 

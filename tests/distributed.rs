@@ -622,3 +622,35 @@ async fn serve_on_rabbitmq_lets_an_outside_worker_join() {
     assert!(ran(&outside_ledger) > 0, "the outside worker ran nothing");
     assert_eq!(ran(&ledger) + ran(&outside_ledger), 20);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_restarted_under_the_same_id_gets_its_earlier_attempts_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A heartbeat timeout far longer than the test: only the restart can release the job.
+    let Some(mut cluster) = Cluster::start("distributed_worker_restart", dir.path(), 1, 1, 120)
+    else {
+        return;
+    };
+    let gateway = cluster.gateway_url();
+    let client = http();
+    let id = submit_ok(
+        &client,
+        &gateway,
+        &serde_json::json!({"type": "sleep", "jobPriority": "HIGH", "payload": {"ms": 60_000}}),
+    )
+    .await;
+    wait_started(&cluster.ledger("w0"), &id).await;
+    cluster.workers[0].kill();
+    // The same worker id comes back: its first heartbeat says it is a new instance, and the
+    // attempt of the one that died is retried at once (attempt 2), not at its execution timeout.
+    cluster.workers[0] = cluster.start_worker("w0", 1);
+    wait_until(Duration::from_secs(60), "attempt 2 to start", || async {
+        read_ledger(&cluster.ledger("w0"))
+            .iter()
+            .any(|line| line.event == "start" && line.job_id == id && line.attempt == 2)
+    })
+    .await;
+    let (_, job) = get(&client, &format!("{gateway}/api/jobs/{id}/attempts")).await;
+    assert_eq!(job["attempts"][0]["state"], "LOST", "{job}");
+    assert_eq!(job["attempts"][0]["errorMessage"], "worker lost", "{job}");
+}

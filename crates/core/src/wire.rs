@@ -191,6 +191,11 @@ pub struct WorkerHeartbeat {
     /// The worker's clock, epoch milliseconds.
     #[serde(default)]
     pub timestamp: i64,
+    /// Which process this is (DistriQueue's workers send a random id per start; optional): a
+    /// heartbeat under a known worker id with another instance means the worker restarted, so
+    /// the attempts of its earlier incarnation are lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// A control message for one worker (CONTRACT.md `control.exchange`: routing key = worker id,

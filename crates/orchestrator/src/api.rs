@@ -509,8 +509,12 @@ async fn heartbeat(
     };
     match serde_json::from_value::<WorkerHeartbeat>(body) {
         Ok(heartbeat) if !heartbeat.worker_id.0.trim().is_empty() => {
-            let cancel = handle.heartbeat(heartbeat);
-            Json(json!({"status": "acknowledged", "cancel": cancel})).into_response()
+            match handle.heartbeat(heartbeat).await {
+                Ok(cancel) => {
+                    Json(json!({"status": "acknowledged", "cancel": cancel})).into_response()
+                }
+                Err(unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
+            }
         }
         Ok(_) => error(StatusCode::BAD_REQUEST, "worker_id must not be blank"),
         Err(problem) => error(StatusCode::BAD_REQUEST, format!("bad heartbeat: {problem}")),

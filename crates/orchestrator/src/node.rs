@@ -214,11 +214,28 @@ impl OrchestratorHandle {
 
     /// Records a worker's heartbeat (soft state); returns the jobs it must stop. A stop queued
     /// for an attempt that the worker no longer runs, because it now runs a newer attempt of the
-    /// same job, is dropped: the heartbeat protocol names jobs, not attempts.
-    pub fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Vec<JobId> {
+    /// same job, is dropped: the heartbeat protocol names jobs, not attempts. A heartbeat from a
+    /// new instance of a known worker (it restarted) first commits `WorkerLost` for the earlier
+    /// instance's attempts, so they are retried rather than left RUNNING.
+    ///
+    /// Errors: the `WorkerLost` of a restarted worker could not be committed.
+    pub async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, SubmitError> {
         let worker_id = heartbeat.worker_id.clone();
-        let cancels = self.workers.heartbeat(heartbeat);
-        self.read(|state| {
+        let (cancels, restarted) = self.workers.heartbeat(heartbeat);
+        if restarted {
+            // What was queued for the earlier instance does not concern this one.
+            if self.read(State::lease_holders).contains(&worker_id) {
+                tracing::warn!(%worker_id, "worker restarted: its earlier attempts are lost");
+                // WorkerLost is never refused; an unavailable leader fails the heartbeat.
+                let _ = self
+                    .submit(Command::WorkerLost {
+                        worker_id: worker_id.clone(),
+                    })
+                    .await?;
+            }
+            return Ok(Vec::new());
+        }
+        Ok(self.read(|state| {
             cancels
                 .into_iter()
                 .filter(|(job_id, attempt)| {
@@ -230,7 +247,7 @@ impl OrchestratorHandle {
                 })
                 .map(|(job_id, _)| job_id)
                 .collect()
-        })
+        }))
     }
 
     /// Starts watching a worker's heartbeats if it is not watched yet (a worker that took a

@@ -41,9 +41,17 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a heartbeat; returns (and forgets) the attempts the worker must stop.
-    pub(crate) fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Vec<(JobId, u32)> {
+    /// Records a heartbeat; returns (and forgets) the attempts the worker must stop, and
+    /// whether it comes from another instance than the last one heard under this worker id (the
+    /// worker restarted).
+    pub(crate) fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> (Vec<(JobId, u32)>, bool) {
         let mut workers = self.lock();
+        let restarted = workers.get(&heartbeat.worker_id).is_some_and(|known| {
+            matches!(
+                (&known.heartbeat.instance, &heartbeat.instance),
+                (Some(before), Some(now)) if before != now
+            )
+        });
         let entry = workers
             .entry(heartbeat.worker_id.clone())
             .or_insert_with(|| Entry {
@@ -57,7 +65,7 @@ impl Registry {
         entry.heartbeat = heartbeat;
         entry.last_seen = Instant::now();
         entry.last_seen_at = Millis::now();
-        std::mem::take(&mut entry.cancels)
+        (std::mem::take(&mut entry.cancels), restarted)
     }
 
     /// Grants `worker_id` a full heartbeat timeout from now, if it is not known yet: what a new
@@ -74,6 +82,7 @@ impl Registry {
                 successful_jobs: 0,
                 failed_jobs: 0,
                 timestamp: 0,
+                instance: None,
             },
             last_seen: Instant::now(),
             last_seen_at: Millis::now(),

@@ -58,8 +58,13 @@ async fn silent_worker_is_declared_lost_and_its_attempt_retried() {
         successful_jobs: 0,
         failed_jobs: 0,
         timestamp: 0,
+        instance: None,
     };
-    assert!(handle.heartbeat(heartbeat).is_empty());
+    assert!(handle
+        .heartbeat(heartbeat)
+        .await
+        .expect("recorded")
+        .is_empty());
     let running = Command::Report(Report {
         job_id: id,
         attempt: Some(1),

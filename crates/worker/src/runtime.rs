@@ -13,7 +13,6 @@ use distriqueue_core::{
     ControlMessage, JobId, JobMessage, Millis, Refusal, Report, ReportKind, WorkerHeartbeat,
     WorkerId,
 };
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,16 +73,18 @@ pub enum WorkerError {
 
 /// A worker: `concurrency` slots consuming from the broker.
 pub struct Worker {
-    shared: Arc<Shared>,
-    concurrency: usize,
-    shutdown_grace: Duration,
-    heartbeat_timeout: Duration,
-    /// Cancels for this worker's attempts (CONTRACT.md `control.exchange`).
-    controls: mpsc::UnboundedReceiver<ControlMessage>,
+    config: WorkerConfig,
+    handlers: Handlers,
+    broker: Broker,
+    reporter: Arc<dyn Reporter>,
+    ledger: Option<Ledger>,
+    /// This process's instance id, sent with every heartbeat.
+    instance: String,
 }
 
 struct Shared {
     worker_id: WorkerId,
+    instance: String,
     handlers: Handlers,
     jobs: JobConsumer,
     reporter: Arc<dyn Reporter>,
@@ -125,10 +126,63 @@ impl Worker {
             })?),
             None => None,
         };
-        let controls = broker.consume_controls(&config.worker_id);
+        Ok(Worker {
+            config,
+            handlers,
+            broker: broker.clone(),
+            reporter,
+            ledger,
+            instance: JobId::new_random().to_string(),
+        })
+    }
+
+    /// Waits until the orchestrator answers a first heartbeat (a worker that cannot report
+    /// must not hold jobs; a restarted worker's earlier attempts are released by it), then runs
+    /// the slots until `shutdown` is cancelled; then takes no new job, lets running ones finish
+    /// and report within the shutdown grace, and aborts what is left after it.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Worker {
+            config,
+            handlers,
+            broker,
+            reporter,
+            ledger,
+            instance,
+        } = self;
+        let first = WorkerHeartbeat {
+            worker_id: config.worker_id.clone(),
+            worker_type: "distriqueue".to_string(),
+            capacity: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
+            current_load: 0,
+            total_jobs_processed: 0,
+            successful_jobs: 0,
+            failed_jobs: 0,
+            timestamp: Millis::now().0,
+            instance: Some(instance.clone()),
+        };
+        let mut backoff = REPORT_RETRY;
+        loop {
+            let answered = tokio::select! {
+                answer = reporter.heartbeat(first.clone()) => answer,
+                () = shutdown.cancelled() => return,
+            };
+            match answered {
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "orchestrator not reachable: taking no job until it answers a heartbeat");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let mut controls = broker.consume_controls(&config.worker_id);
         let jobs = broker.consume_jobs(&config.worker_id, config.concurrency);
-        let shared = Shared {
+        let shared = Arc::new(Shared {
             worker_id: config.worker_id,
+            instance,
             handlers,
             jobs,
             reporter,
@@ -139,26 +193,12 @@ impl Worker {
             n_finished: Default::default(),
             capacity: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
             n_busy: AtomicUsize::new(0),
-        };
-        Ok(Worker {
-            shared: Arc::new(shared),
-            concurrency: config.concurrency,
-            shutdown_grace: config.shutdown_grace,
-            heartbeat_timeout: config.heartbeat_timeout,
-            controls,
-        })
-    }
-
-    /// Runs the slots until `shutdown` is cancelled; then takes no new job, lets running ones
-    /// finish and report within the shutdown grace, and aborts what is left after it.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let Worker {
-            shared,
-            concurrency,
-            shutdown_grace,
-            heartbeat_timeout,
-            mut controls,
-        } = self;
+        });
+        let (concurrency, shutdown_grace, heartbeat_timeout) = (
+            config.concurrency,
+            config.shutdown_grace,
+            config.heartbeat_timeout,
+        );
         let heartbeats = tokio::spawn(Arc::clone(&shared).run_heartbeats(heartbeat_timeout));
         let control_loop = tokio::spawn({
             let shared = Arc::clone(&shared);
@@ -316,6 +356,7 @@ impl Shared {
             successful_jobs: count(1),
             failed_jobs: count(2),
             timestamp: Millis::now().0,
+            instance: Some(self.instance.clone()),
         }
     }
 
@@ -352,7 +393,12 @@ impl Shared {
 
     /// Stops every running handler (self-fencing).
     fn fence(&self) {
-        let running: Vec<CancellationToken> = self.lock_running().values().cloned().collect();
+        let running: Vec<CancellationToken> = self
+            .lock_running()
+            .values()
+            .filter(|token| !token.is_cancelled())
+            .cloned()
+            .collect();
         if !running.is_empty() {
             tracing::error!(
                 n_running = running.len(),

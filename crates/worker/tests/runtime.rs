@@ -20,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 /// reports, and records every report it accepted.
 #[derive(Default)]
 struct Script {
-    /// Heartbeats fail: the orchestrator is out of reach.
+    /// Heartbeats after the first fail: the orchestrator goes out of reach once the worker
+    /// started.
     unreachable: bool,
+    n_heartbeats: Mutex<usize>,
     refuse: Vec<JobId>,
     n_unavailable: Mutex<usize>,
     accepted: Mutex<Vec<Report>>,
@@ -49,7 +51,9 @@ impl Reporter for Script {
     }
 
     async fn heartbeat(&self, _heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {
-        if self.unreachable {
+        let mut n_heartbeats = self.n_heartbeats.lock().expect("lock");
+        *n_heartbeats += 1;
+        if self.unreachable && *n_heartbeats > 1 {
             return Err(ReportError::Unavailable("scripted".into()));
         }
         Ok(Vec::new())
@@ -337,4 +341,37 @@ async fn a_second_copy_of_a_running_attempt_is_dropped_without_asking_for_the_le
         (1, 1),
         "one lease request, one outcome: {reports:?}"
     );
+}
+
+#[tokio::test]
+async fn a_worker_takes_no_job_before_the_orchestrator_answers_a_heartbeat() {
+    struct Unreachable;
+    #[async_trait]
+    impl Reporter for Unreachable {
+        async fn report(&self, _report: Report) -> Result<(), ReportError> {
+            Err(ReportError::Unavailable("scripted".into()))
+        }
+        async fn heartbeat(&self, _: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {
+            Err(ReportError::Unavailable("scripted".into()))
+        }
+    }
+    let broker = InProcessBroker::new();
+    let worker = Worker::new(
+        config(None),
+        Handlers::builtin(),
+        &Broker::InProcess(broker.clone()),
+        Arc::new(Unreachable),
+    )
+    .expect("worker");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    broker.publish_job(message("echo", json!({})));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        broker.depths().iter().map(|(_, n)| n).sum::<usize>(),
+        1,
+        "the message stays in its queue"
+    );
+    shutdown.cancel();
+    running.await.expect("the worker stops while waiting");
 }
