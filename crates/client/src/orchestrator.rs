@@ -17,6 +17,10 @@ use serde_json::{json, Value};
 
 use crate::{ClientError, GatewayClient};
 
+/// The header of an answer that a follower forwarded: the leader's base URL (the orchestrator
+/// API's `LEADER_HEADER`).
+const LEADER_HEADER: &str = "x-distriqueue-leader";
+
 /// Pause between two rounds over every URL.
 const ROUND_PAUSE: Duration = Duration::from_millis(200);
 
@@ -108,7 +112,16 @@ impl OrchestratorClient {
                 let request = endpoint.request(method.clone(), url).json(body);
                 match endpoint.send(request).await {
                     Ok(response) => {
-                        self.current.store(index, Ordering::Relaxed);
+                        // A follower forwarded the call: talk to the leader directly next time.
+                        let leader = response
+                            .headers()
+                            .get(LEADER_HEADER)
+                            .and_then(|value| value.to_str().ok())
+                            .and_then(|url| {
+                                let url = url.trim_end_matches('/');
+                                self.endpoints.iter().position(|other| other.base_url() == url)
+                            });
+                        self.current.store(leader.unwrap_or(index), Ordering::Relaxed);
                         return crate::decode(response).await.map_err(|error| {
                             CallError::Unavailable(format!("undecodable answer: {error}"))
                         });

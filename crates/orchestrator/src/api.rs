@@ -75,6 +75,9 @@ fn api_router(handle: OrchestratorHandle) -> Router {
         .with_state(handle)
 }
 
+/// The header a forwarded answer carries: the leader's base URL.
+pub const LEADER_HEADER: &str = "x-distriqueue-leader";
+
 /// Largest request body forwarded to the leader.
 const MAX_FORWARDED_BYTES: usize = 16 * 1024 * 1024;
 
@@ -130,6 +133,10 @@ async fn forward_writes(
                         response
                             .headers_mut()
                             .insert(axum::http::header::CONTENT_TYPE, kind);
+                    }
+                    // Clients that know the leader's URL go there directly next time.
+                    if let Ok(value) = axum::http::HeaderValue::from_str(&leader) {
+                        response.headers_mut().insert(LEADER_HEADER, value);
                     }
                     response
                 }
