@@ -157,7 +157,7 @@ impl RemoteOrchestrator {
                 let n = jobs.len();
                 per_item(client.register_batch(&jobs).await, n)
                     .into_iter()
-                    .map(|answer| answer.and_then(|answer| answer.map_err(CallError::Refused)))
+                    .map(|answer| answer.and_then(|answer| answer))
                     .collect()
             }
         });
@@ -175,12 +175,23 @@ fn orchestrator_error(error: CallError) -> OrchestratorError {
 #[async_trait]
 impl distriqueue_gateway::Orchestrator for RemoteOrchestrator {
     async fn register(&self, id: JobId, spec: JobSpec) -> Result<Registered, OrchestratorError> {
-        let answer = self
-            .registers
-            .call((id, spec))
-            .await
-            .ok_or_else(|| OrchestratorError::Unavailable("register batcher stopped".into()))?
-            .map_err(orchestrator_error)?;
+        // Register is idempotent by id: one that could not commit (a leader change mid-batch)
+        // goes again with the same id until the gateway's patience runs out, never as a new job.
+        let deadline = tokio::time::Instant::now() + GATEWAY_PATIENCE;
+        let answer = loop {
+            let answer = self
+                .registers
+                .call((id, spec.clone()))
+                .await
+                .ok_or_else(|| OrchestratorError::Unavailable("register batcher stopped".into()))?;
+            match answer {
+                Err(CallError::Unavailable(reason)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%id, %reason, "register not committed; sending it again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other.map_err(orchestrator_error)?,
+            }
+        };
         Ok(Registered {
             job_id: answer.job_id,
             job: answer.job,

@@ -215,7 +215,15 @@ impl AmqpBroker {
     /// drops the connection so the next call opens a new one; the caller retries the whole
     /// batch (duplicates are harmless: the lease fences job copies, versions order events).
     /// Returns how many messages came back unroutable.
-    async fn publish(&self, messages: Vec<Outgoing<'_>>) -> Result<usize, BrokerError> {
+    ///
+    /// A returned message means a queue is missing, unless `routing_may_fail` (a control
+    /// message for a worker with no control queue): then the connection is dropped too, so the
+    /// next call declares the topology again.
+    async fn publish(
+        &self,
+        messages: Vec<Outgoing<'_>>,
+        routing_may_fail: bool,
+    ) -> Result<usize, BrokerError> {
         let mut slot = self.publisher.lock().await;
         if slot
             .as_ref()
@@ -228,7 +236,8 @@ impl AmqpBroker {
             return Err(BrokerError::Amqp("no publishing channel".into()));
         };
         let result = publish_on(&publisher.channel, messages).await;
-        if result.is_err() {
+        let missing_queue = matches!(result, Ok(n) if n > 0 && !routing_may_fail);
+        if result.is_err() || missing_queue {
             if let Some(publisher) = slot.take() {
                 let _ = publisher.connection.close(0, "publish failed").await;
             }
@@ -250,7 +259,7 @@ impl AmqpBroker {
                 priority: Some(priority.amqp_priority()),
             });
         }
-        match self.publish(outgoing).await? {
+        match self.publish(outgoing, false).await? {
             0 => Ok(()),
             n => Err(BrokerError::Unroutable(format!("{n} job messages"))),
         }
@@ -265,7 +274,7 @@ impl AmqpBroker {
             body: serde_json::to_vec(message).map_err(BrokerError::encode)?,
             priority: None,
         };
-        Ok(self.publish(vec![outgoing]).await? == 0)
+        Ok(self.publish(vec![outgoing], true).await? == 0)
     }
 
     /// Publishes lifecycle events to `status.exchange`. `Ok` means RabbitMQ holds every one in
@@ -280,7 +289,7 @@ impl AmqpBroker {
                 priority: None,
             });
         }
-        match self.publish(outgoing).await? {
+        match self.publish(outgoing, false).await? {
             0 => Ok(()),
             n => Err(BrokerError::Unroutable(format!("{n} lifecycle events"))),
         }
@@ -294,7 +303,7 @@ impl AmqpBroker {
             body,
             priority: None,
         };
-        match self.publish(vec![outgoing]).await? {
+        match self.publish(vec![outgoing], false).await? {
             0 => Ok(()),
             _ => Err(BrokerError::Unroutable(DEAD_QUEUE.into())),
         }
@@ -351,7 +360,7 @@ impl AmqpBroker {
     }
 
     /// Starts consuming `job.high`, `job.medium` and `job.low` on one channel for a worker with
-    /// `slots` job slots: a global prefetch of the free slots (see [`AmqpJobs::set_free_slots`]),
+    /// `slots` job slots: a global prefetch of the free slots (see [`AmqpJobs::slot_taken`]),
     /// the highest priority held handed out first. A message that is not a job message goes to
     /// `job.dead` with a log line and is acked.
     pub fn consume_jobs(&self, worker_id: &WorkerId, slots: usize) -> AmqpJobs {
@@ -359,7 +368,8 @@ impl AmqpBroker {
             shared: Arc::new(JobsShared {
                 held: Mutex::default(),
                 ready: Notify::new(),
-                free_slots: AtomicUsize::new(slots),
+                slots,
+                busy: AtomicUsize::new(0),
                 applied_prefetch: tokio::sync::Mutex::new(0),
                 closed: AtomicBool::new(false),
                 stop_consuming: CancellationToken::new(),
@@ -634,8 +644,10 @@ impl Ord for Held {
 struct JobsShared {
     held: Mutex<BinaryHeap<Held>>,
     ready: Notify,
-    /// The worker's free slots, as last told.
-    free_slots: AtomicUsize,
+    /// The worker's job slots.
+    slots: usize,
+    /// Slots whose job started (its message acked); the rest are free.
+    busy: AtomicUsize,
     /// The global prefetch set on the current channel (0: none yet). Its lock orders the
     /// `basic.qos` calls.
     applied_prefetch: tokio::sync::Mutex<u16>,
@@ -749,18 +761,25 @@ impl AmqpJobs {
             .count()
     }
 
-    /// Sets the global prefetch to the worker's free slots (at least 1: RabbitMQ reads 0 as
-    /// "unlimited", so a full worker may hold one message it has not started). Returns once
-    /// RabbitMQ applied it, so an ack sent afterwards cannot let a message too many in.
-    pub async fn set_free_slots(&self, free: usize) {
-        self.shared.free_slots.store(free, Ordering::Release);
-        let channel = self.shared.current_channel();
-        if let Some(channel) = channel {
-            if let Err(error) = apply_prefetch(&self.shared, &channel).await {
-                // The session re-applies it on its next channel.
-                tracing::debug!(%error, "prefetch not applied");
-            }
-        }
+    /// Counts one more slot busy and lowers the global prefetch to the free slots (at least
+    /// 1: RabbitMQ reads 0 as "unlimited", so a full worker may hold one message it has not
+    /// started). Returns once RabbitMQ applied it: call it before acking the message whose
+    /// job starts, so the ack cannot let a message too many in.
+    pub async fn slot_taken(&self) {
+        self.shared.busy.fetch_add(1, Ordering::AcqRel);
+        apply_current_prefetch(Arc::clone(&self.shared)).await;
+    }
+
+    /// Counts one slot free again and raises the prefetch (in the background: it only lets
+    /// more in).
+    pub fn slot_freed(&self) {
+        let _ = self
+            .shared
+            .busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |busy| {
+                busy.checked_sub(1)
+            });
+        tokio::spawn(apply_current_prefetch(Arc::clone(&self.shared)));
     }
 
     /// Stops consuming: waiting `next` calls return `None`, held messages go back to their
@@ -772,11 +791,24 @@ impl AmqpJobs {
     }
 }
 
-/// Sets the channel's global prefetch to the latest free slots (at least 1) unless it is
-/// already set so.
+/// [`apply_prefetch`] on the current channel, if one is open (a new session applies it
+/// anyway).
+async fn apply_current_prefetch(shared: Arc<JobsShared>) {
+    if let Some(channel) = shared.current_channel() {
+        if let Err(error) = apply_prefetch(&shared, &channel).await {
+            tracing::debug!(%error, "prefetch not applied");
+        }
+    }
+}
+
+/// Sets the channel's global prefetch to the free slots counted now (at least 1) unless it is
+/// already set so. The count is read under the lock that orders the `basic.qos` calls, so the
+/// last one applied is always the newest count.
 async fn apply_prefetch(shared: &JobsShared, channel: &Channel) -> Result<(), lapin::Error> {
     let mut applied = shared.applied_prefetch.lock().await;
-    let free = shared.free_slots.load(Ordering::Acquire);
+    let free = shared
+        .slots
+        .saturating_sub(shared.busy.load(Ordering::Acquire));
     let wanted = u16::try_from(free.max(1)).unwrap_or(u16::MAX);
     if *applied != wanted {
         channel

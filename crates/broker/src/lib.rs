@@ -150,12 +150,19 @@ impl JobConsumer {
         }
     }
 
-    /// Tells the transport how many slots are free, so it holds no more unstarted messages
-    /// than that (RabbitMQ: the channel's global prefetch, at least 1, applied before this
-    /// returns).
-    pub async fn set_free_slots(&self, free: usize) {
+    /// Counts a slot busy (its job starts), so the transport holds no more unstarted messages
+    /// than the free slots (RabbitMQ: the channel's global prefetch, at least 1, applied before
+    /// this returns). Call it before acking the message.
+    pub async fn slot_taken(&self) {
         if let JobConsumer::Amqp(jobs) = self {
-            jobs.set_free_slots(free).await;
+            jobs.slot_taken().await;
+        }
+    }
+
+    /// Counts a slot free again (its job ended).
+    pub fn slot_freed(&self) {
+        if let JobConsumer::Amqp(jobs) = self {
+            jobs.slot_freed();
         }
     }
 

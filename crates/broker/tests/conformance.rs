@@ -318,7 +318,7 @@ async fn rabbitmq_worker_holds_no_more_than_its_free_slots() {
     assert_eq!(jobs.n_held(), 2, "prefetch = free slots");
     // One slot busy (its message acked at the lease): one free slot, one message held.
     let started = consumer.next().await.expect("a job");
-    consumer.set_free_slots(1).await;
+    consumer.slot_taken().await;
     started.ack().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(jobs.n_held(), 1);

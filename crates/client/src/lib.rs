@@ -25,7 +25,7 @@ pub use orchestrator::{CallError, OrchestratorClient, RegisterAnswer};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one request-response exchange may take (not applied to the SSE stream).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How much of an undecodable body an error message quotes.
 const SNIPPET_CHARS: usize = 200;

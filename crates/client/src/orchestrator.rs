@@ -21,6 +21,9 @@ use crate::{ClientError, GatewayClient};
 /// API's `LEADER_HEADER`).
 const LEADER_HEADER: &str = "x-distriqueue-leader";
 
+/// The shortest time one try may take.
+const MIN_TRY: Duration = Duration::from_millis(500);
+
 /// Pause between two rounds over every URL.
 const ROUND_PAUSE: Duration = Duration::from_millis(200);
 
@@ -88,6 +91,15 @@ impl OrchestratorClient {
         })
     }
 
+    /// After a failure of the endpoint at `index`, the next call starts at the one after it
+    /// (unless another call moved on already).
+    fn move_on_from(&self, index: usize) {
+        let next = (index + 1) % self.endpoints.len();
+        let _ = self
+            .current
+            .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     /// Sends one request, failing over between URLs; decodes a 2xx body as `T`.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
@@ -109,7 +121,13 @@ impl OrchestratorClient {
                         status: 0,
                         message: error.to_string(),
                     })?;
-                let request = endpoint.request(method.clone(), url).json(body);
+                // A hung node costs at most what is left of the patience, not the 30 s a
+                // request may otherwise take.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let request = endpoint
+                    .request(method.clone(), url)
+                    .timeout(left.clamp(MIN_TRY, crate::REQUEST_TIMEOUT))
+                    .json(body);
                 match endpoint.send(request).await {
                     Ok(response) => {
                         // A follower forwarded the call: talk to the leader directly next time.
@@ -119,21 +137,28 @@ impl OrchestratorClient {
                             .and_then(|value| value.to_str().ok())
                             .and_then(|url| {
                                 let url = url.trim_end_matches('/');
-                                self.endpoints.iter().position(|other| other.base_url() == url)
+                                self.endpoints
+                                    .iter()
+                                    .position(|other| other.base_url() == url)
                             });
-                        self.current.store(leader.unwrap_or(index), Ordering::Relaxed);
+                        self.current
+                            .store(leader.unwrap_or(index), Ordering::Relaxed);
                         return crate::decode(response).await.map_err(|error| {
                             CallError::Unavailable(format!("undecodable answer: {error}"))
                         });
                     }
                     Err(ClientError::Status { status: 503, body }) => {
                         last_problem = format!("{}: 503 {body}", endpoint.base_url());
+                        self.move_on_from(index);
                     }
                     Err(ClientError::Status { status, body }) => {
                         self.current.store(index, Ordering::Relaxed);
                         return Err(refusal_or_rejection(status, &body));
                     }
-                    Err(error) => last_problem = format!("{}: {error}", endpoint.base_url()),
+                    Err(error) => {
+                        last_problem = format!("{}: {error}", endpoint.base_url());
+                        self.move_on_from(index);
+                    }
                 }
             }
             if tokio::time::Instant::now() + ROUND_PAUSE > deadline {
@@ -144,12 +169,14 @@ impl OrchestratorClient {
     }
 
     /// `POST /api/jobs/register/batch`: many gateway-minted registrations committed together;
-    /// one answer each, in order (`Err` = refused). Retried with the same ids until an
-    /// orchestrator answers (register is idempotent by id).
+    /// one answer each, in order: the registration, its refusal, or
+    /// [`CallError::Unavailable`] for one the orchestrator could not commit (a leader change
+    /// mid-batch; the caller may send it again with the same id, as register is idempotent).
+    /// The request itself is retried with the same ids until an orchestrator answers.
     pub async fn register_batch(
         &self,
         jobs: &[(JobId, JobSpec)],
-    ) -> Result<Vec<Result<RegisterAnswer, Refusal>>, CallError> {
+    ) -> Result<Vec<Result<RegisterAnswer, CallError>>, CallError> {
         #[derive(Deserialize)]
         struct Answers {
             results: Vec<Value>,
@@ -170,24 +197,23 @@ impl OrchestratorClient {
                 jobs.len()
             )));
         }
-        answers
+        Ok(answers
             .results
             .into_iter()
             .map(|answer| {
                 if let Some(refusal) = answer.get("refusal") {
-                    let refusal = serde_json::from_value(refusal.clone()).map_err(|error| {
-                        CallError::Unavailable(format!("undecodable refusal: {error}"))
-                    })?;
-                    return Ok(Err(refusal));
+                    return Err(serde_json::from_value(refusal.clone()).map_or_else(
+                        |error| CallError::Unavailable(format!("undecodable refusal: {error}")),
+                        CallError::Refused,
+                    ));
                 }
                 if let Some(error) = answer.get("error").and_then(Value::as_str) {
                     return Err(CallError::Unavailable(error.to_string()));
                 }
                 serde_json::from_value(answer)
-                    .map(Ok)
                     .map_err(|error| CallError::Unavailable(format!("undecodable answer: {error}")))
             })
-            .collect()
+            .collect())
     }
 
     /// `POST /api/jobs/{id}/cancel`: the CANCELLED snapshot.

@@ -184,7 +184,9 @@ impl Gateway {
     /// accepting, open SSE streams end, in-flight requests finish). Meanwhile it reconciles the
     /// read model with the orchestrator's live snapshots at start and every
     /// `reconcile_every`: a snapshot newer than the stored one is applied, so a lost event
-    /// (a purged queue, say) cannot leave a job behind for good.
+    /// (a purged queue, say) cannot leave a live job behind for good. (Finished jobs are held
+    /// by the orchestrator only as tombstones without a snapshot: a lost terminal event is not
+    /// repaired this way.)
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
         let reconciler = tokio::spawn(feed::reconcile(self.state.clone()));
         let _stop_reconciling = AbortOnDrop(reconciler);

@@ -1,8 +1,9 @@
 //! `GET /api/jobs/stream`: Server-Sent Events of job lifecycle changes (CONTRACT.md).
 //!
 //! Each stream starts with a `connected` event, then one `job-update` event per committed
-//! change that the read model has stored, its `id:` the event's global `seq` and its `data:`
-//! one line of JSON. `?jobId=` and `?type=` filter. A subscriber that falls more than
+//! change this gateway receives (in process: once stored; with RabbitMQ: from its own queue of
+//! every event, or from the shared read-model queue, whichever brings it first), its `id:` the
+//! event's global `seq` and its `data:` one line of JSON. `?jobId=` and `?type=` filter. A subscriber that falls more than
 //! [`SSE_BUFFER`] events behind has its stream ended: the client reconnects with the
 //! `Last-Event-ID` header (browsers' EventSource does so by itself) and first gets the current
 //! state of every job that changed after that event, from the read model, each as a
@@ -10,7 +11,6 @@
 //! shutdown too.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -191,49 +191,65 @@ pub(crate) async fn stream(
         .map_err(|error| ApiError::Internal(format!("SSE connected event: {error}")))?;
 
     let replayed = match last_event_id {
-        Some(since) => replay(&state, since, &wanted).await?,
-        None => Vec::new(),
+        Some(since) => replay(state.clone(), since, wanted.clone()).boxed(),
+        None => stream::empty().boxed(),
     };
     let since = last_event_id.unwrap_or(0);
-    let updates = BroadcastStream::new(receiver)
-        // A lagging subscriber (`Err(Lagged)`) has lost events: end its stream.
-        .take_while(|item| std::future::ready(item.is_ok()))
-        .filter_map(move |item| {
-            let update = item
-                .ok()
-                .filter(|update: &Arc<SseUpdate>| update.seq > since && wanted(update));
-            std::future::ready(update.map(|update| Ok::<Event, Infallible>(update.event())))
-        });
-    let events = stream::once(std::future::ready(Ok(connected)))
-        .chain(stream::iter(replayed.into_iter().map(Ok)))
+    let updates = BroadcastStream::new(receiver).map(move |item| {
+        // A lagging subscriber (`Err(Lagged)`) has lost events: its stream ends.
+        let update = item.map_err(|_| ())?;
+        Ok((update.seq > since && wanted(&update)).then(|| update.event()))
+    });
+    let events = stream::once(std::future::ready(Ok(Some(connected))))
+        .chain(replayed.map(|event| event.map(Some)))
         .chain(updates)
+        // A failed replay page or a lag ends the stream: the client resumes with its last id.
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(|item| std::future::ready(item.ok().flatten().map(Ok::<Event, Infallible>)))
         .take_until(state.streams_closed().cancelled_owned());
     Ok(sse_response(events, &state))
 }
 
 /// The current state of every wanted job whose newest stored event came after `since`, in
-/// event order.
-async fn replay(
-    state: &AppState,
+/// event order, read from the read model a page at a time as the client takes them. `Err`
+/// when a page cannot be read.
+fn replay(
+    state: AppState,
     since: u64,
-    wanted: &impl Fn(&SseUpdate) -> bool,
-) -> Result<Vec<Event>, ApiError> {
-    let mut events = Vec::new();
-    let mut cursor = since;
-    loop {
-        let page = state.store.changed_since(cursor, REPLAY_PAGE).await?;
-        let full = page.len() == REPLAY_PAGE;
-        for (job, seq) in page {
-            cursor = cursor.max(seq);
-            let update = SseUpdate::from_snapshot(&job, seq);
-            if wanted(&update) {
-                events.push(update.event());
+    wanted: impl Fn(&SseUpdate) -> bool + Send + 'static,
+) -> impl Stream<Item = Result<Event, ()>> + Send {
+    stream::unfold(Some(since), move |cursor| {
+        let state = state.clone();
+        async move {
+            let cursor = cursor?;
+            match state.store.changed_since(cursor, REPLAY_PAGE).await {
+                Ok(page) => {
+                    let next = (page.len() == REPLAY_PAGE)
+                        .then(|| page.iter().map(|(_, seq)| *seq).max().unwrap_or(cursor));
+                    let updates: Vec<SseUpdate> = page
+                        .iter()
+                        .map(|(job, seq)| SseUpdate::from_snapshot(job, *seq))
+                        .collect();
+                    Some((Ok(updates), next))
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "SSE replay cannot read the read model");
+                    Some((Err(()), None))
+                }
             }
         }
-        if !full {
-            return Ok(events);
-        }
-    }
+    })
+    .flat_map(move |page| {
+        let events: Vec<Result<Event, ()>> = match page {
+            Ok(updates) => updates
+                .iter()
+                .filter(|update| wanted(update))
+                .map(|update| Ok(update.event()))
+                .collect(),
+            Err(()) => vec![Err(())],
+        };
+        stream::iter(events)
+    })
 }
 
 fn sse_response(

@@ -34,10 +34,16 @@ fn api_router(handle: OrchestratorHandle) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}/cancel", post(cancel))
         .route("/api/jobs/{id}/retry", post(retry))
-        .route("/api/jobs/status/batch", post(report_batch))
+        .route(
+            "/api/jobs/status/batch",
+            post(report_batch).layer(axum::extract::DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
+        )
         .route("/api/jobs/snapshots", get(live_snapshots))
         .route("/api/jobs/register", post(register))
-        .route("/api/jobs/register/batch", post(register_batch))
+        .route(
+            "/api/jobs/register/batch",
+            post(register_batch).layer(axum::extract::DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
+        )
         .route("/api/jobs/status", post(report_status))
         .route(
             "/api/jobs/{id}/status",
@@ -74,6 +80,10 @@ fn api_router(handle: OrchestratorHandle) -> Router {
         ))
         .with_state(handle)
 }
+
+/// Largest body of a batch route: a gateway's batch of up to 512 registers may carry 1 MB
+/// payloads each.
+const BATCH_BODY_LIMIT: usize = 1024 * 1024 * 1024;
 
 /// The header a forwarded answer carries: the leader's base URL.
 pub const LEADER_HEADER: &str = "x-distriqueue-leader";

@@ -133,6 +133,9 @@ pub fn routes(raft: Raft<TypeConfig>) -> Router {
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
+        // Entries and snapshot chunks are as large as openraft makes them (see `node.rs`):
+        // axum's 2 MB default would refuse a large one forever.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(raft)
 }
 

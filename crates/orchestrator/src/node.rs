@@ -133,6 +133,17 @@ impl OrchestratorHandle {
         self.leading.borrow().is_some()
     }
 
+    /// True when a majority of the voters confirms, within the election timeout's upper bound,
+    /// that this node still leads (openraft's `ensure_linearizable`: one heartbeat round).
+    async fn has_quorum(&self) -> bool {
+        let confirmed = tokio::time::timeout(
+            Duration::from_millis(QUORUM_CHECK_MS),
+            self.raft.ensure_linearizable(),
+        )
+        .await;
+        matches!(confirmed, Ok(Ok(_)))
+    }
+
     /// True when openraft says this node is the leader (its duties may still be starting).
     pub(crate) fn is_elected_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.node_id)
@@ -220,19 +231,30 @@ impl OrchestratorHandle {
     ///
     /// Errors: the `WorkerLost` of a restarted worker could not be committed.
     pub async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, SubmitError> {
+        if !self.has_quorum().await {
+            // A leader cut off from the majority must not keep workers alive: the majority's
+            // leader may already have declared them lost and dispatched their attempts again.
+            // Refused heartbeats make them fence themselves in time.
+            return Err(SubmitError::Unavailable(
+                "this node has lost contact with the majority of the cluster".into(),
+            ));
+        }
         let worker_id = heartbeat.worker_id.clone();
+        if self.workers.is_new_instance(&heartbeat)
+            && self.read(State::lease_holders).contains(&worker_id)
+        {
+            tracing::warn!(%worker_id, "worker restarted: its earlier attempts are lost");
+            // WorkerLost is never refused. Until it commits, the new instance is not recorded,
+            // so a heartbeat retried after a failure still finds the restart.
+            let _ = self
+                .submit(Command::WorkerLost {
+                    worker_id: worker_id.clone(),
+                })
+                .await?;
+        }
         let (cancels, restarted) = self.workers.heartbeat(heartbeat);
         if restarted {
             // What was queued for the earlier instance does not concern this one.
-            if self.read(State::lease_holders).contains(&worker_id) {
-                tracing::warn!(%worker_id, "worker restarted: its earlier attempts are lost");
-                // WorkerLost is never refused; an unavailable leader fails the heartbeat.
-                let _ = self
-                    .submit(Command::WorkerLost {
-                        worker_id: worker_id.clone(),
-                    })
-                    .await?;
-            }
             return Ok(Vec::new());
         }
         Ok(self.read(|state| {
@@ -281,6 +303,10 @@ impl OrchestratorHandle {
         self.raft.metrics().borrow().clone()
     }
 }
+
+/// How long a leader may take to confirm its leadership before it answers a heartbeat: the
+/// election timeout's upper bound, after which the others may have a new leader.
+const QUORUM_CHECK_MS: u64 = 1200;
 
 /// A started orchestrator node: raft is up, this node leads, the outbox runs.
 pub struct Orchestrator {
@@ -334,6 +360,9 @@ impl Orchestrator {
             // Purge the log up to a snapshot but for a few entries: a follower a little behind
             // catches up from the log, one further behind gets the snapshot.
             max_in_snapshot_log_to_keep: config.snapshot_every.min(500),
+            // Snapshot chunks travel as JSON arrays of numbers: keep each request small.
+            snapshot_max_chunk_size: 256 * 1024,
+            max_payload_entries: 64,
             ..Config::default()
         }
         .validate()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use distriqueue_core::machine::MachineConfig;
-use distriqueue_core::{Effect, State};
+use distriqueue_core::{ControlMessage, Effect, JobStatus, State, WorkerId};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
@@ -127,6 +127,21 @@ impl StateMachineStore {
             .unpublished()
             .map(|event| Effect::Emit(Box::new(event.clone())))
             .collect();
+        // A stop the previous leader committed but may not have sent: an attempt cancelled or
+        // timed out while a worker ran it (a worker ignores a stop for an attempt it does not
+        // run).
+        recovery.extend(inner.state.unpublished().filter_map(|event| {
+            let stopped = matches!(
+                event.status,
+                JobStatus::Cancelled | JobStatus::Timeout | JobStatus::Retrying
+            );
+            let worker_id = event.worker_id.clone().filter(|_| stopped)?;
+            Some(Effect::StopAttempt(ControlMessage::Cancel {
+                worker_id: WorkerId(worker_id),
+                job_id: event.job_id,
+                attempt: event.attempt,
+            }))
+        }));
         recovery.extend(
             inner
                 .state

@@ -41,17 +41,23 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a heartbeat; returns (and forgets) the attempts the worker must stop, and
-    /// whether it comes from another instance than the last one heard under this worker id (the
-    /// worker restarted).
-    pub(crate) fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> (Vec<(JobId, u32)>, bool) {
-        let mut workers = self.lock();
-        let restarted = workers.get(&heartbeat.worker_id).is_some_and(|known| {
+    /// True when `heartbeat` comes from another instance than the last one heard under its
+    /// worker id (the worker restarted). Records nothing.
+    pub(crate) fn is_new_instance(&self, heartbeat: &WorkerHeartbeat) -> bool {
+        self.lock().get(&heartbeat.worker_id).is_some_and(|known| {
             matches!(
                 (&known.heartbeat.instance, &heartbeat.instance),
                 (Some(before), Some(now)) if before != now
             )
-        });
+        })
+    }
+
+    /// Records a heartbeat; returns (and forgets) the attempts the worker must stop, and
+    /// whether it comes from another instance than the last one heard under this worker id (the
+    /// worker restarted).
+    pub(crate) fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> (Vec<(JobId, u32)>, bool) {
+        let restarted = self.is_new_instance(&heartbeat);
+        let mut workers = self.lock();
         let entry = workers
             .entry(heartbeat.worker_id.clone())
             .or_insert_with(|| Entry {

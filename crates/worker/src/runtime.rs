@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -98,8 +98,6 @@ struct Shared {
     /// Outcomes reported so far: all, completed, failed.
     n_finished: [AtomicU64; 3],
     capacity: u32,
-    /// Slots whose message is acked and whose handler runs (or is reporting).
-    n_busy: AtomicUsize,
 }
 
 /// How long a handler told to stop (cancel, shutdown) may take before it is aborted.
@@ -192,7 +190,6 @@ impl Worker {
             running: Mutex::default(),
             n_finished: Default::default(),
             capacity: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
-            n_busy: AtomicUsize::new(0),
         });
         let (concurrency, shutdown_grace, heartbeat_timeout) = (
             config.concurrency,
@@ -258,7 +255,7 @@ async fn report_outcome(
     reporter: Arc<dyn Reporter>,
     abort: CancellationToken,
     report: Report,
-    _running: RunningGuard,
+    _running: Option<RunningGuard>,
 ) {
     loop {
         match reporter.report(report.clone()).await {
@@ -294,15 +291,7 @@ struct BusySlot<'a> {
 
 impl Drop for BusySlot<'_> {
     fn drop(&mut self) {
-        let busy = self
-            .shared
-            .n_busy
-            .fetch_sub(1, Ordering::AcqRel)
-            .saturating_sub(1);
-        let free = self.shared.free_slots(busy);
-        let jobs = self.shared.jobs.clone();
-        // Raising the prefetch need not wait: it only lets more in.
-        tokio::spawn(async move { jobs.set_free_slots(free).await });
+        self.shared.jobs.slot_freed();
     }
 }
 
@@ -392,12 +381,15 @@ impl Shared {
     }
 
     /// Stops every running handler (self-fencing).
+    /// Each stopped attempt is then reported failed (retryable), so that the orchestrator,
+    /// when it is reachable again and has not declared this worker lost, retries it rather
+    /// than leaving it RUNNING until its execution timeout.
     fn fence(&self) {
-        let running: Vec<CancellationToken> = self
+        let running: Vec<((JobId, u32), CancellationToken)> = self
             .lock_running()
-            .values()
-            .filter(|token| !token.is_cancelled())
-            .cloned()
+            .iter()
+            .filter(|(_, token)| !token.is_cancelled())
+            .map(|(key, token)| (*key, token.clone()))
             .collect();
         if !running.is_empty() {
             tracing::error!(
@@ -405,8 +397,23 @@ impl Shared {
                 "orchestrator out of reach: stopping every handler"
             );
         }
-        for token in running {
+        for ((job_id, attempt), token) in running {
             token.cancel();
+            let report = Report {
+                job_id,
+                attempt: Some(attempt),
+                worker_id: self.worker_id.clone(),
+                kind: ReportKind::Failed {
+                    error: "worker lost contact with the orchestrator".to_string(),
+                    permanent: false,
+                },
+            };
+            self.outcomes.spawn(report_outcome(
+                Arc::clone(&self.reporter),
+                self.abort.clone(),
+                report,
+                None,
+            ));
         }
     }
 
@@ -436,15 +443,8 @@ impl Shared {
     /// Counts a slot busy until the guard drops, keeping the transport's prefetch at the free
     /// slots.
     async fn occupy_slot(&self) -> BusySlot<'_> {
-        let busy = self.n_busy.fetch_add(1, Ordering::AcqRel) + 1;
-        self.jobs.set_free_slots(self.free_slots(busy)).await;
+        self.jobs.slot_taken().await;
         BusySlot { shared: self }
-    }
-
-    fn free_slots(&self, busy: usize) -> usize {
-        usize::try_from(self.capacity)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(busy)
     }
 
     async fn run_slot(self: Arc<Self>, shutdown: CancellationToken) {
@@ -504,20 +504,9 @@ impl Shared {
         // counts busy before the ack, so the transport never holds more than the free slots.
         let _busy = self.occupy_slot().await;
         delivery.ack().await;
-        if running.token.is_cancelled() && !self.abort.is_cancelled() {
-            // Fenced while asking for the lease: give the attempt back rather than hold it idle.
-            let error = "worker lost contact with the orchestrator".to_string();
-            let kind = ReportKind::Failed {
-                error,
-                permanent: false,
-            };
-            let report = report(kind);
-            self.outcomes.spawn(report_outcome(
-                Arc::clone(&self.reporter),
-                self.abort.clone(),
-                report,
-                running,
-            ));
+        if running.token.is_cancelled() {
+            // Stopped while asking for the lease: by self-fencing (which reports the attempt
+            // failed, so it is retried), by a cancel, or by shutdown. Nothing runs.
             return;
         }
         if let Some(ledger) = &self.ledger {
@@ -555,7 +544,7 @@ impl Shared {
         let reporter = Arc::clone(&self.reporter);
         let abort = self.abort.clone();
         self.outcomes
-            .spawn(report_outcome(reporter, abort, report, running));
+            .spawn(report_outcome(reporter, abort, report, Some(running)));
     }
 
     /// Runs the handler for `message` within its execution timeout; `None` when it was stopped
