@@ -505,8 +505,23 @@ impl Shared {
         let _busy = self.occupy_slot().await;
         delivery.ack().await;
         if running.token.is_cancelled() {
-            // Stopped while asking for the lease: by self-fencing (which reports the attempt
-            // failed, so it is retried), by a cancel, or by shutdown. Nothing runs.
+            // Stopped while asking for the lease (self-fencing, a cancel, or shutdown): nothing
+            // runs. Unless shutting down, give the attempt back rather than hold it idle: the
+            // fence's own report may have reached the orchestrator before this lease did, and
+            // was refused then (a refusal now is harmless: a cancelled job is terminal).
+            if !self.abort.is_cancelled() {
+                let kind = ReportKind::Failed {
+                    error: "worker lost contact with the orchestrator".to_string(),
+                    permanent: false,
+                };
+                let report = report(kind);
+                self.outcomes.spawn(report_outcome(
+                    Arc::clone(&self.reporter),
+                    self.abort.clone(),
+                    report,
+                    Some(running),
+                ));
+            }
             return;
         }
         if let Some(ledger) = &self.ledger {
