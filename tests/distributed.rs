@@ -59,19 +59,6 @@ async fn drain_tap(channel: &lapin::Channel) -> HashMap<(String, u64), usize> {
     copies
 }
 
-/// No (job, attempt) has two `finish` lines in the ledgers.
-fn no_attempt_finished_twice(ledger: &[LedgerLine]) {
-    let mut finishes = HashSet::new();
-    for line in ledger.iter().filter(|line| line.event == "finish") {
-        assert!(
-            finishes.insert((line.job_id.clone(), line.attempt)),
-            "attempt {} of job {} ran to completion twice",
-            line.attempt,
-            line.job_id
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_acceptance_holds_in_distributed_mode_and_no_attempt_runs_twice() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -182,19 +182,7 @@ async fn leader_kill_minus_nine_mid_run_loses_nothing_and_the_node_rejoins() {
         });
         assert_eq!(completed, 1, "one recorded outcome: {job}");
     }
-    let mut finishes = HashSet::new();
-    for line in cluster
-        .ledger_lines()
-        .iter()
-        .filter(|line| line.event == "finish")
-    {
-        assert!(
-            finishes.insert((line.job_id.clone(), line.attempt)),
-            "attempt {} of job {} ran to completion twice",
-            line.attempt,
-            line.job_id
-        );
-    }
+    no_attempt_finished_twice(&cluster.ledger_lines());
 
     // The killed node restarts, catches up and follows.
     cluster.orchestrators[old_leader] = cluster.start_orchestrator(old_leader);

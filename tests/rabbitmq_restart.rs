@@ -64,17 +64,5 @@ async fn every_job_completes_after_rabbitmq_restarts_mid_run() {
         let job = wait_terminal(&client, &gateway, id, Duration::from_secs(240)).await;
         assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
     }
-    let mut finishes = std::collections::HashSet::new();
-    for line in cluster
-        .ledger_lines()
-        .iter()
-        .filter(|line| line.event == "finish")
-    {
-        assert!(
-            finishes.insert((line.job_id.clone(), line.attempt)),
-            "attempt {} of job {} ran to completion twice",
-            line.attempt,
-            line.job_id
-        );
-    }
+    no_attempt_finished_twice(&cluster.ledger_lines());
 }

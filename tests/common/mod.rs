@@ -234,3 +234,16 @@ pub fn sleep_job(ms: u64, priority: &str) -> Value {
 pub fn echo_job(priority: &str, n: usize) -> Value {
     json!({"type": "echo", "jobPriority": priority, "payload": {"n": n}})
 }
+
+/// No (job, attempt) has two `finish` lines in the ledgers.
+pub fn no_attempt_finished_twice(ledger: &[LedgerLine]) {
+    let mut finishes = std::collections::HashSet::new();
+    for line in ledger.iter().filter(|line| line.event == "finish") {
+        assert!(
+            finishes.insert((line.job_id.clone(), line.attempt)),
+            "attempt {} of job {} ran to completion twice",
+            line.attempt,
+            line.job_id
+        );
+    }
+}

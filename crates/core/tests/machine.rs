@@ -684,18 +684,7 @@ proptest! {
                     let kind = [TimerKind::Due, TimerKind::Retry, TimerKind::ExecutionTimeout][usize::from(kind)];
                     vec![Command::TimerFired(Timer { at: Millis(now), job_id: job_id(n), attempt, kind })]
                 }
-                Step::RetryFinished(n) => match oracle.snapshots.get(&job_id(n)) {
-                    Some(job) => vec![Command::Retry {
-                        id: job.id,
-                        spec: Box::new(distriqueue_core::request::JobSpec::from_response(job)),
-                        created_at: Millis(0),
-                        attempt_floor: job.attempt,
-                        version_floor: job.version,
-                        previous_attempts: job.attempts.clone(),
-                        policy: POLICY,
-                    }],
-                    None => Vec::new(),
-                },
+                Step::RetryFinished(n) => oracle.snapshots.get(&job_id(n)).map(retry).into_iter().collect(),
                 Step::Restart => {
                     let text = serde_json::to_string(&state).expect("serializable");
                     state = serde_json::from_str(&text).expect("deserializable");

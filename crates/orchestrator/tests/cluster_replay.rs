@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 #[path = "../../core/tests/steps/mod.rs"]
 mod steps;
 
-use steps::{job_id, step_strategy, Step, POLICY};
+use steps::{job_id, retry, step_strategy, Step};
 
 /// Generous: three nodes on a loaded CI machine.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -101,18 +101,7 @@ fn commands(
                 kind,
             })]
         }
-        Step::RetryFinished(n) => match snapshots.get(&job_id(n)) {
-            Some(job) => vec![Command::Retry {
-                id: job.id,
-                spec: Box::new(distriqueue_core::request::JobSpec::from_response(job)),
-                created_at: Millis(0),
-                attempt_floor: job.attempt,
-                version_floor: job.version,
-                previous_attempts: job.attempts.clone(),
-                policy: POLICY,
-            }],
-            None => Vec::new(),
-        },
+        Step::RetryFinished(n) => snapshots.get(&job_id(n)).map(retry).into_iter().collect(),
         Step::Restart => Vec::new(),
     }
 }

@@ -103,3 +103,16 @@ pub fn step_strategy() -> impl Strategy<Value = Step> {
         1 => Just(Step::Restart),
     ]
 }
+
+/// `Retry` of a finished job, given its last snapshot (what the read model would hold).
+pub fn retry(job: &distriqueue_core::JobResponse) -> Command {
+    Command::Retry {
+        id: job.id,
+        spec: Box::new(distriqueue_core::request::JobSpec::from_response(job)),
+        created_at: distriqueue_core::Millis(0),
+        attempt_floor: job.attempt,
+        version_floor: job.version,
+        previous_attempts: job.attempts.clone(),
+        policy: POLICY,
+    }
+}
