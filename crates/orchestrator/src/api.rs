@@ -261,18 +261,9 @@ async fn retry(
     Path(id): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let body = match json_body(body) {
-        Ok(body) => body,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    let stored: JobResponse = match serde_json::from_value(body) {
+    let stored: JobResponse = match typed_body(body, "the body must be the job's JobResponse") {
         Ok(stored) => stored,
-        Err(problem) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("the body must be the job's JobResponse: {problem}"),
-            )
-        }
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     if id.parse::<JobId>().ok() != Some(stored.id) {
         return error(
@@ -293,6 +284,15 @@ async fn retry(
 /// committed snapshot of every live job, to reconcile a read model with.
 async fn live_snapshots(State(handle): State<OrchestratorHandle>) -> Json<Value> {
     Json(json!({"jobs": handle.live_snapshots()}))
+}
+
+/// Reads a JSON body as `T`; `Err` is the message of the 400 for a malformed or mistyped body
+/// (it starts with `what`).
+fn typed_body<T: serde::de::DeserializeOwned>(
+    body: Result<Json<Value>, JsonRejection>,
+    what: &str,
+) -> Result<T, String> {
+    serde_json::from_value(json_body(body)?).map_err(|problem| format!("{what}: {problem}"))
 }
 
 /// Reads a JSON body, answering a contract-shaped 400 for malformed JSON.
@@ -386,18 +386,9 @@ async fn register_batch(
     struct Batch {
         jobs: Vec<Registration>,
     }
-    let body = match json_body(body) {
-        Ok(body) => body,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    let Batch { jobs } = match serde_json::from_value(body) {
+    let Batch { jobs } = match typed_body(body, "bad register batch") {
         Ok(batch) => batch,
-        Err(problem) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("bad register batch: {problem}"),
-            )
-        }
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let answers = futures::future::join_all(jobs.into_iter().map(|Registration { id, spec }| {
         let handle = handle.clone();
@@ -487,18 +478,9 @@ async fn report_batch(
     struct Batch {
         reports: Vec<Report>,
     }
-    let body = match json_body(body) {
-        Ok(body) => body,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    let Batch { reports } = match serde_json::from_value(body) {
+    let Batch { reports } = match typed_body(body, "bad report batch") {
         Ok(batch) => batch,
-        Err(problem) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("bad report batch: {problem}"),
-            )
-        }
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let answers = futures::future::join_all(reports.into_iter().map(|report| {
         let handle = handle.clone();
@@ -634,20 +616,10 @@ async fn add_node(
         id: u64,
         url: String,
     }
-    let body = match json_body(body) {
-        Ok(body) => body,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    let NewNode { id, url } = match serde_json::from_value(body) {
+    let shape = "the body must be {\"id\": <node id>, \"url\": \"http://...\"}";
+    let NewNode { id, url } = match typed_body(body, shape) {
         Ok(node) => node,
-        Err(problem) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "the body must be {{\"id\": <node id>, \"url\": \"http://...\"}}: {problem}"
-                ),
-            )
-        }
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return error(

@@ -156,7 +156,8 @@ impl OrchestratorHandle {
 
     /// The base URL of the current leader, when one is known (from the membership).
     pub fn leader_url(&self) -> Option<String> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let receiver = self.raft.metrics();
+        let metrics = receiver.borrow();
         let leader = metrics.current_leader?;
         let url = metrics
             .membership_config

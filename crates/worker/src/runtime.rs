@@ -147,17 +147,8 @@ impl Worker {
             ledger,
             instance,
         } = self;
-        let first = WorkerHeartbeat {
-            worker_id: config.worker_id.clone(),
-            worker_type: "distriqueue".to_string(),
-            capacity: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
-            current_load: 0,
-            total_jobs_processed: 0,
-            successful_jobs: 0,
-            failed_jobs: 0,
-            timestamp: Millis::now().0,
-            instance: Some(instance.clone()),
-        };
+        let capacity = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
+        let first = heartbeat_of(&config.worker_id, &instance, capacity, 0, [0; 3]);
         let mut backoff = REPORT_RETRY;
         loop {
             let answered = tokio::select! {
@@ -248,6 +239,28 @@ impl Worker {
     }
 }
 
+/// A heartbeat body: `finished` counts all, completed and failed outcomes reported so far.
+fn heartbeat_of(
+    worker_id: &WorkerId,
+    instance: &str,
+    capacity: u32,
+    current_load: u32,
+    finished: [u64; 3],
+) -> WorkerHeartbeat {
+    let [total_jobs_processed, successful_jobs, failed_jobs] = finished;
+    WorkerHeartbeat {
+        worker_id: worker_id.clone(),
+        worker_type: "distriqueue".to_string(),
+        capacity,
+        current_load,
+        total_jobs_processed,
+        successful_jobs,
+        failed_jobs,
+        timestamp: Millis::now().0,
+        instance: Some(instance.to_string()),
+    }
+}
+
 /// Sends an outcome until it is committed or refused; gives up only once the worker aborts.
 /// Holds the attempt's registration until then, so a second copy of the attempt delivered
 /// meanwhile is dropped as a duplicate rather than started again.
@@ -335,18 +348,18 @@ impl Shared {
 
     /// This worker's heartbeat now.
     fn heartbeat(&self) -> WorkerHeartbeat {
-        let count = |index: usize| self.n_finished[index].load(Ordering::Relaxed);
-        WorkerHeartbeat {
-            worker_id: self.worker_id.clone(),
-            worker_type: "distriqueue".to_string(),
-            capacity: self.capacity,
-            current_load: u32::try_from(self.lock_running().len()).unwrap_or(u32::MAX),
-            total_jobs_processed: count(0),
-            successful_jobs: count(1),
-            failed_jobs: count(2),
-            timestamp: Millis::now().0,
-            instance: Some(self.instance.clone()),
-        }
+        let finished = self
+            .n_finished
+            .each_ref()
+            .map(|count| count.load(Ordering::Relaxed));
+        let load = u32::try_from(self.lock_running().len()).unwrap_or(u32::MAX);
+        heartbeat_of(
+            &self.worker_id,
+            &self.instance,
+            self.capacity,
+            load,
+            finished,
+        )
     }
 
     /// Heartbeats six times per timeout; stops the handlers the replies name; and stops every
