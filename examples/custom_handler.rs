@@ -6,7 +6,7 @@
 //!   -d '{"type":"greet","jobPriority":"HIGH","payload":{"name":"Ada"}}'`.
 
 use async_trait::async_trait;
-use distriqueue::ServeConfig;
+use distriqueue::Config;
 use distriqueue_worker::{Handler, HandlerError, Handlers, JobContext};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -30,11 +30,12 @@ impl Handler for Greet {
 async fn main() -> anyhow::Result<()> {
     let mut handlers = Handlers::builtin();
     handlers.register("greet", Greet);
-    let config = ServeConfig::new("./data");
+    // `serve`'s defaults: every role in this process, data in ./data.
+    let config = Config::default();
     let shutdown = CancellationToken::new();
-    let served = distriqueue::serve::start(config, handlers, shutdown.clone()).await?;
-    println!("gateway on http://{}", served.gateway_addr);
+    let started = distriqueue::start(&config, handlers, shutdown.clone()).await?;
+    println!("distriqueue with greet: {}", started.ready_line());
     tokio::signal::ctrl_c().await?;
     shutdown.cancel();
-    served.stopped.await?
+    started.stopped.await?
 }

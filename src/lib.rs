@@ -1,10 +1,11 @@
-//! The composition root: starts any set of DistriQueue's roles in one process and wires them
-//! through a broker (in process or RabbitMQ) and the traits each role defines
-//! (`gateway::Orchestrator`, `worker::Reporter`). The binary (`main.rs`) and the tests start
-//! DistriQueue through here: [`serve`] for everything in one process, [`roles`] for one role
-//! per process.
+//! The `distriqueue` library: the composition root ([`start`]), which starts any set of
+//! DistriQueue's roles in one process from one [`Config`], and the configuration itself
+//! ([`config`]: layered settings, one declaration each). The binary (`main.rs`) and the tests
+//! start DistriQueue through here.
 
-pub mod roles;
-pub mod serve;
+mod adapters;
+pub mod config;
+mod start;
 
-pub use serve::{ServeConfig, Served};
+pub use config::{Config, Role};
+pub use start::{start, Started};

@@ -1,110 +1,146 @@
-//! The `distriqueue` binary: `serve` (the default) and the CLI verbs against a gateway.
+//! The `distriqueue` binary: the roles (`serve`, the default, `run`, `gateway`,
+//! `orchestrator`, `worker`), `config`, and the CLI verbs against a gateway or the
+//! orchestrators. Every subcommand reads its settings through `distriqueue::config` (defaults,
+//! `--config FILE`, `DQ_*` variables, flags) and starts roles through `distriqueue::start`.
 
 mod bench;
 mod verbs;
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use distriqueue::ServeConfig;
-use distriqueue_core::machine::Jitter;
-use distriqueue_core::{RetryPolicy, WorkerId};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use distriqueue::config::{
+    self, ClientFlags, ClusterFlags, Config, GatewayFlags, Loaded, OrchestratorFlags, RunFlags,
+    ServeFlags, SettingFlags, Sources, WorkerFlags,
+};
 use distriqueue_worker::Handlers;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// DistriQueue: a distributed job-processing platform. With no subcommand it runs `serve`.
+///
+/// Settings come from defaults, then a TOML file (--config FILE or DQ_CONFIG), then DQ_*
+/// environment variables, then flags; `distriqueue config` shows the result.
 #[derive(Parser, Debug)]
-#[command(name = "distriqueue", version, args_conflicts_with_subcommands = true)]
+#[command(name = "distriqueue", version)]
 struct Cli {
+    /// A TOML configuration file (see distriqueue.example.toml). Default: DQ_CONFIG, else none.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Verb>,
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: ServeFlags,
 }
 
 #[derive(Subcommand, Debug)]
 enum Verb {
     /// Run everything in one process: gateway, orchestrator, workers, read model, broker.
-    Serve(ServeArgs),
+    Serve(ServeFlags),
+    /// Run any set of roles in one process (--roles gateway,orchestrator), the others elsewhere.
+    Run(RunFlags),
     /// Run an orchestrator node (the lifecycle owner) over RabbitMQ.
-    Orchestrator(OrchestratorArgs),
+    Orchestrator(OrchestratorFlags),
     /// Run a gateway (REST API, SSE, read model) over RabbitMQ and an orchestrator.
-    Gateway(GatewayArgs),
+    Gateway(GatewayFlags),
     /// Run a worker that takes jobs from RabbitMQ and reports to an orchestrator.
-    Worker(WorkerArgs),
+    Worker(WorkerFlags),
+    /// Print the effective configuration as TOML, each value with where it came from (secrets
+    /// redacted); the flags after a role's name are that role's (`config worker --concurrency
+    /// 8`).
+    Config(ConfigArgs),
     /// Submit a job and print it (or, with --wait, its final state).
     Submit {
         #[command(flatten)]
-        server: ServerArg,
+        client: ClientFlags,
         #[command(flatten)]
         args: verbs::SubmitArgs,
     },
     /// Print one job.
     Get {
         #[command(flatten)]
-        server: ServerArg,
+        client: ClientFlags,
         #[command(flatten)]
         args: verbs::GetArgs,
     },
     /// List jobs with filters, paging and sorting.
     List {
         #[command(flatten)]
-        server: ServerArg,
+        client: ClientFlags,
         #[command(flatten)]
         args: verbs::ListArgs,
     },
     /// Cancel a job.
     Cancel {
         #[command(flatten)]
-        server: ServerArg,
+        client: ClientFlags,
         #[command(flatten)]
         args: verbs::CancelArgs,
     },
     /// Run a FAILED, TIMEOUT or CANCELLED job again (a new chain of attempts).
     Retry {
         #[command(flatten)]
-        server: ServerArg,
+        client: ClientFlags,
         #[command(flatten)]
         args: verbs::GetArgs,
     },
     /// Print a job's attempts: worker, state, error and times of each.
     Attempts {
         #[command(flatten)]
-        server: ServerArg,
+        client: ClientFlags,
         #[command(flatten)]
         args: verbs::GetArgs,
     },
     /// Print lifecycle updates as they happen (all jobs, or one).
     Watch {
         #[command(flatten)]
-        server: ServerArg,
+        client: ClientFlags,
         #[command(flatten)]
         args: verbs::WatchArgs,
     },
     /// Manage the orchestrator cluster: status, add-node, remove-node.
     Cluster {
-        /// Orchestrator URLs, comma-separated (any node: writes go to the leader).
-        #[arg(
-            long,
-            env = "DQ_ORCHESTRATOR_URL",
-            value_delimiter = ',',
-            default_value = "http://127.0.0.1:8081"
-        )]
-        orchestrator: Vec<String>,
+        #[command(flatten)]
+        flags: ClusterFlags,
         #[command(subcommand)]
         command: ClusterVerb,
     },
     /// Measure throughput (default) or submit-to-start latency (--rate) against a gateway.
     Bench {
         #[command(flatten)]
-        server: ServerArg,
+        client: ClientFlags,
         #[command(flatten)]
         args: bench::BenchArgs,
     },
+}
+
+/// `distriqueue config ...`.
+#[derive(Args, Debug)]
+struct ConfigArgs {
+    /// Print the commented example configuration file (every setting at its default) instead.
+    #[arg(long)]
+    example: bool,
+    /// The subcommand whose configuration to show (default: serve), with its flags.
+    #[command(subcommand)]
+    of: Option<ConfigOf>,
+}
+
+/// The subcommand `distriqueue config` shows the configuration of.
+#[derive(Subcommand, Debug)]
+enum ConfigOf {
+    /// As `distriqueue serve` would run.
+    Serve(ServeFlags),
+    /// As `distriqueue run` would run.
+    Run(RunFlags),
+    /// As `distriqueue orchestrator` would run.
+    Orchestrator(OrchestratorFlags),
+    /// As `distriqueue gateway` would run.
+    Gateway(GatewayFlags),
+    /// As `distriqueue worker` would run.
+    Worker(WorkerFlags),
 }
 
 /// `distriqueue cluster ...`.
@@ -129,300 +165,34 @@ enum ClusterVerb {
     },
 }
 
+/// How long a `distriqueue cluster` call keeps trying the orchestrators.
+const CLUSTER_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Runs `distriqueue cluster ...` and prints the answer as JSON.
-async fn cluster(orchestrators: &[String], command: ClusterVerb) -> anyhow::Result<()> {
+async fn cluster(config: &Config, command: ClusterVerb) -> anyhow::Result<()> {
     let client =
-        distriqueue_client::OrchestratorClient::new(orchestrators, Duration::from_secs(30))
+        distriqueue_client::OrchestratorClient::new(&config.client.orchestrator, CLUSTER_PATIENCE)
             .context("bad --orchestrator URL")?;
     let answer = match command {
-        ClusterVerb::Status => client.cluster_status().await,
-        ClusterVerb::AddNode { id, url } => client.add_node(id, &url).await,
-        ClusterVerb::RemoveNode { id } => client.remove_node(id).await,
+        ClusterVerb::Status => serde_json::to_value(client.cluster_status().await?),
+        ClusterVerb::AddNode { id, url } => serde_json::to_value(client.add_node(id, &url).await?),
+        ClusterVerb::RemoveNode { id } => serde_json::to_value(client.remove_node(id).await?),
     }?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
 
-/// The gateway a CLI verb talks to.
-#[derive(Args, Debug)]
-struct ServerArg {
-    /// Gateway base URL.
-    #[arg(long, env = "DQ_SERVER", default_value = "http://127.0.0.1:8082")]
-    server: String,
-}
-
-/// Settings of `serve`; each has one `DQ_*` environment variable.
-#[derive(Args, Debug, Clone)]
-struct ServeArgs {
-    /// Gateway (public REST API) address; port 0 picks a free port.
-    #[arg(long, env = "DQ_GATEWAY_ADDR", default_value = "127.0.0.1:8082")]
-    gateway_addr: SocketAddr,
-    /// Orchestrator API address; port 0 picks a free port.
-    #[arg(long, env = "DQ_ORCHESTRATOR_ADDR", default_value = "127.0.0.1:8081")]
-    orchestrator_addr: SocketAddr,
-    /// In-process job slots (default: 4 per CPU).
-    #[arg(long, env = "DQ_CONCURRENCY")]
-    concurrency: Option<usize>,
-    /// Where the raft log, snapshots and read model live.
-    #[arg(long, env = "DQ_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
-    /// Seconds running jobs may take to finish after Ctrl-C or SIGTERM.
-    #[arg(long, env = "DQ_SHUTDOWN_GRACE", default_value_t = 30)]
-    shutdown_grace: u64,
-    /// Testing aid: append a JSON line per handler start and finish to this file.
-    #[arg(long, env = "DQ_LEDGER")]
-    ledger: Option<PathBuf>,
-    /// Largest accepted request body in bytes (413 past it).
-    #[arg(long, env = "DQ_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
-    max_body_bytes: usize,
-    #[command(flatten)]
-    lifecycle: LifecycleArgs,
-    /// Carry jobs, cancels and events over RabbitMQ (an AMQP URL) instead of in process, so
-    /// outside workers can join.
-    #[arg(long, env = "DQ_AMQP_URL")]
-    amqp: Option<String>,
-}
-
-/// The orchestrator's lifecycle settings (`serve` and `orchestrator`).
-#[derive(Args, Debug, Clone)]
-struct LifecycleArgs {
-    /// Most jobs waiting to run, PENDING + QUEUED (429 past it).
-    #[arg(long, env = "DQ_MAX_QUEUED_JOBS", default_value_t = 100_000)]
-    max_queued_jobs: u64,
-    /// Backoff before the first retry, in ms; it doubles with each retry (a job's
-    /// `retryBackoffMs` overrides it).
-    #[arg(long, env = "DQ_RETRY_BACKOFF_BASE_MS", default_value_t = 1_000)]
-    retry_backoff_base_ms: u64,
-    /// Longest backoff between two attempts, in ms.
-    #[arg(long, env = "DQ_RETRY_BACKOFF_MAX_MS", default_value_t = 300_000)]
-    retry_backoff_max_ms: u64,
-    /// Seconds a worker may stay silent before it is declared lost and its running attempts
-    /// are retried elsewhere.
-    #[arg(long, env = "DQ_HEARTBEAT_TIMEOUT", default_value_t = 30)]
-    heartbeat_timeout: u64,
-    /// Backoff jitter: `full` (a uniform draw up to the backoff) or `none`.
-    #[arg(long, env = "DQ_RETRY_JITTER", value_enum, default_value_t = JitterArg::Full)]
-    retry_jitter: JitterArg,
-}
-
-impl LifecycleArgs {
-    fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy {
-            base_ms: self.retry_backoff_base_ms,
-            max_ms: self.retry_backoff_max_ms.max(self.retry_backoff_base_ms),
-            jitter: match self.retry_jitter {
-                JitterArg::Full => Jitter::Full,
-                JitterArg::None => Jitter::None,
-            },
-        }
-    }
-
-    fn heartbeat_timeout(&self) -> Duration {
-        Duration::from_secs(self.heartbeat_timeout.max(1))
-    }
-}
-
-/// Settings of `orchestrator`.
-#[derive(Args, Debug, Clone)]
-struct OrchestratorArgs {
-    /// Orchestrator API address; port 0 picks a free port.
-    #[arg(long, env = "DQ_ORCHESTRATOR_ADDR", default_value = "127.0.0.1:8081")]
-    addr: SocketAddr,
-    /// Where the raft log and snapshots live.
-    #[arg(long, env = "DQ_DATA_DIR", default_value = "./data/orchestrator")]
-    data_dir: PathBuf,
-    /// RabbitMQ (AMQP URL).
-    #[arg(
-        long,
-        env = "DQ_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    amqp: String,
-    /// Seconds a QUEUED attempt may wait unstarted before it is published again.
-    #[arg(long, env = "DQ_DISPATCH_TIMEOUT", default_value_t = 60)]
-    dispatch_timeout: u64,
-    /// This node's id in the orchestrator cluster.
-    #[arg(long, env = "DQ_NODE_ID", default_value_t = 1)]
-    node_id: u64,
-    /// Log entries between two snapshots; the log before a snapshot is purged (all but the
-    /// last 500 entries), so disk and memory stay bounded.
-    #[arg(long, env = "DQ_SNAPSHOT_EVERY", default_value_t = 20_000)]
-    snapshot_every: u64,
-    /// The cluster's members, this node included, as `ID=URL` pairs separated by commas
-    /// (`1=http://127.0.0.1:8081,2=http://127.0.0.1:8091,3=http://127.0.0.1:8101`). Unset: a
-    /// one-node cluster. The cluster initializes once, whichever node starts first.
-    #[arg(long, env = "DQ_PEERS", value_delimiter = ',', value_parser = parse_peer)]
-    peers: Vec<(u64, String)>,
-    #[command(flatten)]
-    lifecycle: LifecycleArgs,
-}
-
-/// Settings of `gateway`.
-#[derive(Args, Debug, Clone)]
-struct GatewayArgs {
-    /// Gateway (public REST API) address; port 0 picks a free port.
-    #[arg(long, env = "DQ_GATEWAY_ADDR", default_value = "127.0.0.1:8082")]
-    addr: SocketAddr,
-    /// The read model: `postgres://...` or `sqlite://FILE`.
-    #[arg(
-        long,
-        env = "DQ_DATABASE_URL",
-        default_value = "sqlite://./data/readmodel.db"
-    )]
-    database: String,
-    /// RabbitMQ (AMQP URL).
-    #[arg(
-        long,
-        env = "DQ_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    amqp: String,
-    /// Orchestrator URLs, comma-separated; the gateway fails over between them.
-    #[arg(
-        long,
-        env = "DQ_ORCHESTRATOR_URL",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:8081"
-    )]
-    orchestrator: Vec<String>,
-    /// Largest accepted request body in bytes (413 past it).
-    #[arg(long, env = "DQ_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
-    max_body_bytes: usize,
-}
-
-/// Settings of `worker`. Besides its flags and `DQ_*` variables it reads the original workers'
-/// `RABBITMQ_HOST`, `RABBITMQ_PORT`, `RABBITMQ_USERNAME`, `RABBITMQ_PASSWORD`,
-/// `ORCHESTRATOR_URL`, `STATUS_UPDATE_URL`, `WORKER_ID` and `WORKER_CAPACITY`.
-#[derive(Args, Debug, Clone)]
-struct WorkerArgs {
-    /// RabbitMQ (AMQP URL). Default: built from RABBITMQ_HOST, RABBITMQ_PORT,
-    /// RABBITMQ_USERNAME and RABBITMQ_PASSWORD (127.0.0.1, 5672, guest, guest).
-    #[arg(long, env = "DQ_AMQP_URL")]
-    amqp: Option<String>,
-    /// Orchestrator URLs, comma-separated. Default: ORCHESTRATOR_URL, else the orchestrator of
-    /// STATUS_UPDATE_URL, else http://127.0.0.1:8081.
-    #[arg(long, env = "DQ_ORCHESTRATOR_URL", value_delimiter = ',')]
-    orchestrator: Vec<String>,
-    /// Job slots. Default: WORKER_CAPACITY, else 4 per CPU.
-    #[arg(long, env = "DQ_CONCURRENCY")]
-    concurrency: Option<usize>,
-    /// This worker's id. Default: WORKER_ID, else worker-<host>-<pid>.
-    #[arg(long, env = "DQ_WORKER_ID")]
-    worker_id: Option<String>,
-    /// Testing aid: append a JSON line per handler start and finish to this file.
-    #[arg(long, env = "DQ_LEDGER")]
-    ledger: Option<PathBuf>,
-    /// Seconds running jobs may take to finish after Ctrl-C or SIGTERM.
-    #[arg(long, env = "DQ_SHUTDOWN_GRACE", default_value_t = 30)]
-    shutdown_grace: u64,
-    /// The orchestrator's heartbeat timeout in seconds: the worker heartbeats six times per
-    /// timeout and stops its handlers when cut off for longer than most of it.
-    #[arg(long, env = "DQ_HEARTBEAT_TIMEOUT", default_value_t = 30)]
-    heartbeat_timeout: u64,
-}
-
-/// One `ID=URL` of `--peers`.
-fn parse_peer(text: &str) -> Result<(u64, String), String> {
-    let (id, url) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?} is not ID=URL"))?;
-    let id = id
-        .trim()
-        .parse()
-        .map_err(|_| format!("node id {id:?} is not a number"))?;
-    let url = url.trim().trim_end_matches('/');
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!("{url:?} is not an http:// URL"));
-    }
-    Ok((id, url.to_string()))
-}
-
-/// An environment variable, when set and not blank.
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|value| value.trim().to_string())
-        .filter(|value| !value.is_empty())
-}
-
-impl WorkerArgs {
-    fn into_role(self) -> anyhow::Result<distriqueue::roles::WorkerRole> {
-        let amqp = self.amqp.unwrap_or_else(|| {
-            let host = env_var("RABBITMQ_HOST").unwrap_or_else(|| "127.0.0.1".into());
-            let port = env_var("RABBITMQ_PORT").unwrap_or_else(|| "5672".into());
-            let user = env_var("RABBITMQ_USERNAME").unwrap_or_else(|| "guest".into());
-            let password = env_var("RABBITMQ_PASSWORD").unwrap_or_else(|| "guest".into());
-            format!("amqp://{user}:{password}@{host}:{port}/%2f")
-        });
-        let orchestrators = if self.orchestrator.is_empty() {
-            let from_status_url = || {
-                env_var("STATUS_UPDATE_URL").map(|url| {
-                    url.trim_end_matches('/')
-                        .trim_end_matches("/api/jobs/status")
-                        .to_string()
-                })
-            };
-            vec![env_var("ORCHESTRATOR_URL")
-                .or_else(from_status_url)
-                .unwrap_or_else(|| "http://127.0.0.1:8081".into())]
-        } else {
-            self.orchestrator
-        };
-        let concurrency = match self.concurrency {
-            Some(n) => n,
-            None => match env_var("WORKER_CAPACITY") {
-                Some(text) => text
-                    .parse()
-                    .with_context(|| format!("WORKER_CAPACITY {text:?} is not a number"))?,
-                None => 4 * std::thread::available_parallelism().map_or(1, usize::from),
-            },
-        };
-        anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
-        let worker_id = self
-            .worker_id
-            .or_else(|| env_var("WORKER_ID"))
-            .unwrap_or_else(|| {
-                let host = env_var("HOSTNAME").unwrap_or_else(|| "local".into());
-                format!("worker-{host}-{}", std::process::id())
-            });
-        Ok(distriqueue::roles::WorkerRole {
-            amqp,
-            orchestrators,
-            worker_id: WorkerId(worker_id),
-            concurrency,
-            ledger: self.ledger,
-            shutdown_grace: Duration::from_secs(self.shutdown_grace),
-            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout.max(1)),
-        })
-    }
-}
-
-/// `--retry-jitter`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy)]
-enum JitterArg {
-    Full,
-    None,
-}
-
-impl ServeArgs {
-    fn into_config(self) -> anyhow::Result<ServeConfig> {
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        let concurrency = self.concurrency.unwrap_or(4 * cpus);
-        anyhow::ensure!(concurrency >= 1, "--concurrency must be at least 1");
-        Ok(ServeConfig {
-            gateway_addr: self.gateway_addr,
-            orchestrator_addr: self.orchestrator_addr,
-            concurrency,
-            data_dir: self.data_dir,
-            shutdown_grace: Duration::from_secs(self.shutdown_grace),
-            ledger: self.ledger,
-            max_body_bytes: self.max_body_bytes,
-            max_queued_jobs: self.lifecycle.max_queued_jobs,
-            heartbeat_timeout: self.lifecycle.heartbeat_timeout(),
-            retry_policy: self.lifecycle.retry_policy(),
-            amqp: self.amqp,
-        })
-    }
+/// The configuration of subcommand `C`, from `--config` (or `DQ_CONFIG`), the environment and
+/// `flags`.
+fn load<const C: usize>(file: Option<PathBuf>, flags: &SettingFlags<C>) -> anyhow::Result<Loaded> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let sources = Sources {
+        cmd: SettingFlags::<C>::CMD,
+        file,
+        env: &env,
+        flags: &flags.given,
+    };
+    config::load(&sources).context("bad configuration")
 }
 
 fn init_tracing() {
@@ -465,23 +235,14 @@ async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// A token cancelled on Ctrl-C or SIGTERM.
-fn until_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(token.clone()));
-    token
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
+/// Runs the roles `config` enables until Ctrl-C or SIGTERM; prints `distriqueue VERB:
+/// gateway=http://ADDR orchestrator=http://ADDR worker=ID` (the roles it runs) once they serve.
+async fn run_roles(config: &Config, verb: &str) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let served = distriqueue::serve::start(config, Handlers::builtin(), shutdown.clone()).await?;
-    println!(
-        "distriqueue serving: gateway=http://{} orchestrator=http://{}",
-        served.gateway_addr, served.orchestrator_addr
-    );
+    let started = distriqueue::start(config, Handlers::builtin(), shutdown.clone()).await?;
+    println!("distriqueue {verb}: {}", started.ready_line());
     tokio::spawn(cancel_on_signal(shutdown));
-    served.stopped.await??;
+    started.stopped.await??;
     tracing::info!("stopped");
     Ok(())
 }
@@ -489,50 +250,68 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.command.is_some() && !cli.serve.given.is_empty() {
+        // `distriqueue --gateway-addr X submit` would silently drop the flag.
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "setting flags go after the subcommand (distriqueue serve --gateway-addr ...)",
+            )
+            .exit();
+    }
     init_tracing();
+    let file = cli.config;
     match cli.command {
-        None => serve(cli.serve).await,
-        Some(Verb::Serve(args)) => serve(args).await,
-        Some(Verb::Orchestrator(args)) => {
-            let role = distriqueue::roles::OrchestratorRole {
-                addr: args.addr,
-                data_dir: args.data_dir,
-                amqp: args.amqp,
-                max_queued_jobs: args.lifecycle.max_queued_jobs,
-                retry_policy: args.lifecycle.retry_policy(),
-                heartbeat_timeout: args.lifecycle.heartbeat_timeout(),
-                dispatch_timeout: Duration::from_secs(args.dispatch_timeout.max(1)),
-                node_id: args.node_id,
-                peers: args.peers.into_iter().collect(),
-                snapshot_every: args.snapshot_every.max(1),
+        None => run_roles(&load(file, &cli.serve)?.config, "serve").await,
+        Some(Verb::Serve(flags)) => run_roles(&load(file, &flags)?.config, "serve").await,
+        Some(Verb::Run(flags)) => run_roles(&load(file, &flags)?.config, "run").await,
+        Some(Verb::Orchestrator(flags)) => {
+            run_roles(&load(file, &flags)?.config, "orchestrator").await
+        }
+        Some(Verb::Gateway(flags)) => run_roles(&load(file, &flags)?.config, "gateway").await,
+        Some(Verb::Worker(flags)) => run_roles(&load(file, &flags)?.config, "worker").await,
+        Some(Verb::Config(args)) => {
+            if args.example {
+                print!("{}", config::example_file());
+                return Ok(());
+            }
+            let loaded = match args.of {
+                None => load(file, &ServeFlags::default())?,
+                Some(ConfigOf::Serve(flags)) => load(file, &flags)?,
+                Some(ConfigOf::Run(flags)) => load(file, &flags)?,
+                Some(ConfigOf::Orchestrator(flags)) => load(file, &flags)?,
+                Some(ConfigOf::Gateway(flags)) => load(file, &flags)?,
+                Some(ConfigOf::Worker(flags)) => load(file, &flags)?,
             };
-            distriqueue::roles::run_orchestrator(role, until_signal()).await
+            print!("{}", config::effective(&loaded));
+            Ok(())
         }
-        Some(Verb::Gateway(args)) => {
-            let role = distriqueue::roles::GatewayRole {
-                addr: args.addr,
-                database: args.database,
-                amqp: args.amqp,
-                orchestrators: args.orchestrator,
-                max_body_bytes: args.max_body_bytes,
-            };
-            distriqueue::roles::run_gateway(role, until_signal()).await
+        Some(Verb::Submit { client, args }) => {
+            verbs::submit(&load(file, &client)?.config.client.server, args).await
         }
-        Some(Verb::Worker(args)) => {
-            let role = args.into_role()?;
-            distriqueue::roles::run_worker(role, Handlers::builtin(), until_signal()).await
+        Some(Verb::Get { client, args }) => {
+            verbs::get(&load(file, &client)?.config.client.server, args).await
         }
-        Some(Verb::Submit { server, args }) => verbs::submit(&server.server, args).await,
-        Some(Verb::Get { server, args }) => verbs::get(&server.server, args).await,
-        Some(Verb::List { server, args }) => verbs::list(&server.server, args).await,
-        Some(Verb::Cancel { server, args }) => verbs::cancel(&server.server, args).await,
-        Some(Verb::Retry { server, args }) => verbs::retry(&server.server, args).await,
-        Some(Verb::Attempts { server, args }) => verbs::attempts(&server.server, args).await,
-        Some(Verb::Watch { server, args }) => verbs::watch(&server.server, args).await,
-        Some(Verb::Bench { server, args }) => bench::run(&server.server, args).await,
-        Some(Verb::Cluster {
-            orchestrator,
-            command,
-        }) => cluster(&orchestrator, command).await,
+        Some(Verb::List { client, args }) => {
+            verbs::list(&load(file, &client)?.config.client.server, args).await
+        }
+        Some(Verb::Cancel { client, args }) => {
+            verbs::cancel(&load(file, &client)?.config.client.server, args).await
+        }
+        Some(Verb::Retry { client, args }) => {
+            verbs::retry(&load(file, &client)?.config.client.server, args).await
+        }
+        Some(Verb::Attempts { client, args }) => {
+            verbs::attempts(&load(file, &client)?.config.client.server, args).await
+        }
+        Some(Verb::Watch { client, args }) => {
+            verbs::watch(&load(file, &client)?.config.client.server, args).await
+        }
+        Some(Verb::Bench { client, args }) => {
+            bench::run(&load(file, &client)?.config.client.server, args).await
+        }
+        Some(Verb::Cluster { flags, command }) => {
+            cluster(&load(file, &flags)?.config, command).await
+        }
     }
 }

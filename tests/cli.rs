@@ -1,4 +1,5 @@
-//! The CLI verbs against a running `serve`: submit (with --wait), get, list, cancel.
+//! The CLI verbs against a running `serve` (submit with --wait, get, list, cancel), and
+//! `distriqueue config`.
 
 mod common;
 
@@ -119,4 +120,64 @@ fn submit_wait_get_list_and_cancel_from_the_command_line() {
     );
     assert!(!ok);
     assert!(stderr.to_lowercase().contains("object"), "{stderr}");
+}
+
+/// `distriqueue config` through the real binary: each value with its source, the AMQP
+/// password redacted, and a bad file refused naming the key.
+#[test]
+fn config_shows_each_source_and_refuses_an_unknown_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("distriqueue.toml");
+    std::fs::write(
+        &file,
+        "[worker]\nshutdown_grace = 7\nledger = \"jobs.jsonl\"\n",
+    )
+    .expect("write the file");
+    let output = Command::new(env!("CARGO_BIN_EXE_distriqueue"))
+        .arg("config")
+        .arg("--config")
+        .arg(&file)
+        .args([
+            "worker",
+            "--amqp",
+            "amqp://user:s3cret@rabbit:5672/%2f",
+            "--ledger",
+            "flag.jsonl",
+        ])
+        .env("DQ_CONCURRENCY", "3")
+        .env_remove("RABBITMQ_HOST")
+        .output()
+        .expect("run distriqueue config");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+    for line in [
+        "amqp = \"amqp://user:***@rabbit:5672/%2f\"  # flag --amqp".to_string(),
+        "concurrency = 3  # env DQ_CONCURRENCY".to_string(),
+        format!("shutdown_grace = 7  # file {}", file.display()),
+        "ledger = \"flag.jsonl\"  # flag --ledger".to_string(),
+        "heartbeat_timeout = 30  # default".to_string(),
+        "roles = [\"worker\"]  # subcommand worker".to_string(),
+    ] {
+        assert!(
+            stdout.lines().any(|shown| shown == line),
+            "no {line:?} in\n{stdout}"
+        );
+    }
+
+    std::fs::write(&file, "[worker]\nslots = 7\n").expect("write the file");
+    let output = Command::new(env!("CARGO_BIN_EXE_distriqueue"))
+        .arg("config")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("run distriqueue config");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("worker.slots"), "{stderr}");
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
 }

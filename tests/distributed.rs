@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::cluster::Cluster;
 use common::*;
-use distriqueue_broker::testing::lapin;
-use distriqueue_broker::testing::raw_channel;
+use distriqueue_testkit::lapin;
+use distriqueue_testkit::raw_channel;
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -521,7 +521,7 @@ async fn two_gateways_share_one_read_model() {
         eprintln!("skipped: gateways share a PostgreSQL read model (DQ_TEST_DATABASE_URL)");
         return;
     }
-    let port = common::cluster::free_port();
+    let port = cluster::free_port();
     let _second = cluster.start_gateway_on(port);
     let first = cluster.gateway_url();
     let second = format!("http://127.0.0.1:{port}");
@@ -556,7 +556,7 @@ async fn two_gateways_share_one_read_model() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_on_rabbitmq_lets_an_outside_worker_join() {
-    let Some(vhost) = distriqueue_broker::testing::TestVhost::create("serve_amqp") else {
+    let Some(vhost) = distriqueue_testkit::TestVhost::create("serve_amqp") else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -573,7 +573,7 @@ async fn serve_on_rabbitmq_lets_an_outside_worker_join() {
         ],
     );
     let outside_ledger = dir.path().join("ledger-outside.jsonl");
-    let _outside = common::cluster::Proc::start(
+    let _outside = cluster::Proc::start(
         &[
             "worker".to_string(),
             "--amqp".into(),
@@ -640,4 +640,65 @@ async fn a_worker_restarted_under_the_same_id_gets_its_earlier_attempts_retried(
     let (_, job) = get(&client, &format!("{gateway}/api/jobs/{id}/attempts")).await;
     assert_eq!(job["attempts"][0]["state"], "LOST", "{job}");
     assert_eq!(job["attempts"][0]["errorMessage"], "worker lost", "{job}");
+}
+
+/// Issue 9: `distriqueue run --roles gateway,orchestrator` is one process with both roles;
+/// a separate `distriqueue worker` takes the jobs over RabbitMQ and runs the seed example to
+/// COMPLETED.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_with_gateway_and_orchestrator_and_a_separate_worker_completes_the_seed_example() {
+    let Some(vhost) = distriqueue_testkit::TestVhost::create("run_roles") else {
+        return;
+    };
+    let database = distriqueue_testkit::TestDatabase::create("run_roles");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let orchestrator = format!("http://127.0.0.1:{}", cluster::free_port());
+    let mut args = vec![
+        "run".to_string(),
+        "--roles".into(),
+        "gateway,orchestrator".into(),
+        "--gateway-addr".into(),
+        "127.0.0.1:0".into(),
+        "--orchestrator-addr".into(),
+        orchestrator.trim_start_matches("http://").to_string(),
+        "--data-dir".into(),
+        dir.path().join("data").display().to_string(),
+        "--amqp".into(),
+        vhost.url().to_string(),
+    ];
+    if let Some(database) = &database {
+        args.extend(["--database".to_string(), database.url().to_string()]);
+    }
+    let both = cluster::Proc::start(&args, dir.path().join("run.log"), "gateway");
+    let gateway = both.ready.clone();
+    let _worker = cluster::Proc::start(
+        &[
+            "worker".to_string(),
+            "--amqp".into(),
+            vhost.url().to_string(),
+            "--orchestrator".into(),
+            orchestrator,
+            "--worker-id".into(),
+            "separate".into(),
+        ],
+        dir.path().join("worker.log"),
+        "worker",
+    );
+    let client = http();
+    let id = submit_ok(
+        &client,
+        &gateway,
+        &json!({"type": "calculate", "jobPriority": "HIGH", "payload": {"operation": "sum", "numbers": [1, 2, 3, 4, 5]}}),
+    )
+    .await;
+    let job = wait_terminal(&client, &gateway, &id, DEADLINE).await;
+    assert_eq!(
+        (
+            job["jobStatus"].as_str(),
+            job["result"]["sum"].as_f64(),
+            job["workerId"].as_str()
+        ),
+        (Some("COMPLETED"), Some(15.0), Some("separate")),
+        "{job}"
+    );
 }

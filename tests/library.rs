@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
-use distriqueue::ServeConfig;
+use distriqueue::Config;
 use distriqueue_worker::{Handler, HandlerError, Handlers, JobContext};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -26,16 +26,24 @@ impl Handler for Double {
     }
 }
 
-fn config(data_dir: &std::path::Path, max_queued_jobs: u64, concurrency: usize) -> ServeConfig {
-    ServeConfig {
-        gateway_addr: "127.0.0.1:0".parse().expect("addr"),
-        orchestrator_addr: "127.0.0.1:0".parse().expect("addr"),
-        concurrency,
-        shutdown_grace: Duration::from_secs(5),
-        max_body_bytes: 64 * 1024,
-        max_queued_jobs,
-        ..ServeConfig::new(data_dir)
-    }
+/// Every role in this process (as `serve`), on free ports, over `data_dir`.
+fn config(data_dir: &std::path::Path, max_queued_jobs: u64, concurrency: usize) -> Config {
+    let mut config = Config {
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    };
+    config.gateway.addr = "127.0.0.1:0".parse().expect("addr");
+    config.gateway.max_body_bytes = 64 * 1024;
+    config.orchestrator.addr = "127.0.0.1:0".parse().expect("addr");
+    config.orchestrator.max_queued_jobs = max_queued_jobs;
+    config.worker.concurrency = Some(concurrency);
+    config.worker.shutdown_grace = 5;
+    config
+}
+
+/// The gateway's URL.
+fn gateway_of(started: &distriqueue::Started) -> String {
+    format!("http://{}", started.gateway_addr.expect("a gateway runs"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -44,10 +52,10 @@ async fn user_registered_handler_runs_and_its_permanent_error_fails_the_job() {
     let mut handlers = Handlers::builtin();
     handlers.register("double", Double);
     let shutdown = CancellationToken::new();
-    let served = distriqueue::serve::start(config(dir.path(), 1000, 2), handlers, shutdown.clone())
+    let served = distriqueue::start(&config(dir.path(), 1000, 2), handlers, shutdown.clone())
         .await
         .expect("start");
-    let gateway = format!("http://{}", served.gateway_addr);
+    let gateway = gateway_of(&served);
     let client = http();
 
     let id = submit_ok(
@@ -87,14 +95,14 @@ async fn user_registered_handler_runs_and_its_permanent_error_fails_the_job() {
 async fn past_the_queued_cap_submissions_get_429_and_nothing_is_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shutdown = CancellationToken::new();
-    let served = distriqueue::serve::start(
-        config(dir.path(), 2, 1),
+    let served = distriqueue::start(
+        &config(dir.path(), 2, 1),
         Handlers::builtin(),
         shutdown.clone(),
     )
     .await
     .expect("start");
-    let gateway = format!("http://{}", served.gateway_addr);
+    let gateway = gateway_of(&served);
     let client = http();
     let blocker = submit_ok(&client, &gateway, &sleep_job(2_000, "HIGH")).await;
     wait_until(Duration::from_secs(60), "the blocker to run", || {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use distriqueue_broker::testing::TestVhost;
+use distriqueue_testkit::{TestDatabase, TestVhost};
 
 /// A free loopback port (bound, then released), so a role can restart on the same address.
 pub fn free_port() -> u16 {
@@ -14,62 +14,6 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("a free port")
-}
-
-/// A PostgreSQL database made for one test; dropped with it.
-pub struct TestDatabase {
-    admin_url: String,
-    name: String,
-    pub url: String,
-}
-
-fn psql(url: &str, sql: &str) -> Result<(), String> {
-    let output = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .output()
-        .map_err(|error| format!("cannot run psql: {error}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
-    }
-}
-
-impl TestDatabase {
-    /// A fresh database on the server of `DQ_TEST_DATABASE_URL`; `None` when it is unset (or
-    /// unreachable without `DQ_REQUIRE_SERVICES=1`).
-    pub fn create() -> Option<TestDatabase> {
-        let admin_url = std::env::var("DQ_TEST_DATABASE_URL").ok()?;
-        let name = format!("dq_test_{}", uuid::Uuid::new_v4().simple());
-        if let Err(error) = psql(&admin_url, &format!("CREATE DATABASE {name}")) {
-            assert!(
-                std::env::var("DQ_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "PostgreSQL is required (DQ_REQUIRE_SERVICES=1): {error}"
-            );
-            eprintln!("no PostgreSQL ({error}): the read model is SQLite");
-            return None;
-        }
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url.as_str(), |(base, _)| base);
-        let url = format!("{base}/{name}");
-        Some(TestDatabase {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let Err(error) = psql(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        ) {
-            eprintln!("cannot drop test database {}: {error}", self.name);
-        }
-    }
 }
 
 /// One `distriqueue` process; killed when dropped.
@@ -247,7 +191,7 @@ impl Cluster {
             orchestrator_flags,
         } = spec;
         let vhost = TestVhost::create(test)?;
-        let database = TestDatabase::create();
+        let database = TestDatabase::create(test);
         let not_started = || Proc {
             child: None,
             log: PathBuf::new(),
@@ -416,7 +360,7 @@ impl Cluster {
     /// `status.queue` with the first.
     pub fn start_gateway_on(&self, port: u16) -> Proc {
         let database = match &self.database {
-            Some(database) => database.url.clone(),
+            Some(database) => database.url().to_string(),
             None => format!("sqlite://{}", self.dir.join("readmodel.db").display()),
         };
         let args = vec![

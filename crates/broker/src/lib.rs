@@ -8,7 +8,8 @@
 
 mod amqp;
 mod memory;
-pub mod testing;
+
+use std::sync::Arc;
 
 use distriqueue_core::{ControlMessage, JobMessage, StatusEvent, WorkerId};
 use tokio::sync::mpsc;
@@ -23,20 +24,31 @@ pub use memory::InProcessBroker;
 /// (the outbox, a worker) retry with backoff.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
-    /// RabbitMQ unreachable, a channel or connection error, or a nack.
-    #[error("AMQP: {0}")]
-    Amqp(String),
-    /// A mandatory message came back unrouted: the queue it needs does not exist (yet).
-    #[error("unroutable: {0}")]
-    Unroutable(String),
+    /// RabbitMQ unreachable, or a channel or connection error.
+    #[error("AMQP failed")]
+    Amqp(#[from] lapin::Error),
+    /// RabbitMQ refused a message (a nack).
+    #[error("RabbitMQ refused a message (nack)")]
+    Nacked,
+    /// The publishing channel closed under the publisher.
+    #[error("no publishing channel")]
+    NoChannel,
+    /// Mandatory messages came back unrouted: the queue they need does not exist (yet).
+    #[error("{n_messages} {what} came back unroutable")]
+    Unroutable {
+        /// How many.
+        n_messages: usize,
+        /// What they were (`job messages`, `lifecycle events`, ...).
+        what: &'static str,
+    },
     /// A message could not be serialized.
-    #[error("cannot encode a message: {0}")]
-    Encode(String),
+    #[error("cannot encode a message")]
+    Encode(#[source] Arc<serde_json::Error>),
 }
 
-impl BrokerError {
-    fn encode(error: serde_json::Error) -> BrokerError {
-        BrokerError::Encode(error.to_string())
+impl From<serde_json::Error> for BrokerError {
+    fn from(error: serde_json::Error) -> BrokerError {
+        BrokerError::Encode(Arc::new(error))
     }
 }
 
@@ -131,7 +143,9 @@ impl Broker {
 /// A worker's source of job messages.
 #[derive(Clone)]
 pub enum JobConsumer {
+    /// The in-process queues of `serve`.
     InProcess(InProcessBroker),
+    /// RabbitMQ's job queues, on one channel with a global prefetch.
     Amqp(AmqpJobs),
 }
 
@@ -177,6 +191,7 @@ impl JobConsumer {
 
 /// One job message handed to a worker slot, with the means to settle it.
 pub struct Delivery {
+    /// The job message (one attempt of a job).
     pub message: JobMessage,
     origin: Origin,
 }

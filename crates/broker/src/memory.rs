@@ -2,11 +2,12 @@
 //! worker, and a lossless event channel.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use distriqueue_core::{ControlMessage, JobMessage, Priority, StatusEvent, WorkerId};
 
 use crate::EventReceiver;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, Notify};
 
 /// Jobs by priority, highest first within `Priority::HIGHEST_FIRST` order; FIFO within one.
@@ -54,12 +55,8 @@ impl InProcessBroker {
         }
     }
 
-    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, JobQueues> {
-        // A panic while holding this lock leaves the queues consistent (push/pop only), so a
-        // poisoned lock is still usable.
-        self.jobs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_jobs(&self) -> MutexGuard<'_, JobQueues> {
+        self.jobs.lock()
     }
 
     /// Enqueues a job message on the queue of its priority.
@@ -129,10 +126,7 @@ impl InProcessBroker {
     /// Routes a control message to its worker's queue; false when the worker has no control
     /// queue here (it is gone, or it learns its cancels from heartbeat replies).
     pub fn publish_control(&self, message: ControlMessage) -> bool {
-        let controls = self
-            .controls
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let controls = self.controls.lock();
         match controls.get(message.worker_id()) {
             Some(queue) => queue.send(message).is_ok(),
             None => false,
@@ -145,10 +139,7 @@ impl InProcessBroker {
         worker_id: &WorkerId,
     ) -> mpsc::UnboundedReceiver<ControlMessage> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let mut controls = self
-            .controls
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut controls = self.controls.lock();
         controls.insert(worker_id.clone(), sender);
         receiver
     }
@@ -156,10 +147,7 @@ impl InProcessBroker {
     /// The single consumer of lifecycle events (the read model's feed). `None` when it was
     /// already taken.
     pub fn take_event_receiver(&self) -> Option<EventReceiver> {
-        let mut slot = self
-            .event_receiver
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self.event_receiver.lock();
         slot.take().map(EventReceiver::in_process)
     }
 }

@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
-use distriqueue_broker::testing::TestVhost;
 use distriqueue_broker::{AmqpBroker, Broker, EventQueue, JobConsumer};
 use distriqueue_core::machine::JobRecord;
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{
     Batch, Command, ControlMessage, JobId, JobMessage, Millis, State, StatusEvent, WorkerId,
 };
+use distriqueue_testkit::TestVhost;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::BasicProperties;
 use serde_json::json;
@@ -83,7 +83,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let Some(vhost) = distriqueue_broker::testing::TestVhost::create(stringify!($name)) else {
+                    let Some(vhost) = distriqueue_testkit::TestVhost::create(stringify!($name)) else {
                         return;
                     };
                     let broker = super::amqp(&vhost).await;
@@ -221,7 +221,7 @@ async fn closed_consumer_hands_out_nothing(broker: Broker) {
 }
 
 async fn raw_channel(vhost: &TestVhost) -> lapin::Channel {
-    distriqueue_broker::testing::raw_channel(vhost.url()).await
+    distriqueue_testkit::raw_channel(vhost.url()).await
 }
 
 async fn get_from(

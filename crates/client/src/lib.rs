@@ -12,6 +12,7 @@ use std::fmt;
 use std::time::Duration;
 
 use distriqueue_core::JobResponse;
+use distriqueue_util::error_chain;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
@@ -19,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use orchestrator::{CallError, OrchestratorClient, RegisterAnswer};
+pub use orchestrator::{CallError, OrchestratorClient};
 
 /// How long establishing a TCP (and TLS) connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,12 +49,18 @@ pub enum ClientError {
     },
     /// The request did not get an answer: connection refused, DNS failure, timeout, or the
     /// connection broke while reading the answer or the event stream.
-    #[error("transport error: {0}")]
-    Transport(String),
+    #[error("transport error")]
+    Transport(#[source] reqwest::Error),
     /// The server answered 2xx but the body is not the expected JSON (or the event stream is
     /// malformed).
-    #[error("cannot decode the server's answer: {0}")]
-    Decode(String),
+    #[error("cannot decode the server's answer ({what})")]
+    Decode {
+        /// What was being read: the first characters of the body, or the event stream.
+        what: String,
+        /// Why it did not decode.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The base URL given to [`GatewayClient::new`] is not an absolute http(s) URL.
     #[error("invalid server url {url:?}: {reason}")]
     InvalidUrl {
@@ -100,22 +107,6 @@ fn render_body(body: &Value) -> String {
         Value::String(text) => text.clone(),
         other => other.to_string(),
     }
-}
-
-/// A reqwest error with its chain of causes ("error sending request ...: tcp connect error:
-/// Connection refused"), since reqwest's own message omits them.
-fn transport(err: reqwest::Error) -> ClientError {
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.ends_with(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    ClientError::Transport(message)
 }
 
 /// The first [`SNIPPET_CHARS`] characters of a body, for error messages.
@@ -210,7 +201,7 @@ impl GatewayClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("distriqueue-client/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(transport)?;
+            .map_err(ClientError::Transport)?;
         Ok(GatewayClient {
             base,
             http,
@@ -299,7 +290,7 @@ impl GatewayClient {
     /// # Errors
     /// [`ClientError::Status`] 404 for an unknown job; [`ClientError::Transport`],
     /// [`ClientError::Decode`].
-    pub async fn attempts(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn attempts(&self, id: &str) -> Result<Value, ClientError> {
         let url = self.url(&["api", "jobs", id, "attempts"])?;
         decode(self.send(self.request(Method::GET, url)).await?).await
     }
@@ -352,13 +343,15 @@ impl GatewayClient {
                     id: (!event.id.is_empty()).then_some(event.id),
                     data: event.data,
                 }),
-                Err(EventStreamError::Transport(err)) => Err(transport(err)),
-                Err(EventStreamError::Utf8(err)) => Err(ClientError::Decode(format!(
-                    "event stream is not UTF-8: {err}"
-                ))),
-                Err(EventStreamError::Parser(err)) => Err(ClientError::Decode(format!(
-                    "malformed event stream: {err}"
-                ))),
+                Err(EventStreamError::Transport(err)) => Err(ClientError::Transport(err)),
+                Err(EventStreamError::Utf8(err)) => Err(ClientError::Decode {
+                    what: "the event stream (not UTF-8)".to_owned(),
+                    source: Box::new(err),
+                }),
+                Err(EventStreamError::Parser(err)) => Err(ClientError::Decode {
+                    what: "the event stream".to_owned(),
+                    source: err.to_string().into(),
+                }),
             }))
     }
 
@@ -414,14 +407,14 @@ impl GatewayClient {
 
     /// Sends `request`; a non-2xx answer becomes [`ClientError::Status`].
     pub(crate) async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
-        let response = request.send().await.map_err(transport)?;
+        let response = request.send().await.map_err(ClientError::Transport)?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let body = match response.bytes().await {
             Ok(bytes) => error_body(&bytes),
-            Err(err) => Value::String(format!("(body unreadable: {})", transport(err))),
+            Err(err) => Value::String(format!("(body unreadable: {})", error_chain(&err))),
         };
         Err(ClientError::Status {
             status: status.as_u16(),
@@ -461,9 +454,11 @@ fn parse_base(base_url: &str) -> Result<Url, ClientError> {
 
 /// Reads a 2xx body as `T`.
 async fn decode<T: DeserializeOwned>(response: Response) -> Result<T, ClientError> {
-    let bytes = response.bytes().await.map_err(transport)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|err| ClientError::Decode(format!("{err} in {}", snippet(&bytes))))
+    let bytes = response.bytes().await.map_err(ClientError::Transport)?;
+    serde_json::from_slice(&bytes).map_err(|err| ClientError::Decode {
+        what: snippet(&bytes),
+        source: Box::new(err),
+    })
 }
 
 #[cfg(test)]
@@ -696,7 +691,7 @@ mod tests {
         let client = GatewayClient::new(&base).expect("client");
         let err = client.get(JOB_ID).await.expect_err("decode");
         assert!(
-            matches!(err, ClientError::Decode(ref text) if text.contains("<html>")),
+            matches!(err, ClientError::Decode { ref what, .. } if what.contains("<html>")),
             "{err}"
         );
         server.await.expect("server");

@@ -9,17 +9,20 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use distriqueue_core::request::JobSpec;
-use distriqueue_core::{JobId, JobResponse, Refusal, Report, WorkerHeartbeat};
+use std::sync::Arc;
+
+use distriqueue_core::api::{
+    BatchResults, ClusterStatus, ErrorBody, HeartbeatAnswer, ItemResult, JobChanged,
+    MembershipChanged, NewNode, RegisterBatch, Registered, ReportBatch, Snapshots, Updated,
+    LEADER_HEADER,
+};
+use distriqueue_core::{JobId, JobResponse, Refusal, WorkerHeartbeat};
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::{ClientError, GatewayClient};
-
-/// The header of an answer that a follower forwarded: the leader's base URL (the orchestrator
-/// API's `LEADER_HEADER`).
-const LEADER_HEADER: &str = "x-distriqueue-leader";
 
 /// The shortest time one try may take.
 const MIN_TRY: Duration = Duration::from_millis(500);
@@ -35,26 +38,23 @@ pub enum CallError {
     Refused(#[from] Refusal),
     /// The orchestrator rejected the request itself (400: a bad body); the message is its.
     #[error("orchestrator rejected the request ({status}): {message}")]
-    Rejected { status: u16, message: String },
-    /// No orchestrator answered within the client's patience.
-    #[error("no orchestrator answered: {0}")]
-    Unavailable(String),
-}
-
-/// The answer to `POST /api/jobs/register`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RegisterAnswer {
-    pub job_id: JobId,
-    /// The committed snapshot; `null` when the id (or idempotency key) names a job the
-    /// orchestrator holds only as a tombstone.
-    pub job: Option<JobResponse>,
-    /// False when the register was a repeat (of the id or of the idempotency key).
-    #[serde(default = "yes")]
-    pub created: bool,
-}
-
-fn yes() -> bool {
-    true
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The orchestrator's `error` message.
+        message: String,
+    },
+    /// No orchestrator answered within the client's patience; the source is the last failure
+    /// (a connection error, a timeout, a 503, or an undecodable answer).
+    #[error("no orchestrator answered")]
+    Unavailable(#[source] Arc<ClientError>),
+    /// The orchestrator answered but could not commit this item of a batch (a leader change
+    /// mid-batch); the message is its. Sending the item again is safe.
+    #[error("not committed: {0}")]
+    NotCommitted(String),
+    /// The answer does not fit the request (another number of results, a missing snapshot).
+    #[error("the orchestrator's answer does not fit the request: {0}")]
+    BadAnswer(String),
 }
 
 /// A client of one orchestrator cluster. Cheap to share behind an `Arc`.
@@ -100,34 +100,34 @@ impl OrchestratorClient {
             .compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// Sends one request, failing over between URLs; decodes a 2xx body as `T`.
-    async fn call<T: serde::de::DeserializeOwned>(
+    /// Sends one request (with `body` as JSON, when given), failing over between URLs;
+    /// decodes a 2xx body as `T`.
+    async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         segments: &[&str],
-        body: &Value,
+        body: Option<&B>,
     ) -> Result<T, CallError> {
         let deadline = tokio::time::Instant::now() + self.patience;
         let n = self.endpoints.len();
-        let mut last_problem = String::new();
         loop {
+            let mut last_failure = None;
             let first = self.current.load(Ordering::Relaxed);
             for offset in 0..n {
                 let index = (first + offset) % n;
                 let endpoint = &self.endpoints[index];
                 let url = endpoint
                     .url(segments)
-                    .map_err(|error| CallError::Rejected {
-                        status: 0,
-                        message: error.to_string(),
-                    })?;
+                    .map_err(|error| CallError::Unavailable(Arc::new(error)))?;
                 // A hung node costs at most what is left of the patience, not the 30 s a
                 // request may otherwise take.
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let request = endpoint
+                let mut request = endpoint
                     .request(method.clone(), url)
-                    .timeout(left.clamp(MIN_TRY, crate::REQUEST_TIMEOUT))
-                    .json(body);
+                    .timeout(left.clamp(MIN_TRY, crate::REQUEST_TIMEOUT));
+                if let Some(body) = body {
+                    request = request.json(body);
+                }
                 match endpoint.send(request).await {
                     Ok(response) => {
                         // A follower forwarded the call: talk to the leader directly next time.
@@ -143,26 +143,25 @@ impl OrchestratorClient {
                             });
                         self.current
                             .store(leader.unwrap_or(index), Ordering::Relaxed);
-                        return crate::decode(response).await.map_err(|error| {
-                            CallError::Unavailable(format!("undecodable answer: {error}"))
-                        });
+                        return crate::decode(response)
+                            .await
+                            .map_err(|error| CallError::Unavailable(Arc::new(error)));
                     }
-                    Err(ClientError::Status { status: 503, body }) => {
-                        last_problem = format!("{}: 503 {body}", endpoint.base_url());
-                        self.move_on_from(index);
-                    }
-                    Err(ClientError::Status { status, body }) => {
+                    Err(ClientError::Status { status, body }) if status != 503 => {
                         self.current.store(index, Ordering::Relaxed);
                         return Err(refusal_or_rejection(status, &body));
                     }
                     Err(error) => {
-                        last_problem = format!("{}: {error}", endpoint.base_url());
+                        last_failure = Some(error);
                         self.move_on_from(index);
                     }
                 }
             }
             if tokio::time::Instant::now() + ROUND_PAUSE > deadline {
-                return Err(CallError::Unavailable(last_problem));
+                return Err(match last_failure {
+                    Some(error) => CallError::Unavailable(Arc::new(error)),
+                    None => CallError::BadAnswer("no orchestrator to call".into()),
+                });
             }
             tokio::time::sleep(ROUND_PAUSE).await;
         }
@@ -170,196 +169,175 @@ impl OrchestratorClient {
 
     /// `POST /api/jobs/register/batch`: many gateway-minted registrations committed together;
     /// one answer each, in order: the registration, its refusal, or
-    /// [`CallError::Unavailable`] for one the orchestrator could not commit (a leader change
+    /// [`CallError::NotCommitted`] for one the orchestrator could not commit (a leader change
     /// mid-batch; the caller may send it again with the same id, as register is idempotent).
     /// The request itself is retried with the same ids until an orchestrator answers.
+    ///
+    /// Errors: [`CallError::Unavailable`] when no orchestrator answered in time;
+    /// [`CallError::BadAnswer`] when the answer holds another number of results.
     pub async fn register_batch(
         &self,
-        jobs: &[(JobId, JobSpec)],
-    ) -> Result<Vec<Result<RegisterAnswer, CallError>>, CallError> {
-        #[derive(Deserialize)]
-        struct Answers {
-            results: Vec<Value>,
-        }
-        let body = json!({
-            "jobs": jobs
-                .iter()
-                .map(|(id, spec)| json!({"id": id, "spec": spec}))
-                .collect::<Vec<_>>(),
-        });
-        let answers: Answers = self
-            .call(Method::POST, &["api", "jobs", "register", "batch"], &body)
+        batch: &RegisterBatch,
+    ) -> Result<Vec<Result<Registered, CallError>>, CallError> {
+        let answers: BatchResults<Registered> = self
+            .call(
+                Method::POST,
+                &["api", "jobs", "register", "batch"],
+                Some(batch),
+            )
             .await?;
-        if answers.results.len() != jobs.len() {
-            return Err(CallError::Unavailable(format!(
-                "{} answers to {} registrations",
-                answers.results.len(),
-                jobs.len()
-            )));
-        }
-        Ok(answers
-            .results
+        let results = one_per_item(answers, batch.jobs.len(), "registrations")?;
+        Ok(results
             .into_iter()
-            .map(|answer| {
-                if let Some(refusal) = answer.get("refusal") {
-                    return Err(serde_json::from_value(refusal.clone()).map_or_else(
-                        |error| CallError::Unavailable(format!("undecodable refusal: {error}")),
-                        CallError::Refused,
-                    ));
-                }
-                if let Some(error) = answer.get("error").and_then(Value::as_str) {
-                    return Err(CallError::Unavailable(error.to_string()));
-                }
-                serde_json::from_value(answer)
-                    .map_err(|error| CallError::Unavailable(format!("undecodable answer: {error}")))
+            .map(|answer| match answer {
+                ItemResult::Done(registered) => Ok(registered),
+                ItemResult::Failed(error) => Err(item_error(error)),
             })
             .collect())
     }
 
     /// `POST /api/jobs/{id}/cancel`: the CANCELLED snapshot.
+    ///
+    /// Errors: [`CallError::Refused`] for an unknown or finished job; as for every call.
     pub async fn cancel(&self, id: JobId) -> Result<JobResponse, CallError> {
-        #[derive(Deserialize)]
-        struct Cancelled {
-            job: JobResponse,
-        }
         let id = id.to_string();
-        let answer: Cancelled = self
-            .call(Method::POST, &["api", "jobs", &id, "cancel"], &Value::Null)
+        let answer: JobChanged = self
+            .call(Method::POST, &["api", "jobs", &id, "cancel"], NO_BODY)
             .await?;
-        Ok(answer.job)
+        answer
+            .job
+            .ok_or_else(|| CallError::BadAnswer("a cancel answered without the job".into()))
     }
 
     /// `POST /api/jobs/{id}/retry` with the read model's snapshot of a FAILED, TIMEOUT or
     /// CANCELLED job: the QUEUED snapshot of its new attempt.
+    ///
+    /// Errors: [`CallError::Refused`] for a job that is not retryable; as for every call.
     pub async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, CallError> {
-        #[derive(Deserialize)]
-        struct Retried {
-            job: JobResponse,
-        }
         let id = stored.id.to_string();
-        let body = serde_json::to_value(stored).map_err(|error| CallError::Rejected {
-            status: 0,
-            message: error.to_string(),
-        })?;
-        let answer: Retried = self
-            .call(Method::POST, &["api", "jobs", &id, "retry"], &body)
+        let answer: JobChanged = self
+            .call(Method::POST, &["api", "jobs", &id, "retry"], Some(stored))
             .await?;
-        Ok(answer.job)
+        answer
+            .job
+            .ok_or_else(|| CallError::BadAnswer("a retry answered without the job".into()))
     }
 
     /// `GET /api/jobs/snapshots`: the committed snapshot of every live job.
     pub async fn live_snapshots(&self) -> Result<Vec<JobResponse>, CallError> {
-        #[derive(Deserialize)]
-        struct Snapshots {
-            jobs: Vec<JobResponse>,
-        }
         let answer: Snapshots = self
-            .call(Method::GET, &["api", "jobs", "snapshots"], &Value::Null)
+            .call(Method::GET, &["api", "jobs", "snapshots"], NO_BODY)
             .await?;
         Ok(answer.jobs)
     }
 
     /// `POST /api/cluster/nodes`: adds node `id` at `url` to the orchestrator cluster (as a
     /// learner until it caught up, then a voter); the answer names the new members.
-    pub async fn add_node(&self, id: u64, url: &str) -> Result<Value, CallError> {
-        self.call(
-            Method::POST,
-            &["api", "cluster", "nodes"],
-            &json!({"id": id, "url": url}),
-        )
-        .await
+    pub async fn add_node(&self, id: u64, url: &str) -> Result<MembershipChanged, CallError> {
+        let node = NewNode {
+            id,
+            url: url.to_string(),
+        };
+        self.call(Method::POST, &["api", "cluster", "nodes"], Some(&node))
+            .await
     }
 
     /// `DELETE /api/cluster/nodes/{id}`: removes node `id` from the orchestrator cluster.
-    pub async fn remove_node(&self, id: u64) -> Result<Value, CallError> {
+    pub async fn remove_node(&self, id: u64) -> Result<MembershipChanged, CallError> {
         let id = id.to_string();
-        self.call(
-            Method::DELETE,
-            &["api", "cluster", "nodes", &id],
-            &Value::Null,
-        )
-        .await
+        self.call(Method::DELETE, &["api", "cluster", "nodes", &id], NO_BODY)
+            .await
     }
 
     /// `GET /api/cluster/status` of the first node that answers.
-    pub async fn cluster_status(&self) -> Result<Value, CallError> {
-        self.call(Method::GET, &["api", "cluster", "status"], &Value::Null)
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, CallError> {
+        self.call(Method::GET, &["api", "cluster", "status"], NO_BODY)
             .await
     }
 
     /// `POST /api/jobs/status/batch`: many reports, committed together; one answer each, in
     /// order (`Ok` = applied, `Err` = refused).
+    ///
+    /// Errors: [`CallError::NotCommitted`] when a report could not be committed (send the batch
+    /// again: a repeated report from the lease holder is answered as the first); as for every
+    /// call.
     pub async fn report_batch(
         &self,
-        reports: &[Report],
+        batch: &ReportBatch,
     ) -> Result<Vec<Result<(), Refusal>>, CallError> {
-        #[derive(Deserialize)]
-        struct Answers {
-            results: Vec<Answer>,
-        }
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            refusal: Option<Refusal>,
-            #[serde(default)]
-            error: Option<String>,
-        }
-        let answers: Answers = self
+        let answers: BatchResults<Updated> = self
             .call(
                 Method::POST,
                 &["api", "jobs", "status", "batch"],
-                &json!({ "reports": reports }),
+                Some(batch),
             )
             .await?;
-        if answers.results.len() != reports.len() {
-            return Err(CallError::Unavailable(format!(
-                "{} answers to {} reports",
-                answers.results.len(),
-                reports.len()
-            )));
-        }
-        answers
-            .results
+        one_per_item(answers, batch.reports.len(), "reports")?
             .into_iter()
-            .map(|answer| match (answer.refusal, answer.error) {
-                (Some(refusal), _) => Ok(Err(refusal)),
-                (None, Some(error)) => Err(CallError::Unavailable(error)),
-                (None, None) => Ok(Ok(())),
+            .map(|answer| match answer {
+                ItemResult::Done(_) => Ok(Ok(())),
+                ItemResult::Failed(error) => match item_error(error) {
+                    CallError::Refused(refusal) => Ok(Err(refusal)),
+                    other => Err(other),
+                },
             })
             .collect()
     }
 
     /// `POST /api/workers/heartbeat`: the ids of the jobs this worker must stop.
     pub async fn heartbeat(&self, heartbeat: &WorkerHeartbeat) -> Result<Vec<JobId>, CallError> {
-        #[derive(Deserialize)]
-        struct Acknowledged {
-            #[serde(default)]
-            cancel: Vec<JobId>,
-        }
-        let body = serde_json::to_value(heartbeat).map_err(|error| CallError::Rejected {
-            status: 0,
-            message: error.to_string(),
-        })?;
-        let answer: Acknowledged = self
-            .call(Method::POST, &["api", "workers", "heartbeat"], &body)
+        let answer: HeartbeatAnswer = self
+            .call(
+                Method::POST,
+                &["api", "workers", "heartbeat"],
+                Some(heartbeat),
+            )
             .await?;
         Ok(answer.cancel)
     }
 }
 
+/// The body of a call without one.
+const NO_BODY: Option<&()> = None;
+
+/// The results of a batch answer, checked to be one per item.
+fn one_per_item<T>(
+    answers: BatchResults<T>,
+    n_items: usize,
+    what: &str,
+) -> Result<Vec<ItemResult<T>>, CallError> {
+    if answers.results.len() == n_items {
+        Ok(answers.results)
+    } else {
+        Err(CallError::BadAnswer(format!(
+            "{} answers to {n_items} {what}",
+            answers.results.len()
+        )))
+    }
+}
+
+/// A batch item's error body: its refusal, or "not committed" with the server's message.
+fn item_error(error: ErrorBody) -> CallError {
+    match error.refusal {
+        Some(refusal) => CallError::Refused(refusal),
+        None => CallError::NotCommitted(error.error),
+    }
+}
+
 /// A refusal when the error body carries one (`refusal`), else a rejection with its message.
 fn refusal_or_rejection(status: u16, body: &Value) -> CallError {
-    if let Some(refusal) = body
-        .get("refusal")
-        .and_then(|refusal| serde_json::from_value::<Refusal>(refusal.clone()).ok())
-    {
-        return CallError::Refused(refusal);
-    }
-    CallError::Rejected {
-        status,
-        message: body
-            .get("error")
-            .and_then(Value::as_str)
-            .map_or_else(|| body.to_string(), str::to_string),
+    match serde_json::from_value::<ErrorBody>(body.clone()) {
+        Ok(ErrorBody {
+            refusal: Some(refusal),
+            ..
+        }) => CallError::Refused(refusal),
+        Ok(ErrorBody { error, .. }) => CallError::Rejected {
+            status,
+            message: error,
+        },
+        Err(_) => CallError::Rejected {
+            status,
+            message: body.to_string(),
+        },
     }
 }

@@ -1,6 +1,7 @@
 //! DistriQueue's core: the job model, the lifecycle state machine (pure, no I/O) and the wire
 //! formats of CONTRACT.md. Every other crate meets through these types.
 
+pub mod api;
 pub mod machine;
 pub mod model;
 pub mod protocol;

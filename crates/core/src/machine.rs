@@ -19,9 +19,12 @@ use crate::wire::{AttemptView, ControlMessage, JobMessage, JobResponse, StatusEv
 /// a random seed (the source of backoff jitter, so every node draws the same numbers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Batch {
+    /// The leader's time when it proposed the batch; every command in it applies at this time.
     pub now: Millis,
+    /// Random seed drawn by the leader, the source of backoff jitter (0 when absent).
     #[serde(default)]
     pub seed: u64,
+    /// The commands, applied in order.
     pub commands: Vec<Command>,
 }
 
@@ -33,45 +36,69 @@ pub enum Command {
     /// `max_queued` is the admission cap on PENDING + QUEUED jobs; `policy` the server's retry
     /// policy, both filled in by the leader.
     Register {
+        /// The job's id, minted by the gateway.
         id: JobId,
+        /// The validated request.
         spec: Box<JobSpec>,
+        /// Most PENDING + QUEUED jobs allowed; `None`: no cap. A full queue refuses with 429.
         max_queued: Option<u64>,
+        /// The server's retry policy, kept with the job ([`RetryPolicy::default`] when absent).
         #[serde(default)]
         policy: RetryPolicy,
     },
     /// A worker's report for an attempt (the lease rule of DESIGN.md).
     Report(Report),
     /// Cancel a non-terminal job; a RUNNING one's worker is told to stop.
-    Cancel { id: JobId },
+    Cancel {
+        /// The job to cancel.
+        id: JobId,
+    },
     /// Start a new chain of attempts for a FAILED, TIMEOUT or CANCELLED job (`POST /retry`).
     /// The gateway sends what its read model holds, for a job the orchestrator no longer holds:
     /// the spec, and floors for the attempt number and the version.
     Retry {
+        /// The job to retry.
         id: JobId,
+        /// The job's spec as the read model holds it ([`JobSpec::from_response`]).
         spec: Box<JobSpec>,
+        /// The job's original creation time, kept as its `created_at`.
         created_at: Millis,
+        /// The read model's attempt number; the new attempt is numbered above it (and above the
+        /// tombstone's). With 0, a job the orchestrator does not hold is refused as not found.
         attempt_floor: u32,
+        /// The read model's version of the job; the new versions continue above it.
         version_floor: u64,
+        /// The attempt history the read model holds, kept ahead of the new chain's attempts.
         previous_attempts: Vec<AttemptView>,
+        /// The server's retry policy for the new chain.
         policy: RetryPolicy,
     },
     /// A timer the state machine armed is due (the host fires it; stale ones change nothing).
     TimerFired(Timer),
     /// The worker is gone: its running attempts fail ("worker lost") and are retried by policy.
-    WorkerLost { worker_id: WorkerId },
+    WorkerLost {
+        /// The worker declared lost (its heartbeats stopped, or it restarted).
+        worker_id: WorkerId,
+    },
     /// Every event up to and including `upto` reached the read model: the "published up to"
     /// watermark of DESIGN.md, rule 6.
-    AckEvents { upto: u64 },
+    AckEvents {
+        /// The `seq` of the last event published.
+        upto: u64,
+    },
 }
 
 /// What a worker says about an attempt (CONTRACT.md, `POST /api/jobs/status`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
+    /// The job the report is about.
     pub job_id: JobId,
     /// `None` for workers of the original system: the report counts for the current attempt
     /// and is fenced by the lease holder's worker id.
     pub attempt: Option<u32>,
+    /// The reporting worker (`workerId`): the lease holder, or the worker asking for the lease.
     pub worker_id: WorkerId,
+    /// What happened.
     pub kind: ReportKind,
 }
 
@@ -82,14 +109,19 @@ pub enum ReportKind {
     Running,
     /// 0..=100.
     Progress {
+        /// Percent done; more than 100 is read as 100.
         percent: u8,
     },
+    /// The handler succeeded: the job becomes COMPLETED.
     Completed {
+        /// The handler's result, the job's `result`.
         result: Value,
     },
     /// `permanent` failures (bad input) are never retried.
     Failed {
+        /// The handler's message, the job's `errorMessage`.
         error: String,
+        /// True for a failure no retry can fix.
         permanent: bool,
     },
 }
@@ -98,15 +130,20 @@ pub enum ReportKind {
 /// with full jitter (a uniform draw from 0 to the delay) or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
+    /// Upper bound of the first retry's delay, in ms; a job's `retryBackoffMs` overrides it.
     pub base_ms: u64,
+    /// Cap on any retry delay, in ms.
     pub max_ms: u64,
+    /// Whether the delay is drawn below its bound or waited in full.
     pub jitter: Jitter,
 }
 
 /// Backoff jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Jitter {
+    /// Wait a uniform draw from 0 to the delay's bound.
     Full,
+    /// Wait the delay's bound exactly.
     None,
 }
 
@@ -146,9 +183,13 @@ impl RetryPolicy {
 /// [`Command::TimerFired`] with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Timer {
+    /// When the timer is due, leader time in epoch ms.
     pub at: Millis,
+    /// The job it was armed for.
     pub job_id: JobId,
+    /// The attempt it was armed for; it changes nothing once the job is on another attempt.
     pub attempt: u32,
+    /// What happens when it fires.
     pub kind: TimerKind,
 }
 
@@ -166,28 +207,61 @@ pub enum TimerKind {
 /// Why a command changed nothing. Each maps to one HTTP status (see [`Refusal::http_status`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Refusal {
+    /// The job is neither live nor held as a tombstone: unknown, or forgotten after the retention
+    /// window (404).
     #[error("Job not found: {0}")]
     NotFound(JobId),
+    /// The job is already terminal: a late report, or a repeated cancel (409).
     #[error("job {id} is already {status}")]
-    Terminal { id: JobId, status: JobStatus },
+    Terminal {
+        /// The job.
+        id: JobId,
+        /// Its terminal state.
+        status: JobStatus,
+    },
+    /// A report names an attempt other than the job's current one (409).
     #[error("attempt {reported} of job {id} is superseded by attempt {current}")]
     StaleAttempt {
+        /// The job.
         id: JobId,
+        /// The attempt the report named.
         reported: u32,
+        /// The job's current attempt.
         current: u32,
     },
+    /// Another worker holds the attempt's lease (409; DESIGN.md, rule 3).
     #[error("attempt {attempt} of job {id} is leased to worker {holder}")]
     LeaseHeld {
+        /// The job.
         id: JobId,
+        /// The leased attempt.
         attempt: u32,
+        /// The worker holding the lease.
         holder: WorkerId,
     },
+    /// The report does not fit the job's state: `running` for a PENDING or RETRYING job, or
+    /// `progress`, `completed` or `failed` for a job that is not RUNNING (409).
     #[error("job {id} is {status}, not RUNNING")]
-    NotRunning { id: JobId, status: JobStatus },
+    NotRunning {
+        /// The job.
+        id: JobId,
+        /// Its state.
+        status: JobStatus,
+    },
+    /// `Register` past the admission cap (429).
     #[error("queue full: {cap} jobs are waiting to run")]
-    QueueFull { cap: u64 },
+    QueueFull {
+        /// The cap: most PENDING + QUEUED jobs allowed.
+        cap: u64,
+    },
+    /// `Retry` of a job that is live or COMPLETED (409).
     #[error("job {id} is {status}; only FAILED, TIMEOUT or CANCELLED jobs can be retried")]
-    NotRetryable { id: JobId, status: JobStatus },
+    NotRetryable {
+        /// The job.
+        id: JobId,
+        /// Its state.
+        status: JobStatus,
+    },
 }
 
 impl Refusal {
@@ -257,22 +331,34 @@ impl Default for MachineConfig {
 /// One attempt of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
+    /// The attempt's number, from 1; never repeats for the job.
     pub number: u32,
+    /// The worker that took the lease; `None` until the attempt starts.
     pub worker_id: Option<WorkerId>,
+    /// Where the attempt stands.
     pub state: AttemptState,
+    /// Why the attempt failed: the handler's message, "worker lost" or the timeout message.
     pub error: Option<String>,
+    /// When the worker's `running` report was accepted, leader time.
     pub started_at: Option<Millis>,
+    /// When the attempt ended, leader time; `None` while it is queued or running.
     pub ended_at: Option<Millis>,
 }
 
 /// Where an attempt stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttemptState {
+    /// Dispatched, waiting for a worker (`QUEUED`).
     Queued,
+    /// A worker holds its lease (`RUNNING`).
     Running,
+    /// The handler succeeded (`COMPLETED`).
     Completed,
+    /// The handler failed (`FAILED`).
     Failed,
+    /// It ran past `executionTimeout` (`TIMEOUT`).
     TimedOut,
+    /// The job was cancelled while the attempt was queued or running (`CANCELLED`).
     Cancelled,
     /// Its worker was declared lost.
     Lost,
@@ -309,8 +395,11 @@ impl AttemptRecord {
 /// A non-terminal job as the state machine holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
+    /// The job's id.
     pub id: JobId,
+    /// What the client asked to run.
     pub spec: JobSpec,
+    /// The job's lifecycle state; a job that turns terminal leaves for a [`Tombstone`].
     pub status: JobStatus,
     /// Grows by one with every change of this job.
     pub version: u64,
@@ -318,12 +407,19 @@ pub struct JobRecord {
     pub attempt: u32,
     /// While RUNNING, the lease holder; afterwards, the last worker that ran it.
     pub worker_id: Option<WorkerId>,
+    /// The handler's result, set when the job completes.
     pub result: Option<Value>,
+    /// The last failed attempt's error; cleared when the next attempt starts.
     pub error_message: Option<String>,
+    /// Retries so far in the current chain of attempts (`retryCount`).
     pub retry_count: u32,
+    /// 0..=100 as last reported for the current attempt; `None` before any report.
     pub progress: Option<u8>,
+    /// When the job was registered, leader time.
     pub created_at: Millis,
+    /// When the current attempt started; `None` until it does.
     pub started_at: Option<Millis>,
+    /// When the job became terminal, leader time; `None` until then.
     pub completed_at: Option<Millis>,
     /// Sequence number of the event that queued the current attempt: FIFO order within a priority.
     pub queued_seq: u64,
@@ -463,15 +559,25 @@ impl JobRecord {
 /// repeated cancels (DESIGN.md, "Live state stays small").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tombstone {
+    /// The job's id.
     pub id: JobId,
+    /// The handler's name (`type`).
     pub job_type: String,
+    /// The job's priority.
     pub priority: Priority,
+    /// The terminal state: COMPLETED, FAILED, TIMEOUT or CANCELLED.
     pub status: JobStatus,
+    /// The last attempt's number; a retry numbers its attempts above it.
     pub attempt: u32,
+    /// The last version; a retry's versions continue above it.
     pub version: u64,
+    /// The worker that ran the last attempt, if any.
     pub worker_id: Option<WorkerId>,
+    /// When the job was registered, leader time.
     pub created_at: Millis,
+    /// When the last attempt started, if it did.
     pub started_at: Option<Millis>,
+    /// When the job became terminal, leader time; the retention window counts from here.
     pub completed_at: Millis,
 }
 

@@ -11,13 +11,6 @@ use uuid::Uuid;
 #[serde(transparent)]
 pub struct JobId(pub Uuid);
 
-impl JobId {
-    /// A fresh random (v4) id.
-    pub fn new_random() -> JobId {
-        JobId(Uuid::new_v4())
-    }
-}
-
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -51,9 +44,13 @@ impl fmt::Display for WorkerId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Priority {
+    /// `LOW`, number 1: queue `job.low`, AMQP priority 1.
     Low,
+    /// `MEDIUM`, number 5: queue `job.medium`, AMQP priority 5.
     Medium,
+    /// `HIGH`, number 10: queue `job.high`, AMQP priority 9.
     High,
+    /// `CRITICAL`, number 15: queue `job.high`, AMQP priority 10.
     Critical,
 }
 
@@ -143,14 +140,24 @@ impl fmt::Display for Priority {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JobStatus {
+    /// Scheduled (`scheduleAt` or `delaySeconds`); becomes QUEUED when due.
     Pending,
+    /// An attempt is dispatched and waits for a worker.
     Queued,
+    /// Kept for compatibility with the original system; never entered.
     Assigned,
+    /// A worker holds the current attempt's lease.
     Running,
+    /// An attempt failed with retries left; QUEUED again after the backoff.
     Retrying,
+    /// Terminal: the handler succeeded.
     Completed,
+    /// Terminal: the last attempt failed (handler error or worker lost) with no retries left, or
+    /// failed permanently.
     Failed,
+    /// Terminal: the last attempt ran past `executionTimeout` with no retries left.
     Timeout,
+    /// Terminal: cancelled by a client.
     Cancelled,
 }
 

@@ -38,6 +38,7 @@ pub const MAX_DELAY_S: u64 = 366 * 24 * 3600;
 pub struct JobSpec {
     /// The handler to run (`type`), 1..=255 characters, not blank.
     pub job_type: String,
+    /// When to start it relative to other jobs (`jobPriority`, or `priority`).
     pub priority: Priority,
     /// The handler's input; always a JSON object (`{}` by default).
     pub payload: Map<String, Value>,
@@ -45,8 +46,11 @@ pub struct JobSpec {
     pub max_retries: u32,
     /// Seconds an attempt may run (`executionTimeout`, default 300).
     pub execution_timeout_s: u64,
+    /// Free string-to-string pairs (`metadata`), kept as given.
     pub metadata: BTreeMap<String, String>,
+    /// The parent job's id (`parentJobId`): free text, not checked against known jobs.
     pub parent_job_id: Option<String>,
+    /// Free labels (`tags`), kept in the order given.
     pub tags: Vec<String>,
     /// When to run: no earlier than this time (`scheduleAt`) or this long after it is
     /// registered (`delaySeconds`). `None`: now.

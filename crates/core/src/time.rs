@@ -12,11 +12,6 @@ use serde::{Deserialize, Serialize};
 pub struct Millis(pub i64);
 
 impl Millis {
-    /// The wall clock now. Only hosts call this; the state machine never does.
-    pub fn now() -> Millis {
-        Millis(Utc::now().timestamp_millis())
-    }
-
     /// ISO-8601 in UTC with milliseconds and a `Z` (CONTRACT.md: "Timestamps are UTC, ISO-8601,
     /// with a `Z`"), e.g. `2026-11-30T06:09:17.123Z`.
     pub fn to_iso(self) -> String {

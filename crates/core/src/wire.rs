@@ -16,26 +16,37 @@ pub const WIRE_FORMAT: u32 = 1;
 /// contract). Events carry it as the job's snapshot and the read model stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResponse {
+    /// The job's UUID.
     pub id: JobId,
+    /// The handler to run; `type` on the wire.
     #[serde(rename = "type")]
     pub job_type: String,
+    /// `jobPriority` on the wire, as the upper-case name.
     #[serde(rename = "jobPriority")]
     pub priority: Priority,
+    /// `jobStatus` on the wire.
     #[serde(rename = "jobStatus")]
     pub status: JobStatus,
+    /// `workerId` on the wire: the current attempt's worker (the lease holder while RUNNING);
+    /// omitted before the attempt starts.
     #[serde(rename = "workerId", default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
+    /// The handler's input, a JSON object.
     pub payload: Map<String, Value>,
+    /// The handler's result; present once COMPLETED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// `errorMessage` on the wire: the last failed attempt's error (also while RETRYING).
     #[serde(
         rename = "errorMessage",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub error_message: Option<String>,
+    /// `retryCount` on the wire: retries so far in the current chain of attempts.
     #[serde(rename = "retryCount")]
     pub retry_count: u32,
+    /// `maxRetries` on the wire: retries allowed after the first attempt.
     #[serde(rename = "maxRetries")]
     pub max_retries: u32,
     /// Seconds.
@@ -43,12 +54,17 @@ pub struct JobResponse {
     pub execution_timeout: u64,
     /// ISO-8601 UTC with `Z`.
     pub created_at: String,
+    /// When the current attempt started, ISO-8601 UTC with `Z`; omitted while the job waits to
+    /// run (PENDING, QUEUED, RETRYING).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// When the job became terminal, ISO-8601 UTC with `Z`; omitted until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
+    /// The client's string pairs; omitted when empty.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// `parentJobId` on the wire, as the client gave it.
     #[serde(
         rename = "parentJobId",
         default,
@@ -64,6 +80,7 @@ pub struct JobResponse {
     /// From creation to the terminal state; present once the job is terminal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_duration_ms: Option<i64>,
+    /// The client's labels; omitted when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// 0..=100 as last reported by the handler.
@@ -82,26 +99,40 @@ pub struct JobResponse {
 /// snake_case, `priority` as 1/5/10/15, JSON null for absent values) plus `attempt` and `format`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobMessage {
+    /// The job's UUID.
     pub id: JobId,
+    /// The handler to run; `type` on the wire.
     #[serde(rename = "type")]
     pub job_type: String,
     /// 1, 5, 10 or 15.
     pub priority: u8,
+    /// The job's state at dispatch: QUEUED.
     pub status: JobStatus,
+    /// Null in a dispatch (kept from the original format).
     pub worker_id: Option<String>,
+    /// The handler's input, a JSON object.
     pub payload: Map<String, Value>,
+    /// Null in a dispatch.
     pub result: Option<Value>,
+    /// Null in a dispatch.
     pub error_message: Option<String>,
+    /// Retries so far in the current chain of attempts; 0 for the first attempt.
     pub retry_count: u32,
+    /// Retries allowed after the first attempt.
     pub max_retries: u32,
     /// Seconds.
     pub execution_timeout: u64,
+    /// When the job was registered, ISO-8601 UTC with `Z`.
     pub created_at: String,
+    /// Null in a dispatch.
     pub started_at: Option<String>,
+    /// Null in a dispatch.
     pub completed_at: Option<String>,
+    /// The client's string pairs.
     pub metadata: BTreeMap<String, String>,
     /// The dispatch's attempt number; reports for it must name it.
     pub attempt: u32,
+    /// Format tag, [`WIRE_FORMAT`] (read as that when absent).
     #[serde(default = "default_format")]
     pub format: u32,
 }
@@ -119,29 +150,40 @@ impl JobMessage {
 /// snapshots, so the read model applies `job` only when `version` is newer than what it holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusEvent {
+    /// The event's place in the order of all events, from 1: the SSE id and the watermark's unit.
     pub seq: u64,
+    /// `jobId` on the wire.
     #[serde(rename = "jobId")]
     pub job_id: JobId,
+    /// `jobStatus` on the wire: the job's state after the change.
     #[serde(rename = "jobStatus")]
     pub status: JobStatus,
+    /// `workerId` on the wire, as in the snapshot.
     #[serde(rename = "workerId", default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
+    /// The handler's result; present only when the job is COMPLETED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// `errorMessage` on the wire: the last failed attempt's error.
     #[serde(
         rename = "errorMessage",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub error_message: Option<String>,
+    /// 0..=100 as last reported for the current attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<u8>,
+    /// The job's current attempt number.
     pub attempt: u32,
+    /// The job's version after the change; orders this job's snapshots.
     pub version: u64,
     /// The leader's time of the change, ISO-8601 UTC.
     #[serde(rename = "occurredAt")]
     pub occurred_at: String,
+    /// The job's full snapshot after the change.
     pub job: JobResponse,
+    /// Format tag, [`WIRE_FORMAT`] (read as that when absent).
     #[serde(default = "default_format")]
     pub format: u32,
 }
@@ -149,21 +191,24 @@ pub struct StatusEvent {
 /// One attempt as clients see it (`GET /api/jobs/{id}/attempts`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptView {
+    /// The attempt's number, from 1.
     pub attempt: u32,
+    /// `workerId` on the wire: the worker that took the lease; omitted if it never started.
     #[serde(rename = "workerId", default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
     /// QUEUED, RUNNING, COMPLETED, FAILED, TIMEOUT, CANCELLED or LOST.
     pub state: String,
+    /// `errorMessage` on the wire: why the attempt failed.
     #[serde(
         rename = "errorMessage",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub error_message: Option<String>,
-    /// ISO-8601 UTC.
+    /// `startedAt` on the wire: when the attempt started, ISO-8601 UTC.
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
-    /// ISO-8601 UTC.
+    /// `endedAt` on the wire: when the attempt ended, ISO-8601 UTC.
     #[serde(rename = "endedAt", default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
 }
@@ -172,8 +217,10 @@ pub struct AttemptView {
 /// accepted). Heartbeats are soft state on the leader: only "worker lost" is committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerHeartbeat {
+    /// `worker_id` on the wire (`workerId` accepted).
     #[serde(alias = "workerId")]
     pub worker_id: WorkerId,
+    /// The kind of worker (`worker_type`, `workerType` accepted); empty when absent.
     #[serde(alias = "workerType", default)]
     pub worker_type: String,
     /// Job slots.
@@ -182,10 +229,13 @@ pub struct WorkerHeartbeat {
     /// Jobs running now.
     #[serde(alias = "currentLoad", default)]
     pub current_load: u32,
+    /// Jobs the worker has finished (`total_jobs_processed`, `totalJobsProcessed` accepted).
     #[serde(alias = "totalJobsProcessed", default)]
     pub total_jobs_processed: u64,
+    /// Of those, reported completed (`successful_jobs`, `successfulJobs` accepted).
     #[serde(alias = "successfulJobs", default)]
     pub successful_jobs: u64,
+    /// Of those, reported failed (`failed_jobs`, `failedJobs` accepted).
     #[serde(alias = "failedJobs", default)]
     pub failed_jobs: u64,
     /// The worker's clock, epoch milliseconds.
@@ -205,11 +255,13 @@ pub struct WorkerHeartbeat {
 pub enum ControlMessage {
     /// Stop the handler of this attempt: the job was cancelled.
     Cancel {
-        /// The lease holder (also the routing key).
+        /// `workerId` on the wire: the lease holder (also the routing key).
         #[serde(rename = "workerId")]
         worker_id: WorkerId,
+        /// `jobId` on the wire: the job to stop.
         #[serde(rename = "jobId")]
         job_id: JobId,
+        /// The attempt to stop; a later attempt of the job keeps running.
         attempt: u32,
     },
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use distriqueue_core::request::{check_idempotency_key, parse_job_request, Schedule, MAX_DELAY_S};
-use distriqueue_core::{JobId, JobResponse, JobStatus, Millis, Refusal};
+use distriqueue_core::{JobId, JobResponse, JobStatus, Refusal};
 use serde_json::json;
 
 use crate::body::{check_json_content_type, read_json};
@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::query::parse_list_query;
 use crate::sse;
 use crate::state::AppState;
+use distriqueue_util::clock;
 
 /// The header of idempotent submission (CONTRACT.md).
 const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
@@ -52,7 +53,7 @@ async fn submit_job(
     let request = read_json(&headers, body, state.config.body_limit_bytes).await?;
     let mut spec = parse_job_request(&request, "").map_err(ApiError::Validation)?;
     if let Some(Schedule::At(at)) = spec.schedule {
-        let latest = Millis::now()
+        let latest = clock::now()
             .0
             .saturating_add(i64::try_from(MAX_DELAY_S * 1000).unwrap_or(i64::MAX));
         if at.0 > latest {
@@ -82,7 +83,7 @@ async fn submit_job(
     }
     let registered = state
         .orchestrator
-        .register(JobId::new_random(), spec)
+        .register(clock::new_job_id(), spec)
         .await?;
     let id = registered.job_id;
     let job = match registered.job {
@@ -96,11 +97,16 @@ async fn submit_job(
             job
         }
         // The job is known and finished: the read model has it.
-        None => state.store.get(id).await?.ok_or_else(|| {
-            ApiError::Internal(format!(
-                "job {id} is finished at the orchestrator but absent from the read model"
-            ))
-        })?,
+        None => state
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::Internal {
+                context: format!(
+                    "job {id} is finished at the orchestrator but absent from the read model"
+                ),
+                source: None,
+            })?,
     };
     if !registered.created {
         tracing::debug!(job_id = %id, "repeated submission answered with the first job");
@@ -108,7 +114,7 @@ async fn submit_job(
     }
     tracing::debug!(job_id = %id, job_type = %job.job_type, "job accepted");
     let location = HeaderValue::try_from(format!("/api/jobs/{id}"))
-        .map_err(|error| ApiError::Internal(format!("Location header: {error}")))?;
+        .map_err(|error| ApiError::internal("making the Location header", error))?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -240,7 +246,7 @@ async fn health(State(state): State<AppState>) -> Response {
         Json(json!({
             "status": overall,
             "components": { "readModel": { "status": read_model_status } },
-            "timestamp": Millis::now().to_iso(),
+            "timestamp": clock::now().to_iso(),
         })),
     )
         .into_response()

@@ -7,6 +7,7 @@ use axum::Json;
 use distriqueue_core::request::Violations;
 use distriqueue_core::Refusal;
 use distriqueue_store::StoreError;
+use distriqueue_util::error_chain;
 use serde_json::json;
 
 use crate::OrchestratorError;
@@ -43,11 +44,17 @@ pub enum ApiError {
     #[error(transparent)]
     Refused(#[from] Refusal),
     /// 503 `{"error": message}`: no orchestrator reachable.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("orchestrator unavailable")]
+    Unavailable(#[source] OrchestratorError),
     /// 500 `{"error":"internal error"}`; the detail is logged, never sent.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {context}")]
+    Internal {
+        /// What the gateway was doing.
+        context: String,
+        /// What failed, when something did.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl ApiError {
@@ -56,6 +63,17 @@ impl ApiError {
         let mut violations = Violations::new();
         violations.insert(field.into(), message.into());
         ApiError::Validation(violations)
+    }
+
+    /// A 500 for `context` caused by `source`.
+    pub fn internal(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ApiError {
+        ApiError::Internal {
+            context: context.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// The HTTP status this error answers with.
@@ -72,20 +90,20 @@ impl ApiError {
                 StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::CONFLICT)
             }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 impl From<crate::writer::WriteError> for ApiError {
     fn from(error: crate::writer::WriteError) -> ApiError {
-        ApiError::Internal(error.to_string())
+        ApiError::internal("writing the read model", error)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
-        ApiError::Internal(format!("read model: {error}"))
+        ApiError::internal("reading the read model", error)
     }
 }
 
@@ -93,7 +111,7 @@ impl From<OrchestratorError> for ApiError {
     fn from(error: OrchestratorError) -> ApiError {
         match error {
             OrchestratorError::Refused(refusal) => ApiError::Refused(refusal),
-            OrchestratorError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
+            unavailable @ OrchestratorError::Unavailable(_) => ApiError::Unavailable(unavailable),
         }
     }
 }
@@ -105,12 +123,12 @@ impl IntoResponse for ApiError {
             ApiError::Validation(violations) => {
                 json!({"error": "Validation failed", "violations": violations})
             }
-            ApiError::Internal(detail) => {
+            ApiError::Internal { .. } => {
                 // The one place an internal error is logged.
-                tracing::error!(error = %detail, "internal error");
+                tracing::error!(error = %error_chain(&self), "internal error");
                 json!({"error": "internal error"})
             }
-            other => json!({"error": other.to_string()}),
+            other => json!({"error": error_chain(other)}),
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use distriqueue_broker::EventReceiver;
 use distriqueue_core::{JobId, JobResponse, StatusEvent};
+use distriqueue_util::error_chain;
+use distriqueue_util::retry::{until_ok, Backoff};
 use tokio::sync::watch;
 
 use crate::sse::SseUpdate;
@@ -17,8 +19,8 @@ use crate::writer::StoreWriter;
 /// Most events taken and stored per batch.
 pub const FEED_BATCH: usize = 512;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Between two tries of a batch the read model did not take.
+const STORE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 
 /// What a feed does with its events. Both roles send events to SSE subscribers; an event that
 /// reaches a gateway through both of its feeds is sent once ([`RecentSeqs`]).
@@ -73,10 +75,7 @@ pub(crate) fn spawn(
                 events.acknowledge().await;
             }
             let fresh: Vec<&StatusEvent> = {
-                let mut recent = state
-                    .recent_seqs
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut recent = state.recent_seqs.lock();
                 batch
                     .iter()
                     .filter(|event| recent.first_time(event.seq))
@@ -129,30 +128,10 @@ fn newest_snapshots(batch: &[StatusEvent]) -> Vec<(JobResponse, u64)> {
 /// Upserts until the store takes the batch: an event is never dropped, since the watermark
 /// must not pass an event the read model lacks.
 async fn upsert_until_stored(writer: &StoreWriter, snapshots: Vec<(JobResponse, u64)>) {
-    let mut backoff = FIRST_BACKOFF;
-    let mut n_failures: u32 = 0;
-    loop {
-        match writer.write_events(snapshots.clone()).await {
-            Ok(()) => {
-                if n_failures > 0 {
-                    tracing::info!(n_failures, "read model accepts events again");
-                }
-                return;
-            }
-            Err(error) => {
-                n_failures += 1;
-                tracing::warn!(
-                    %error,
-                    n_failures,
-                    n_jobs = snapshots.len(),
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "cannot store lifecycle events; retrying"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
+    until_ok("store lifecycle events", STORE_BACKOFF, || {
+        writer.write_events(snapshots.clone())
+    })
+    .await;
 }
 
 /// Applies the orchestrator's live snapshots to the read model now and every
@@ -169,10 +148,14 @@ pub(crate) async fn reconcile(state: AppState) {
                     Ok(()) => {
                         tracing::debug!(n_jobs, "read model reconciled with the orchestrator")
                     }
-                    Err(error) => tracing::warn!(%error, "cannot reconcile the read model"),
+                    Err(error) => {
+                        tracing::warn!(error = %error_chain(&error), "cannot reconcile the read model")
+                    }
                 }
             }
-            Err(error) => tracing::debug!(%error, "no live snapshots to reconcile with"),
+            Err(error) => {
+                tracing::debug!(error = %error_chain(&error), "no live snapshots to reconcile with")
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ use distriqueue_broker::EventReceiver;
 use distriqueue_core::request::JobSpec;
 use distriqueue_core::{JobId, JobResponse, Refusal};
 use distriqueue_store::Store;
+use distriqueue_util::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -73,8 +74,8 @@ pub enum OrchestratorError {
     #[error(transparent)]
     Refused(#[from] Refusal),
     /// No orchestrator answered (no leader, connection refused, timeout): 503.
-    #[error("orchestrator unavailable: {0}")]
-    Unavailable(String),
+    #[error("no orchestrator could commit the command")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The gateway's settings.
@@ -116,15 +117,6 @@ pub enum GatewayError {
     /// Serving failed.
     #[error("gateway server failed: {0}")]
     Serve(#[source] std::io::Error),
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The gateway role, bound and ready to serve.

@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use distriqueue_core::{JobId, JobResponse, JobStatus, Millis, StatusEvent};
+use distriqueue_core::{JobId, JobResponse, JobStatus, StatusEvent};
 use futures::stream::{self, Stream, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -24,6 +24,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use distriqueue_util::clock;
 
 /// Events held for slow SSE subscribers; one that falls further behind is disconnected.
 pub const SSE_BUFFER: usize = 4096;
@@ -186,9 +187,9 @@ pub(crate) async fn stream(
         .json_data(serde_json::json!({
             "clientId": client_id,
             "message": "Connected to job updates stream",
-            "timestamp": Millis::now().to_iso(),
+            "timestamp": clock::now().to_iso(),
         }))
-        .map_err(|error| ApiError::Internal(format!("SSE connected event: {error}")))?;
+        .map_err(|error| ApiError::internal("encoding the SSE connected event", error))?;
 
     let replayed = match last_event_id {
         Some(since) => replay(state.clone(), since, wanted.clone()).boxed(),

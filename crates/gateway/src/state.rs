@@ -25,7 +25,7 @@ pub struct AppState {
     /// The `seq` of the last event sent to SSE subscribers (0 before the first).
     pub(crate) last_broadcast_seq: Arc<AtomicU64>,
     /// What was sent to SSE subscribers lately (each event once, whichever feed brings it).
-    pub(crate) recent_seqs: Arc<std::sync::Mutex<RecentSeqs>>,
+    pub(crate) recent_seqs: Arc<parking_lot::Mutex<RecentSeqs>>,
     /// Cancelled at shutdown: every open SSE stream ends.
     streams_closed: CancellationToken,
 }

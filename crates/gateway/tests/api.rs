@@ -8,9 +8,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use distriqueue_core::{JobId, JobResponse};
+use distriqueue_core::JobResponse;
 use distriqueue_gateway::{router, AppState, GatewayConfig};
 use distriqueue_store::{JobQuery, Store};
+use distriqueue_util::clock;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -345,7 +346,7 @@ async fn get_of_unknown_or_malformed_id_is_a_404() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(error_text(&answer), "Job not found: not-a-uuid");
 
-    let unknown = JobId::new_random();
+    let unknown = clock::new_job_id();
     let answer = harness.get(&format!("/api/jobs/{unknown}")).await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(error_text(&answer), format!("Job not found: {unknown}"));
@@ -476,7 +477,7 @@ async fn cancel_of_queued_job_is_200_cancelled_and_stored() {
 #[tokio::test]
 async fn cancel_of_unknown_job_is_a_404() {
     let harness = harness().await;
-    let unknown = JobId::new_random();
+    let unknown = clock::new_job_id();
     let answer = harness
         .post_raw(&format!("/api/jobs/{unknown}/cancel"), "")
         .await;

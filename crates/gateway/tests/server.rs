@@ -7,6 +7,7 @@ use std::time::Duration;
 use common::FakeOrchestrator;
 use distriqueue_gateway::{Gateway, GatewayConfig};
 use distriqueue_store::Store;
+use distriqueue_util::clock;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -148,7 +149,7 @@ async fn the_read_model_is_reconciled_with_the_orchestrators_live_snapshots() {
         "",
     )
     .expect("valid");
-    let id = distriqueue_core::JobId::new_random();
+    let id = clock::new_job_id();
     distriqueue_gateway::Orchestrator::register(orchestrator.as_ref(), id, spec)
         .await
         .expect("registered behind the gateway's back");

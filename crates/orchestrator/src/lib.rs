@@ -1,18 +1,27 @@
 //! The orchestrator role: the single writer of job lifecycle. It hosts the state machine of
-//! `distriqueue-core` in openraft (one node in `serve`), carries out effects through an outbox
-//! after commit, and serves the orchestrator HTTP API.
+//! `distriqueue-core` in openraft (one node in `serve`, or a cluster), carries out effects
+//! through an outbox after commit, and serves the orchestrator HTTP API.
+//!
+//! Modules: `node` (start-up), `handle` ([`OrchestratorHandle`]), `proposer` (commands into
+//! log entries), `leader` (the leader's duties), `outbox`, `timers`, `liveness` (heartbeats),
+//! `api` (the HTTP API), `network` (Raft RPCs), `raft`, `log_store`, `state_machine`.
 
 mod api;
+mod handle;
+mod leader;
+mod liveness;
 mod log_store;
 mod network;
 mod node;
+mod outbox;
+mod proposer;
 mod raft;
 mod state_machine;
-mod workers;
+mod timers;
 
 pub use api::router;
-pub use node::{
-    commit_watermark, Orchestrator, OrchestratorConfig, OrchestratorError, OrchestratorHandle,
-    SubmitError,
-};
+pub use handle::OrchestratorHandle;
+pub use leader::commit_watermark;
+pub use node::{Orchestrator, OrchestratorConfig, OrchestratorError};
+pub use proposer::SubmitError;
 pub use raft::{NodeId, TypeConfig};

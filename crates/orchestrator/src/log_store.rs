@@ -23,9 +23,9 @@ use serde::Serialize;
 use crate::raft::{NodeId, TypeConfig};
 
 /// Entries by index; values are JSON-encoded `Entry<TypeConfig>`.
-const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+const LOGS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("logs");
 /// `vote`, `committed`, `last_purged`: JSON values.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 

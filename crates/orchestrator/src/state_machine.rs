@@ -6,7 +6,9 @@
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use distriqueue_core::machine::MachineConfig;
 use distriqueue_core::{ControlMessage, Effect, JobStatus, State, WorkerId};
@@ -104,11 +106,7 @@ impl StateMachineStore {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // `apply` mutates the state only through `State::apply`, which does not panic on input;
-        // a poisoned lock still holds a consistent state.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock()
     }
 
     /// Reads the current state.

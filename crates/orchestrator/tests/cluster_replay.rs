@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use distriqueue_broker::{Broker, InProcessBroker};
 use distriqueue_core::machine::Applied;
-use distriqueue_core::{Command, JobId, JobResponse, Millis, Timer, TimerKind};
+use distriqueue_core::{Command, JobId, JobResponse, Timer, TimerKind};
 use distriqueue_orchestrator::{Orchestrator, OrchestratorConfig, OrchestratorHandle};
+use distriqueue_util::clock;
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
 
@@ -46,10 +47,9 @@ async fn three_nodes(
             node_id: index as u64 + 1,
             peers: peers.clone(),
             snapshot_every: 25,
-            ..OrchestratorConfig::new(
-                SocketAddr::from(([127, 0, 0, 1], *port)),
-                dir.join(format!("node-{}", index + 1)),
-            )
+            addr: SocketAddr::from(([127, 0, 0, 1], *port)),
+            data_dir: dir.join(format!("node-{}", index + 1)),
+            ..OrchestratorConfig::default()
         };
         let node = Orchestrator::start(config, Broker::InProcess(InProcessBroker::new()))
             .await
@@ -79,7 +79,7 @@ fn commands(
     leader: &OrchestratorHandle,
     snapshots: &BTreeMap<JobId, JobResponse>,
 ) -> Vec<Command> {
-    let now = Millis::now();
+    let now = clock::now();
     match step {
         Step::Command(command) => vec![command],
         Step::FireDueTimers => leader

@@ -8,9 +8,10 @@ use distriqueue_broker::{Broker, InProcessBroker};
 use distriqueue_core::machine::Jitter;
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{
-    Command, JobId, JobStatus, Report, ReportKind, RetryPolicy, WorkerHeartbeat, WorkerId,
+    Command, JobStatus, Report, ReportKind, RetryPolicy, WorkerHeartbeat, WorkerId,
 };
 use distriqueue_orchestrator::{Orchestrator, OrchestratorConfig};
+use distriqueue_util::clock;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -24,17 +25,16 @@ async fn silent_worker_is_declared_lost_and_its_attempt_retried() {
             max_ms: 50,
             jitter: Jitter::None,
         },
-        ..OrchestratorConfig::new(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            dir.path().to_path_buf(),
-        )
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.path().to_path_buf(),
+        ..OrchestratorConfig::default()
     };
     let broker = InProcessBroker::new();
     let orchestrator = Orchestrator::start(config, Broker::InProcess(broker.clone()))
         .await
         .expect("start");
     let handle = orchestrator.handle();
-    let id = JobId::new_random();
+    let id = clock::new_job_id();
     let spec =
         parse_job_request(&json!({"type": "echo", "jobPriority": "LOW"}), "").expect("valid");
     let register = Command::Register {

@@ -8,13 +8,16 @@ use distriqueue_broker::{Broker, InProcessBroker};
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{Command, JobId, Report, ReportKind, WorkerId};
 use distriqueue_orchestrator::{Orchestrator, OrchestratorConfig};
+use distriqueue_util::clock;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 fn config(dir: &std::path::Path) -> OrchestratorConfig {
     OrchestratorConfig {
         snapshot_every: 10,
-        ..OrchestratorConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir.to_path_buf())
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.to_path_buf(),
+        ..OrchestratorConfig::default()
     }
 }
 
@@ -43,7 +46,7 @@ async fn restart_from_snapshot_and_log_restores_state_and_resumes_dispatches() {
         .await
         .expect("start");
     let handle = orchestrator.handle();
-    let ids: Vec<JobId> = (0..60).map(|_| JobId::new_random()).collect();
+    let ids: Vec<JobId> = (0..60).map(|_| clock::new_job_id()).collect();
     // One command per entry, so the log passes several snapshot points.
     for id in &ids {
         handle

@@ -625,7 +625,7 @@ where
 /// One multi-row `INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE excluded.version >
 /// jobs.version` for `rows` (at most the backend's rows per statement, each id once). The same
 /// text serves SQLite and PostgreSQL.
-fn upsert_statement<DB>(rows: &[JobRow]) -> QueryBuilder<DB>
+fn upsert_statement<DB>(rows: &[JobRow<'_>]) -> QueryBuilder<DB>
 where
     DB: Database,
     <DB as Database>::Arguments: Default,

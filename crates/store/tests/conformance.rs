@@ -15,8 +15,8 @@ use distriqueue_core::model::{JobId, JobStatus, Priority};
 use distriqueue_core::time::{parse_client_time, Millis};
 use distriqueue_core::wire::JobResponse;
 use distriqueue_store::{JobQuery, SortBy, SortDirection, Store, StoreError};
+use distriqueue_testkit::TestDatabase;
 use serde_json::json;
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -624,85 +624,19 @@ async fn suite_sqlite_memory() -> Option<((), Store)> {
     Some(open_sqlite_memory().await)
 }
 
-/// A PostgreSQL database created for one test, dropped by [`Teardown::teardown`].
-struct PgDatabase {
-    /// The URL of `DQ_TEST_DATABASE_URL`, whose database the admin connection uses.
-    admin_url: String,
-    /// The test's own database.
-    name: String,
-}
-
-impl Teardown for PgDatabase {
-    async fn teardown(self) {
-        let mut admin = PgConnection::connect(&self.admin_url)
-            .await
-            .unwrap_or_else(|error| {
-                panic!(
-                    "reconnect to {} to drop {}: {error}",
-                    self.admin_url, self.name
-                )
-            });
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|error| panic!("drop database {}: {error}", self.name));
-        let _ = admin.close().await;
-    }
-}
-
-/// `url` with its database (the path) replaced by `database`, query parameters kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (scheme, rest) = url
-        .split_once("://")
-        .expect("DQ_TEST_DATABASE_URL has a scheme");
-    let (location, params) = match rest.split_once('?') {
-        Some((location, params)) => (location, Some(params)),
-        None => (rest, None),
-    };
-    let authority = location.split('/').next().unwrap_or(location);
-    match params {
-        Some(params) => format!("{scheme}://{authority}/{database}?{params}"),
-        None => format!("{scheme}://{authority}/{database}"),
-    }
+/// Dropping the test database drops it on the server (with its connections).
+impl Teardown for TestDatabase {
+    async fn teardown(self) {}
 }
 
 /// A store on a fresh PostgreSQL database of its own, or `None` (with a line saying so) when
 /// `DQ_TEST_DATABASE_URL` is unset, or the server is unreachable and `DQ_REQUIRE_SERVICES` is not
 /// `1`.
-async fn open_postgres() -> Option<(PgDatabase, Store)> {
-    let required = std::env::var("DQ_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
-    let Ok(admin_url) = std::env::var("DQ_TEST_DATABASE_URL") else {
-        eprintln!("skipped: DQ_TEST_DATABASE_URL is unset, PostgreSQL store test not run");
-        return None;
-    };
-    let mut admin = match PgConnection::connect(&admin_url).await {
-        Ok(admin) => admin,
-        Err(error) if required => panic!(
-            "DQ_REQUIRE_SERVICES=1 but PostgreSQL at DQ_TEST_DATABASE_URL={admin_url} is \
-             unreachable: {error}"
-        ),
-        Err(error) => {
-            eprintln!("skipped: PostgreSQL at {admin_url} is unreachable ({error})");
-            return None;
-        }
-    };
-    let name = format!("dq_test_{}", Uuid::new_v4().simple());
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|error| panic!("create database {name}: {error}"));
-    let _ = admin.close().await;
-    let database = PgDatabase { admin_url, name };
-    let url = with_database(&database.admin_url, &database.name);
-    match Store::open(&url).await {
+async fn open_postgres() -> Option<(TestDatabase, Store)> {
+    let database = TestDatabase::create("store conformance on PostgreSQL")?;
+    match Store::open(database.url()).await {
         Ok(store) => Some((database, store)),
-        Err(error) => {
-            database.teardown().await;
-            panic!("open store on {url}: {error}");
-        }
+        Err(error) => panic!("open store on {}: {error}", database.url()),
     }
 }
 
@@ -716,23 +650,6 @@ mod sqlite_memory {
 
 mod postgres {
     all_checks!(super::open_postgres);
-}
-
-#[test]
-fn with_database_replaces_the_path_only() {
-    for (url, expected) in [
-        (
-            "postgres://root@127.0.0.1:5432/test",
-            "postgres://root@127.0.0.1:5432/db",
-        ),
-        ("postgres://root@localhost", "postgres://root@localhost/db"),
-        (
-            "postgresql://u:p@h:1/test?sslmode=disable",
-            "postgresql://u:p@h:1/db?sslmode=disable",
-        ),
-    ] {
-        assert_eq!(with_database(url, "db"), expected, "{url}");
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

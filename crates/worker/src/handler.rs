@@ -14,6 +14,7 @@ use crate::builtin::{self, Builtin, HandlerError};
 /// What a handler gets for one attempt.
 #[derive(Debug, Clone)]
 pub struct JobContext {
+    /// The job's id.
     pub id: JobId,
     /// The job's `type` as submitted.
     pub job_type: String,
@@ -55,6 +56,8 @@ impl Progress {
 /// `Permanent` for bad input (never retried), `Retryable` for transient failures.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
+    /// Runs one attempt of a job: `Ok` is the job's `result` (COMPLETED); an error fails the
+    /// attempt, retried by the job's policy unless [`HandlerError::Permanent`].
     async fn handle(&self, job: JobContext) -> Result<Value, HandlerError>;
 }
 

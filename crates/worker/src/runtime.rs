@@ -4,15 +4,17 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use distriqueue_broker::{Broker, Delivery, JobConsumer};
 use distriqueue_core::{
-    ControlMessage, JobId, JobMessage, Millis, Refusal, Report, ReportKind, WorkerHeartbeat,
-    WorkerId,
+    ControlMessage, JobId, JobMessage, Refusal, Report, ReportKind, WorkerHeartbeat, WorkerId,
 };
+use distriqueue_util::retry::{retry_while, until_ok, Backoff};
+use distriqueue_util::{error_chain, AbortOnDrop};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::builtin::HandlerError;
 use crate::handler::{Handlers, JobContext, Progress};
 use crate::ledger::Ledger;
+use distriqueue_util::clock;
 
 /// Why a report got no `accepted`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,8 +31,15 @@ pub enum ReportError {
     #[error(transparent)]
     Refused(#[from] Refusal),
     /// The orchestrator could not be reached or could not commit; the report may be sent again.
-    #[error("orchestrator unavailable: {0}")]
-    Unavailable(String),
+    #[error("orchestrator unavailable")]
+    Unavailable(#[source] Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl ReportError {
+    /// [`ReportError::Unavailable`] for any error (or message).
+    pub fn unavailable(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ReportError {
+        ReportError::Unavailable(Arc::from(error.into()))
+    }
 }
 
 /// Where a worker sends its reports. The composition root plugs in the in-process orchestrator
@@ -46,6 +56,7 @@ pub trait Reporter: Send + Sync + 'static {
 /// Settings of one worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
+    /// This worker's id: the routing key of its control queue and the name its leases carry.
     pub worker_id: WorkerId,
     /// Job slots: how many handlers run at once.
     pub concurrency: usize,
@@ -62,11 +73,16 @@ pub struct WorkerConfig {
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("cannot open ledger {path}: {source}")]
+    /// The `--ledger` file cannot be opened for appending.
+    #[error("cannot open ledger {path}")]
     Ledger {
+        /// The ledger's path.
         path: PathBuf,
+        /// The file system's error.
+        #[source]
         source: std::io::Error,
     },
+    /// A worker needs at least one job slot.
     #[error("concurrency must be at least 1")]
     NoSlots,
 }
@@ -103,8 +119,8 @@ struct Shared {
 /// How long a handler told to stop (cancel, shutdown) may take before it is aborted.
 const HANDLER_STOP_GRACE: Duration = Duration::from_millis(500);
 
-/// Pause between two tries of a report the orchestrator could not take.
-const REPORT_RETRY: Duration = Duration::from_millis(200);
+/// Between two tries of a report or heartbeat the orchestrator could not take.
+const REPORT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 impl Worker {
     /// Builds a worker; opens the ledger when configured.
@@ -130,7 +146,7 @@ impl Worker {
             broker: broker.clone(),
             reporter,
             ledger,
-            instance: JobId::new_random().to_string(),
+            instance: clock::new_job_id().to_string(),
         })
     }
 
@@ -149,23 +165,14 @@ impl Worker {
         } = self;
         let capacity = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
         let first = heartbeat_of(&config.worker_id, &instance, capacity, 0, [0; 3]);
-        let mut backoff = REPORT_RETRY;
-        loop {
-            let answered = tokio::select! {
-                answer = reporter.heartbeat(first.clone()) => answer,
-                () = shutdown.cancelled() => return,
-            };
-            match answered {
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "orchestrator not reachable: taking no job until it answers a heartbeat");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        let first_heartbeat = until_ok(
+            "first heartbeat (no job is taken until the orchestrator answers one)",
+            REPORT_BACKOFF,
+            || reporter.heartbeat(first.clone()),
+        );
+        tokio::select! {
+            _ = first_heartbeat => {}
+            () = shutdown.cancelled() => return,
         }
         let mut controls = broker.consume_controls(&config.worker_id);
         let jobs = broker.consume_jobs(&config.worker_id, config.concurrency);
@@ -256,7 +263,7 @@ fn heartbeat_of(
         total_jobs_processed,
         successful_jobs,
         failed_jobs,
-        timestamp: Millis::now().0,
+        timestamp: clock::now().0,
         instance: Some(instance.to_string()),
     }
 }
@@ -270,30 +277,20 @@ async fn report_outcome(
     report: Report,
     _running: Option<RunningGuard>,
 ) {
-    loop {
-        match reporter.report(report.clone()).await {
-            Ok(()) => return,
-            Err(ReportError::Refused(refusal)) => {
-                tracing::info!(job_id = %report.job_id, attempt = ?report.attempt, %refusal, "outcome refused");
-                return;
-            }
-            Err(ReportError::Unavailable(reason)) => {
-                if abort.is_cancelled() {
-                    tracing::warn!(job_id = %report.job_id, %reason, "outcome not reported before shutdown");
-                    return;
-                }
-                tokio::time::sleep(REPORT_RETRY).await;
-            }
+    let retryable =
+        |error: &ReportError| matches!(error, ReportError::Unavailable(_)) && !abort.is_cancelled();
+    let reported = retry_while("report an outcome", REPORT_BACKOFF, retryable, || {
+        reporter.report(report.clone())
+    })
+    .await;
+    match reported {
+        Ok(()) => {}
+        Err(ReportError::Refused(refusal)) => {
+            tracing::info!(job_id = %report.job_id, attempt = ?report.attempt, %refusal, "outcome refused");
         }
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+        Err(error @ ReportError::Unavailable(_)) => {
+            tracing::warn!(job_id = %report.job_id, error = %error_chain(&error), "outcome not reported before shutdown");
+        }
     }
 }
 
@@ -322,11 +319,8 @@ impl Drop for RunningGuard {
 }
 
 impl Shared {
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<(JobId, u32), CancellationToken>> {
-        // Insert and remove only: a poisoned map is still consistent.
-        self.running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_running(&self) -> MutexGuard<'_, HashMap<(JobId, u32), CancellationToken>> {
+        self.running.lock()
     }
 
     /// Registers the attempt's stop token (a child of the shutdown abort) before its lease is
@@ -491,26 +485,28 @@ impl Shared {
             return;
         };
         // The lease rule: start only after `running` is accepted; drop the message on refusal.
-        loop {
-            match self.reporter.report(report(ReportKind::Running)).await {
-                // Also when an earlier try landed with its answer lost: a repeat from the
-                // holder is answered as the first.
-                Ok(()) => break,
-                Err(ReportError::Refused(refusal)) => {
-                    tracing::debug!(job_id = %message.id, attempt = message.attempt, %refusal, "not starting");
-                    delivery.ack().await;
-                    return;
-                }
-                Err(ReportError::Unavailable(reason)) => {
-                    if shutdown.is_cancelled() {
-                        // Not started: hand it back so it is not lost before the restart resumes it.
-                        drop(running);
-                        delivery.requeue().await;
-                        return;
-                    }
-                    tracing::warn!(job_id = %message.id, %reason, "cannot report running; retrying");
-                    tokio::time::sleep(REPORT_RETRY).await;
-                }
+        let retryable = |error: &ReportError| {
+            matches!(error, ReportError::Unavailable(_)) && !shutdown.is_cancelled()
+        };
+        // Retried also when an earlier try landed with its answer lost: a repeat from the
+        // holder is answered as the first.
+        let leased = retry_while("report running", REPORT_BACKOFF, retryable, || {
+            self.reporter.report(report(ReportKind::Running))
+        })
+        .await;
+        match leased {
+            Ok(()) => {}
+            Err(ReportError::Refused(refusal)) => {
+                tracing::debug!(job_id = %message.id, attempt = message.attempt, %refusal, "not starting");
+                delivery.ack().await;
+                return;
+            }
+            Err(ReportError::Unavailable(_)) => {
+                // Shutting down, not started: hand it back so it is not lost before the
+                // restart resumes it.
+                drop(running);
+                delivery.requeue().await;
+                return;
             }
         }
         // The lease is ours: from here the lease, not the broker, recovers the job. The slot

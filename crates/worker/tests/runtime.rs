@@ -12,6 +12,7 @@ use distriqueue_core::{
     ControlMessage, JobId, JobMessage, Millis, Refusal, Report, ReportKind, WorkerHeartbeat,
     WorkerId,
 };
+use distriqueue_util::clock;
 use distriqueue_worker::{Handlers, ReportError, Reporter, Worker, WorkerConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +37,7 @@ impl Reporter for Script {
             let mut n_unavailable = self.n_unavailable.lock().expect("lock");
             if *n_unavailable > 0 {
                 *n_unavailable -= 1;
-                return Err(ReportError::Unavailable("scripted".into()));
+                return Err(ReportError::unavailable("scripted"));
             }
         }
         if report.kind == ReportKind::Running && self.refuse.contains(&report.job_id) {
@@ -54,7 +55,7 @@ impl Reporter for Script {
         let mut n_heartbeats = self.n_heartbeats.lock().expect("lock");
         *n_heartbeats += 1;
         if self.unreachable && *n_heartbeats > 1 {
-            return Err(ReportError::Unavailable("scripted".into()));
+            return Err(ReportError::unavailable("scripted"));
         }
         Ok(Vec::new())
     }
@@ -66,7 +67,7 @@ fn message(job_type: &str, payload: serde_json::Value) -> JobMessage {
         "",
     )
     .expect("valid request");
-    JobRecord::queued(JobId::new_random(), spec, Millis(0)).message()
+    JobRecord::queued(clock::new_job_id(), spec, Millis(0)).message()
 }
 
 fn config(ledger: Option<std::path::PathBuf>) -> WorkerConfig {
@@ -349,10 +350,10 @@ async fn a_worker_takes_no_job_before_the_orchestrator_answers_a_heartbeat() {
     #[async_trait]
     impl Reporter for Unreachable {
         async fn report(&self, _report: Report) -> Result<(), ReportError> {
-            Err(ReportError::Unavailable("scripted".into()))
+            Err(ReportError::unavailable("scripted"))
         }
         async fn heartbeat(&self, _: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {
-            Err(ReportError::Unavailable("scripted".into()))
+            Err(ReportError::unavailable("scripted"))
         }
     }
     let broker = InProcessBroker::new();

@@ -9,10 +9,10 @@ use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::Applied;
 use distriqueue_core::request::JobSpec;
 use distriqueue_core::{
-    Batch, Command, Effect, JobId, JobResponse, Millis, Report, ReportKind, RetryPolicy, State,
-    WorkerId,
+    Batch, Command, Effect, JobId, JobResponse, Report, ReportKind, RetryPolicy, State, WorkerId,
 };
 use distriqueue_gateway::{Orchestrator, OrchestratorError, Registered};
+use distriqueue_util::clock;
 use serde_json::Value;
 
 /// An orchestrator in memory: the real state machine, its events published to a broker.
@@ -33,11 +33,11 @@ impl FakeOrchestrator {
 
     fn apply(&self, command: Command) -> Result<Applied, OrchestratorError> {
         if self.unavailable.load(Ordering::SeqCst) {
-            return Err(OrchestratorError::Unavailable("no leader".to_string()));
+            return Err(OrchestratorError::Unavailable("no leader".into()));
         }
         let mut machine = self.machine.lock().expect("machine lock");
         let (outcomes, effects) = machine.apply(&Batch {
-            now: Millis::now(),
+            now: clock::now(),
             seed: 7,
             commands: vec![command],
         });
@@ -92,7 +92,7 @@ impl Orchestrator for FakeOrchestrator {
         self.apply(Command::Cancel { id })?
             .job
             .map(|job| *job)
-            .ok_or_else(|| OrchestratorError::Unavailable("no snapshot".to_string()))
+            .ok_or_else(|| OrchestratorError::Unavailable("no snapshot".into()))
     }
 
     async fn live_snapshots(&self) -> Result<Vec<JobResponse>, OrchestratorError> {
@@ -104,7 +104,7 @@ impl Orchestrator for FakeOrchestrator {
         self.apply(Command::Retry {
             id: stored.id,
             spec: Box::new(JobSpec::from_response(stored)),
-            created_at: Millis::now(),
+            created_at: clock::now(),
             attempt_floor: stored.attempt,
             version_floor: stored.version,
             previous_attempts: stored.attempts.clone(),
@@ -112,6 +112,6 @@ impl Orchestrator for FakeOrchestrator {
         })?
         .job
         .map(|job| *job)
-        .ok_or_else(|| OrchestratorError::Unavailable("no snapshot".to_string()))
+        .ok_or_else(|| OrchestratorError::Unavailable("no snapshot".into()))
     }
 }

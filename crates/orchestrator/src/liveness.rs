@@ -1,14 +1,19 @@
-//! The worker registry: heartbeats as soft state on the leader (DESIGN.md, "Live state stays
-//! small"). A worker silent for longer than the heartbeat timeout is declared lost, which is the
-//! only part that is committed (`Command::WorkerLost`). Cancels for a worker wait here too, for
-//! workers that learn them from their heartbeat reply.
+//! Worker liveness, one of the leader's duties: the worker registry keeps heartbeats as soft
+//! state on the leader (DESIGN.md, "Live state stays small"), and [`run_liveness`] declares
+//! lost a worker silent for longer than the heartbeat timeout, which is the only part that is
+//! committed (`Command::WorkerLost`). Cancels for a worker wait in the registry too, for workers
+//! that learn them from their heartbeat reply.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use distriqueue_core::{JobId, Millis, WorkerHeartbeat, WorkerId};
-use serde_json::{json, Value};
+use distriqueue_core::api::WorkerView;
+use distriqueue_core::{Command, JobId, Millis, WorkerHeartbeat, WorkerId};
+use distriqueue_util::clock;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::proposer::Proposer;
 
 struct Entry {
     heartbeat: WorkerHeartbeat,
@@ -34,11 +39,8 @@ impl Registry {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, Entry>> {
-        // Plain inserts and removes: a poisoned map is still consistent.
-        self.workers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<WorkerId, Entry>> {
+        self.workers.lock()
     }
 
     /// True when `heartbeat` comes from another instance than the last one heard under its
@@ -63,14 +65,14 @@ impl Registry {
             .or_insert_with(|| Entry {
                 heartbeat: heartbeat.clone(),
                 last_seen: Instant::now(),
-                last_seen_at: Millis::now(),
+                last_seen_at: clock::now(),
                 cancels: Vec::new(),
                 heard_from: true,
             });
         entry.heard_from = true;
         entry.heartbeat = heartbeat;
         entry.last_seen = Instant::now();
-        entry.last_seen_at = Millis::now();
+        entry.last_seen_at = clock::now();
         (std::mem::take(&mut entry.cancels), restarted)
     }
 
@@ -91,19 +93,19 @@ impl Registry {
                 instance: None,
             },
             last_seen: Instant::now(),
-            last_seen_at: Millis::now(),
+            last_seen_at: clock::now(),
             cancels: Vec::new(),
             heard_from: false,
         });
     }
 
-    /// Forgets a worker that is known to be gone (its leases were released by `WorkerLost`).
     /// Forgets every worker (a node starting to lead knows nothing from an earlier term of its
     /// own: it grants the lease holders a fresh grace and learns the rest from heartbeats).
     pub(crate) fn reset(&self) {
         self.lock().clear();
     }
 
+    /// Forgets a worker that is known to be gone (its leases were released by `WorkerLost`).
     pub(crate) fn forget(&self, worker_id: &WorkerId) {
         self.lock().remove(worker_id);
     }
@@ -130,26 +132,54 @@ impl Registry {
     }
 
     /// The workers as `GET /api/cluster/status` and `GET /api/metrics` show them, by id.
-    pub(crate) fn describe(&self) -> Vec<Value> {
+    pub(crate) fn describe(&self) -> Vec<WorkerView> {
         let workers = self.lock();
         let sorted: BTreeMap<&WorkerId, &Entry> = workers.iter().collect();
         sorted
             .into_iter()
             .map(|(worker_id, entry)| {
                 let beat = &entry.heartbeat;
-                json!({
-                    "workerId": worker_id,
-                    "workerType": beat.worker_type,
-                    "capacity": beat.capacity,
-                    "currentLoad": beat.current_load,
-                    "totalJobsProcessed": beat.total_jobs_processed,
-                    "successfulJobs": beat.successful_jobs,
-                    "failedJobs": beat.failed_jobs,
-                    "lastHeartbeat": entry.last_seen_at.to_iso(),
-                    "silentForMs": u64::try_from(entry.last_seen.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    "status": if entry.heard_from { "alive" } else { "awaiting first heartbeat" },
-                })
+                WorkerView {
+                    worker_id: worker_id.0.clone(),
+                    worker_type: beat.worker_type.clone(),
+                    capacity: beat.capacity,
+                    current_load: beat.current_load,
+                    total_jobs_processed: beat.total_jobs_processed,
+                    successful_jobs: beat.successful_jobs,
+                    failed_jobs: beat.failed_jobs,
+                    last_heartbeat: entry.last_seen_at.to_iso(),
+                    silent_for_ms: u64::try_from(entry.last_seen.elapsed().as_millis())
+                        .unwrap_or(u64::MAX),
+                    status: if entry.heard_from {
+                        "alive"
+                    } else {
+                        "awaiting first heartbeat"
+                    }
+                    .to_string(),
+                }
             })
             .collect()
+    }
+}
+
+/// Declares lost every worker silent for longer than the heartbeat timeout (checked a few times
+/// per timeout): commits `WorkerLost`, which fails and retries its running attempts. Runs until
+/// the proposer stops.
+pub(crate) async fn run_liveness(workers: Arc<Registry>, proposer: Proposer, timeout: Duration) {
+    let mut tick = tokio::time::interval(
+        (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+    );
+    loop {
+        tick.tick().await;
+        for worker_id in workers.take_lost() {
+            tracing::warn!(%worker_id, "worker silent past the heartbeat timeout: declared lost");
+            if proposer
+                .submit(Command::WorkerLost { worker_id })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
     }
 }

@@ -1,0 +1,414 @@
+//! The bodies of the orchestrator's HTTP API (CONTRACT.md "Orchestrator", and the routes
+//! DistriQueue's own gateways and workers use), defined once: the routes of
+//! `distriqueue-orchestrator` answer with these types and `distriqueue-client` reads them.
+//!
+//! Field names are the contract's (snake_case where the original used it, camelCase in the
+//! status routes); every body is JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::machine::{Refusal, Report};
+use crate::model::{JobId, JobStatus, WorkerId};
+use crate::request::{JobSpec, Violations};
+use crate::wire::JobResponse;
+
+/// The header of an answer that a follower forwarded from the leader: the leader's base URL,
+/// so DistriQueue's clients go there directly next time.
+pub const LEADER_HEADER: &str = "x-distriqueue-leader";
+
+/// The `status` of a `202` register answer.
+pub const ACCEPTED: &str = "accepted";
+/// The `status` of an applied status report.
+pub const UPDATED: &str = "updated";
+/// The `status` of a cancel answer.
+pub const CANCELLED: &str = "cancelled";
+/// The `status` of a retry answer.
+pub const QUEUED: &str = "queued";
+/// The `status` of a heartbeat answer.
+pub const ACKNOWLEDGED: &str = "acknowledged";
+/// The `status` of a membership change that added a node.
+pub const ADDED: &str = "added";
+/// The `status` of a membership change that removed a node.
+pub const REMOVED: &str = "removed";
+
+/// Every error answer of both HTTP servers (CONTRACT.md "Errors and access"): `{"error":
+/// message}`; for invalid input `{"error": "Validation failed", "violations": {field:
+/// message}}`; and, on the orchestrator, the state machine's [`Refusal`] when a command was
+/// refused, so DistriQueue's own clients tell a refusal (404, 409, 429) from a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// Each invalid field (a path such as `jobs[3].type`) with what is wrong with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Violations>,
+    /// The refusal, for programs; absent for other errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+}
+
+impl ErrorBody {
+    /// `{"error": message}`.
+    pub fn new(error: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: error.into(),
+            violations: None,
+            refusal: None,
+        }
+    }
+}
+
+/// `GET /api/health`: `{status: "UP", timestamp, node}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `UP` when the node answers.
+    pub status: String,
+    /// The node's clock, ISO-8601 UTC.
+    pub timestamp: String,
+    /// This node's id in the orchestrator cluster.
+    pub node: u64,
+}
+
+/// The answer to a register (`POST /api/jobs/register`, 202), and one item of a register
+/// batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    /// [`ACCEPTED`].
+    #[serde(default = "accepted")]
+    pub status: String,
+    /// The job's id: the registered one, or the first job's for a repeated idempotency key.
+    pub job_id: JobId,
+    /// The committed snapshot; `null` when the id (or idempotency key) names a job the
+    /// orchestrator holds only as a tombstone.
+    pub job: Option<JobResponse>,
+    /// False when the register was a repeat (of the id or of the idempotency key).
+    #[serde(default = "yes")]
+    pub created: bool,
+}
+
+fn accepted() -> String {
+    ACCEPTED.to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One job of a register batch: a gateway-minted id and the spec the gateway validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The job's id (register is idempotent by id).
+    pub id: JobId,
+    /// The validated job request.
+    pub spec: JobSpec,
+}
+
+/// `POST /api/jobs/register/batch` (DistriQueue's gateways): jobs committed together, one log
+/// entry under load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterBatch {
+    /// The registrations, answered in this order.
+    pub jobs: Vec<Registration>,
+}
+
+/// `POST /api/jobs/status/batch` (DistriQueue's native workers): reports committed together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportBatch {
+    /// The reports, answered in this order.
+    pub reports: Vec<Report>,
+}
+
+/// The answer to a batch route: one result per item, in the request's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchResults<T> {
+    /// Each item's answer or error.
+    pub results: Vec<ItemResult<T>>,
+}
+
+/// One item's answer in a batch: its error body (refused, or not committed) or its answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ItemResult<T> {
+    /// The item was refused (`refusal` set) or could not be committed (sent again, it may be).
+    Failed(ErrorBody),
+    /// The item's answer.
+    Done(T),
+}
+
+/// `{"status": "updated"}`: a status report was applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Updated {
+    /// [`UPDATED`].
+    pub status: String,
+}
+
+impl Updated {
+    /// The one answer to an applied report.
+    pub fn new() -> Updated {
+        Updated {
+            status: UPDATED.to_string(),
+        }
+    }
+}
+
+impl Default for Updated {
+    fn default() -> Updated {
+        Updated::new()
+    }
+}
+
+/// The answer to a cancel (`status` [`CANCELLED`]) or a retry (`status` [`QUEUED`]): the job's
+/// committed snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobChanged {
+    /// [`CANCELLED`] or [`QUEUED`].
+    pub status: String,
+    /// The snapshot after the change.
+    pub job: Option<JobResponse>,
+}
+
+/// `GET /api/jobs/snapshots` (gateways reconcile with it): every live job's snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshots {
+    /// The committed snapshot of each live (non-terminal) job.
+    pub jobs: Vec<JobResponse>,
+}
+
+/// `GET /api/jobs` on the orchestrator: the jobs it holds (live, and finished ones still held
+/// as tombstones).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveJobs {
+    /// The page of jobs.
+    pub jobs: Vec<LiveJob>,
+    /// How many jobs this page holds.
+    pub count: usize,
+}
+
+/// One job of [`LiveJobs`] (CONTRACT.md: `{id,type,status,priority,worker_id,result,
+/// created_at,started_at,completed_at,version}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveJob {
+    /// The job's id.
+    pub id: JobId,
+    /// The job type.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Its lifecycle state.
+    pub status: JobStatus,
+    /// Its priority as the original's number: 1, 5, 10 or 15.
+    pub priority: u8,
+    /// The worker holding (or that last held) its lease.
+    pub worker_id: Option<WorkerId>,
+    /// The result of a COMPLETED job (absent for a job held as a tombstone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// When it was registered, ISO-8601 UTC.
+    pub created_at: String,
+    /// When its current attempt started.
+    pub started_at: Option<String>,
+    /// When it finished.
+    pub completed_at: Option<String>,
+    /// The job's version (grows with every change).
+    pub version: u64,
+    /// Its current attempt number (0 before the first dispatch).
+    pub attempt: u32,
+}
+
+/// `POST /api/workers/heartbeat`'s answer: `{status: "acknowledged", cancel: [job ids]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    /// [`ACKNOWLEDGED`].
+    pub status: String,
+    /// The jobs this worker must stop (cancelled, or past their execution timeout).
+    #[serde(default)]
+    pub cancel: Vec<JobId>,
+}
+
+/// `POST /api/cluster/nodes`: the node to add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewNode {
+    /// The new node's id.
+    pub id: u64,
+    /// Its base URL as the other members reach it (`http://10.0.0.3:8081`).
+    pub url: String,
+}
+
+/// A member of the orchestrator cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's id.
+    pub id: u64,
+    /// Its base URL.
+    pub addr: String,
+}
+
+/// The answer to a membership change: `status` [`ADDED`] or [`REMOVED`] and the members now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChanged {
+    /// [`ADDED`] or [`REMOVED`].
+    pub status: String,
+    /// The members after the change.
+    pub members: Vec<Member>,
+}
+
+/// A node's Raft role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RaftRole {
+    /// It leads: it takes writes and runs the leader's duties.
+    Leader,
+    /// It follows a leader (and forwards writes to it).
+    Follower,
+    /// It is running for election.
+    Candidate,
+    /// It replicates the log without a vote (a node being added).
+    Learner,
+    /// It is shutting down.
+    Shutdown,
+}
+
+/// `GET /api/raft/status`: this node's Raft state, from openraft's metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftStatus {
+    /// This node's role.
+    pub role: RaftRole,
+    /// The current term.
+    pub term: u64,
+    /// The leader's node id, when one is known.
+    pub leader: Option<u64>,
+    /// The highest log index known committed (openraft 0.9 reports the applied index; every
+    /// committed entry is applied before a write is answered).
+    pub commit_index: Option<u64>,
+    /// On the leader: milliseconds since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+    /// The highest log index applied to the state machine.
+    pub last_applied: Option<u64>,
+    /// The highest log index stored.
+    pub last_log_index: Option<u64>,
+    /// The log index of the newest snapshot.
+    pub snapshot: Option<u64>,
+    /// The log index up to which the log is purged.
+    pub purged: Option<u64>,
+    /// Every member, with its reachability and, on the leader, its replication.
+    pub members: Vec<MemberStatus>,
+    /// This node's id.
+    pub node: u64,
+}
+
+/// One member in [`RaftStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// The node's id.
+    pub id: u64,
+    /// Its base URL.
+    pub addr: String,
+    /// Whether this node reached it just now (this node itself always is).
+    pub reachable: bool,
+    /// On the leader: the highest log index known replicated on it.
+    pub matched_index: Option<u64>,
+    /// On the leader: how many log entries it is behind.
+    pub replication_lag: Option<u64>,
+}
+
+/// `GET /api/cluster/status`: `{node, cluster, raft, timestamp}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub node: u64,
+    /// The workers heartbeating to this node.
+    pub cluster: WorkersSeen,
+    /// This node's Raft state.
+    pub raft: RaftStatus,
+    /// The node's clock, ISO-8601 UTC.
+    pub timestamp: String,
+}
+
+/// The workers a node knows from their heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkersSeen {
+    /// Each worker, by id.
+    pub workers: Vec<WorkerView>,
+    /// How many.
+    pub n_workers: usize,
+}
+
+/// A worker as the leader knows it from its heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerView {
+    /// Its id.
+    pub worker_id: String,
+    /// What it says it is (`distriqueue`, `python`, ...).
+    pub worker_type: String,
+    /// Its job slots.
+    pub capacity: u32,
+    /// Jobs it runs now.
+    pub current_load: u32,
+    /// Outcomes it reported since it started.
+    pub total_jobs_processed: u64,
+    /// Completed jobs since it started.
+    pub successful_jobs: u64,
+    /// Failed jobs since it started.
+    pub failed_jobs: u64,
+    /// When its last heartbeat arrived, ISO-8601 UTC.
+    pub last_heartbeat: String,
+    /// Milliseconds since then.
+    pub silent_for_ms: u64,
+    /// `alive`, or `awaiting first heartbeat` (a lease holder a new leader granted a grace).
+    pub status: String,
+}
+
+/// `GET /api/metrics`: live jobs by status, the waiting queue, workers and the event watermark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Jobs the orchestrator holds, by status (every status, 0 included).
+    pub jobs: BTreeMap<String, u64>,
+    /// The waiting queue.
+    pub queues: QueueMetrics,
+    /// The workers.
+    pub workers: WorkerMetrics,
+    /// The event log.
+    pub events: EventMetrics,
+    /// The node's clock, ISO-8601 UTC.
+    pub timestamp: String,
+}
+
+/// The waiting queue in [`Metrics`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueMetrics {
+    /// PENDING + QUEUED jobs.
+    pub waiting: u64,
+    /// The admission cap on them (429 past it); `null` for none.
+    pub max_queued: Option<u64>,
+}
+
+/// The workers in [`Metrics`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerMetrics {
+    /// Workers known.
+    pub count: usize,
+    /// Their job slots in all.
+    pub capacity: u64,
+    /// Jobs they run now.
+    pub current_load: u64,
+    /// Each worker.
+    pub list: Vec<WorkerView>,
+}
+
+/// The event log in [`Metrics`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMetrics {
+    /// The `seq` of the newest event.
+    pub last_seq: u64,
+    /// The committed watermark: events up to it are safe (stored or confirmed).
+    pub published_up_to: u64,
+}

@@ -1,0 +1,249 @@
+//! The operator's routes: health, Raft and cluster status, membership changes and metrics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::Json;
+use distriqueue_core::api::{
+    ClusterStatus, EventMetrics, Health, Member, MemberStatus, MembershipChanged, Metrics, NewNode,
+    QueueMetrics, RaftRole, RaftStatus, WorkerMetrics, WorkersSeen, ADDED, REMOVED,
+};
+use distriqueue_core::JobStatus;
+use distriqueue_util::clock;
+use openraft::{BasicNode, ChangeMembers, ServerState};
+
+use super::error::ApiError;
+use super::read_body;
+use crate::handle::OrchestratorHandle;
+
+/// How long a member's health route may take to answer the reachability probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// `GET /api/health`: `{status: "UP", timestamp, node}`.
+pub(crate) async fn health(State(handle): State<OrchestratorHandle>) -> Json<Health> {
+    Json(Health {
+        status: "UP".to_string(),
+        timestamp: clock::now().to_iso(),
+        node: handle.node_id(),
+    })
+}
+
+/// This node's Raft state: real values from openraft's metrics, each other member probed for
+/// reachability (its health route) at once.
+async fn raft_status(handle: &OrchestratorHandle) -> RaftStatus {
+    let metrics = handle.metrics();
+    let role = match metrics.state {
+        ServerState::Leader => RaftRole::Leader,
+        ServerState::Follower => RaftRole::Follower,
+        ServerState::Candidate => RaftRole::Candidate,
+        ServerState::Learner => RaftRole::Learner,
+        ServerState::Shutdown => RaftRole::Shutdown,
+    };
+    let last_log = metrics.last_log_index.unwrap_or(0);
+    let nodes: Vec<(u64, String)> = metrics
+        .membership_config
+        .nodes()
+        .map(|(id, node)| (*id, node.addr.clone()))
+        .collect();
+    let probes = futures::future::join_all(nodes.iter().map(|(id, addr)| {
+        let http = handle.http.clone();
+        let url = format!("{addr}/api/health");
+        let own = *id == handle.node_id();
+        async move {
+            own || http
+                .get(url)
+                .timeout(PROBE_TIMEOUT)
+                .send()
+                .await
+                .is_ok_and(|answer| answer.status().is_success())
+        }
+    }))
+    .await;
+    let members = nodes
+        .into_iter()
+        .zip(probes)
+        .map(|((id, addr), reachable)| {
+            // On the leader: how far each member's log matches, and how far behind it is.
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|replication| replication.get(&id))
+                .map(|matched| matched.map_or(0, |log_id| log_id.index));
+            MemberStatus {
+                id,
+                addr,
+                reachable,
+                matched_index: matched,
+                replication_lag: matched.map(|index| last_log.saturating_sub(index)),
+            }
+        })
+        .collect();
+    RaftStatus {
+        role,
+        term: metrics.current_term,
+        leader: metrics.current_leader,
+        // openraft 0.9 reports the applied index; on this node every committed entry is applied
+        // before it answers a write.
+        commit_index: metrics.last_applied.map(|log_id| log_id.index),
+        millis_since_quorum_ack: metrics.millis_since_quorum_ack,
+        last_applied: metrics.last_applied.map(|log_id| log_id.index),
+        last_log_index: metrics.last_log_index,
+        snapshot: metrics.snapshot.map(|log_id| log_id.index),
+        purged: metrics.purged.map(|log_id| log_id.index),
+        members,
+        node: handle.node_id(),
+    }
+}
+
+/// `GET /api/raft/status`.
+pub(crate) async fn raft(State(handle): State<OrchestratorHandle>) -> Json<RaftStatus> {
+    Json(raft_status(&handle).await)
+}
+
+/// `GET /api/cluster/status`: `{node, cluster, raft, timestamp}`, the cluster part listing the
+/// workers that heartbeat to this node.
+pub(crate) async fn cluster(State(handle): State<OrchestratorHandle>) -> Json<ClusterStatus> {
+    let workers = handle.describe_workers();
+    Json(ClusterStatus {
+        node: handle.node_id(),
+        cluster: WorkersSeen {
+            n_workers: workers.len(),
+            workers,
+        },
+        raft: raft_status(&handle).await,
+        timestamp: clock::now().to_iso(),
+    })
+}
+
+/// `POST /api/cluster/nodes` `{id, url}` (issue 5, item 2; `distriqueue cluster add-node`):
+/// adds a node as a learner, waits until it has caught up, then makes it a voter. The node
+/// must be running, started with `--node-id` and `--peers` that do not name itself (so it
+/// waits to be added instead of initializing a cluster of its own). 200 `{status:"added",
+/// members}`; 400 for a bad body; 503 when the change cannot commit.
+pub(crate) async fn add_node(
+    State(handle): State<OrchestratorHandle>,
+    body: Result<Json<NewNode>, JsonRejection>,
+) -> Result<Json<MembershipChanged>, ApiError> {
+    let NewNode { id, url } = read_body(
+        body,
+        "the body must be {\"id\": <node id>, \"url\": \"http://...\"}",
+    )?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ApiError::BadRequest(format!(
+            "{url:?} is not an http:// URL"
+        )));
+    }
+    let node = BasicNode {
+        addr: url.trim_end_matches('/').to_string(),
+    };
+    handle
+        .raft
+        .add_learner(id, node, true)
+        .await
+        .map_err(membership_error(format!("add node {id} as a learner")))?;
+    handle
+        .raft
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await
+        .map_err(membership_error(format!("make node {id} a voter")))?;
+    Ok(Json(MembershipChanged {
+        status: ADDED.to_string(),
+        members: members(&handle),
+    }))
+}
+
+/// `DELETE /api/cluster/nodes/{id}` (`distriqueue cluster remove-node`): removes a node from
+/// the membership (it stops taking part; stop its process afterwards). 200 `{status:"removed",
+/// members}`; 404 for a node that is not a member; 503 when the change cannot commit.
+pub(crate) async fn remove_node(
+    State(handle): State<OrchestratorHandle>,
+    Path(id): Path<String>,
+) -> Result<Json<MembershipChanged>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("No node {id}"));
+    let node_id: u64 = id.parse().map_err(|_| not_found())?;
+    if !members(&handle).iter().any(|member| member.id == node_id) {
+        return Err(not_found());
+    }
+    handle
+        .raft
+        .change_membership(
+            ChangeMembers::RemoveVoters(BTreeSet::from([node_id])),
+            false,
+        )
+        .await
+        .map_err(membership_error(format!("remove node {node_id}")))?;
+    Ok(Json(MembershipChanged {
+        status: REMOVED.to_string(),
+        members: members(&handle),
+    }))
+}
+
+/// The 503 of a membership change (`what`) that could not commit.
+fn membership_error<E: std::error::Error + Send + Sync + 'static>(
+    what: String,
+) -> impl FnOnce(E) -> ApiError {
+    move |source| ApiError::Membership {
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// The membership.
+fn members(handle: &OrchestratorHandle) -> Vec<Member> {
+    handle
+        .metrics()
+        .membership_config
+        .nodes()
+        .map(|(id, node)| Member {
+            id: *id,
+            addr: node.addr.clone(),
+        })
+        .collect()
+}
+
+/// `GET /api/metrics`: live jobs by status, the waiting queue, workers, and the event watermark.
+pub(crate) async fn metrics(State(handle): State<OrchestratorHandle>) -> Json<Metrics> {
+    let (jobs, waiting, last_seq, published_up_to) = handle.read(|state| {
+        let mut jobs: BTreeMap<String, u64> = JobStatus::ALL
+            .iter()
+            .map(|status| (status.as_str().to_string(), 0))
+            .collect();
+        for status in state
+            .jobs()
+            .map(|job| job.status)
+            .chain(state.tombstones().map(|job| job.status))
+        {
+            *jobs.entry(status.as_str().to_string()).or_default() += 1;
+        }
+        (
+            jobs,
+            state.n_waiting(),
+            state.last_seq(),
+            state.published_upto(),
+        )
+    });
+    let list = handle.describe_workers();
+    Json(Metrics {
+        jobs,
+        queues: QueueMetrics {
+            waiting,
+            max_queued: handle.max_queued(),
+        },
+        workers: WorkerMetrics {
+            count: list.len(),
+            capacity: list.iter().map(|worker| u64::from(worker.capacity)).sum(),
+            current_load: list
+                .iter()
+                .map(|worker| u64::from(worker.current_load))
+                .sum(),
+            list,
+        },
+        events: EventMetrics {
+            last_seq,
+            published_up_to,
+        },
+        timestamp: clock::now().to_iso(),
+    })
+}

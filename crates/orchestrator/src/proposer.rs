@@ -1,0 +1,91 @@
+//! The proposer: submitted commands in, log entries out. Whatever waits (up to `max_batch`
+//! commands) becomes one entry, stamped with the leader's time, never earlier than any committed
+//! entry's, and a fresh random seed (the state machine's only source of randomness). One entry
+//! is in flight at a time: while it commits, the next one gathers every command that arrives
+//! (group commit), which beats more, smaller entries because the log store writes one entry
+//! batch per fsync. It runs on every node; a follower's answer is "not the leader".
+
+use std::sync::Arc;
+
+use distriqueue_core::{Batch, Command, Outcome, State};
+use distriqueue_util::{clock, Batcher};
+use openraft::error::{ClientWriteError, Fatal, RaftError};
+use openraft::{BasicNode, Raft};
+
+use crate::raft::{NodeId, TypeConfig};
+use crate::state_machine::StateMachineStore;
+
+/// The proposer's handle: [`Batcher::call`] commits a command and answers its outcome,
+/// [`Batcher::submit`] commits it without waiting (timers, liveness).
+pub(crate) type Proposer = Batcher<Command, Result<Outcome, SubmitError>>;
+
+/// Commands waiting for an entry at most; past it, submitters wait for room.
+const WAITING_COMMANDS: usize = 16 * 1024;
+
+/// Why a command got no outcome. The proposer answers only after the entry committed or
+/// failed, so a command answered with an error was not applied, unless raft failed after
+/// replicating it (then a repeat is harmless: every command is idempotent or fenced).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    /// The node is shutting down.
+    #[error("the orchestrator is shutting down")]
+    ShuttingDown,
+    /// This node does not lead; `leader` is the one it knows of.
+    #[error("this node is not the leader (the leader is node {})", leader.map_or_else(|| "unknown".to_string(), |id| id.to_string()))]
+    NotLeader {
+        /// The leader's node id, when known.
+        leader: Option<NodeId>,
+    },
+    /// Raft could not commit the entry.
+    #[error("the log entry was not committed")]
+    Raft(#[source] Arc<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>),
+    /// This node leads but cannot reach a majority of the cluster.
+    #[error("this node has lost contact with the majority of the cluster")]
+    NoQuorum,
+}
+
+impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for SubmitError {
+    fn from(error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> SubmitError {
+        match &error {
+            RaftError::Fatal(Fatal::Stopped) => SubmitError::ShuttingDown,
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                SubmitError::NotLeader {
+                    leader: forward.leader_id,
+                }
+            }
+            _ => SubmitError::Raft(Arc::new(error)),
+        }
+    }
+}
+
+/// Starts the proposer of `raft`; entries hold up to `max_batch` commands.
+pub(crate) fn start(
+    raft: Raft<TypeConfig>,
+    max_batch: usize,
+    state_machine: StateMachineStore,
+) -> Proposer {
+    // Leader time never goes backwards, also across restarts, leader changes and clock steps.
+    let mut last_now = state_machine.read(State::leader_time);
+    Batcher::start(
+        max_batch,
+        WAITING_COMMANDS,
+        move |commands: Vec<Command>| {
+            last_now = last_now
+                .max(clock::now())
+                .max(state_machine.read(State::leader_time));
+            let n_commands = commands.len();
+            let batch = Batch {
+                seed: clock::random_u64(),
+                now: last_now,
+                commands,
+            };
+            let raft = raft.clone();
+            async move {
+                match raft.client_write(batch).await {
+                    Ok(response) => response.data.into_iter().map(Ok).collect(),
+                    Err(error) => vec![Err(SubmitError::from(error)); n_commands],
+                }
+            }
+        },
+    )
+}

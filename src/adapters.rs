@@ -1,0 +1,232 @@
+//! The traits the roles define, implemented for a role in this process or elsewhere: the
+//! gateway's [`distriqueue_gateway::Orchestrator`] and the worker's [`Reporter`], each over the
+//! in-process [`OrchestratorHandle`] or over HTTP ([`OrchestratorClient`], with registers and
+//! reports gathered into batches).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use distriqueue_client::{CallError, OrchestratorClient};
+use distriqueue_core::api::{
+    RegisterBatch, Registered as RegisterAnswer, Registration, ReportBatch,
+};
+use distriqueue_core::machine::Applied;
+use distriqueue_core::request::JobSpec;
+use distriqueue_core::{Command, JobId, JobResponse, Report, WorkerHeartbeat};
+use distriqueue_gateway::{OrchestratorError, Registered};
+use distriqueue_orchestrator::{OrchestratorHandle, SubmitError};
+use distriqueue_util::Batcher;
+use distriqueue_worker::{ReportError, Reporter};
+
+/// How long the gateway keeps trying to reach an orchestrator for one request before it
+/// answers 503 (a register is retried with the same id all along: it is idempotent by id).
+pub const GATEWAY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long one worker call tries the orchestrators before the worker's own retry loop takes
+/// over.
+pub const WORKER_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Most registers or reports in one request.
+const BATCH: usize = 512;
+
+/// Registers or reports waiting for a request at most.
+const WAITING: usize = 16 * 1024;
+
+/// Pause before a register that could not commit is sent again.
+const REGISTER_AGAIN: Duration = Duration::from_millis(100);
+
+/// The in-process orchestrator, for a gateway or a worker in the same process.
+pub struct Local(pub OrchestratorHandle);
+
+fn unavailable(error: SubmitError) -> OrchestratorError {
+    OrchestratorError::Unavailable(Box::new(error))
+}
+
+/// The snapshot a cancel or retry answers with.
+fn snapshot(applied: Applied, what: &str) -> Result<JobResponse, OrchestratorError> {
+    applied.job.map(|job| *job).ok_or_else(|| {
+        OrchestratorError::Unavailable(format!("{what} answered no snapshot").into())
+    })
+}
+
+#[async_trait]
+impl distriqueue_gateway::Orchestrator for Local {
+    async fn register(&self, id: JobId, spec: JobSpec) -> Result<Registered, OrchestratorError> {
+        let Applied {
+            job,
+            created,
+            job_id,
+        } = self.0.register(id, spec).await.map_err(unavailable)??;
+        Ok(Registered {
+            job_id: job_id.unwrap_or(id),
+            job: job.map(|job| *job),
+            created,
+        })
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<JobResponse, OrchestratorError> {
+        let applied = self
+            .0
+            .submit(Command::Cancel { id })
+            .await
+            .map_err(unavailable)??;
+        snapshot(applied, "cancel")
+    }
+
+    async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError> {
+        let applied = self.0.retry(stored).await.map_err(unavailable)??;
+        snapshot(applied, "retry")
+    }
+
+    async fn live_snapshots(&self) -> Result<Vec<JobResponse>, OrchestratorError> {
+        Ok(self.0.live_snapshots())
+    }
+}
+
+#[async_trait]
+impl Reporter for Local {
+    async fn report(&self, report: Report) -> Result<(), ReportError> {
+        match self.0.submit(Command::Report(report)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(refusal)) => Err(ReportError::Refused(refusal)),
+            Err(error) => Err(ReportError::Unavailable(Arc::new(error))),
+        }
+    }
+
+    async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {
+        self.0
+            .heartbeat(heartbeat)
+            .await
+            .map_err(|error| ReportError::Unavailable(Arc::new(error)))
+    }
+}
+
+/// One answer per item: each item's own, or the batch's error for all of them.
+fn per_item<A, E: Clone>(answers: Result<Vec<A>, E>, n: usize) -> Vec<Result<A, E>> {
+    match answers {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(error) => (0..n).map(|_| Err(error.clone())).collect(),
+    }
+}
+
+/// Orchestrators elsewhere, over HTTP: the gateway's registers and the worker's reports travel
+/// in batches (one request, and one log entry, for whatever waits).
+pub struct Remote {
+    client: Arc<OrchestratorClient>,
+    registers: Batcher<Registration, Result<RegisterAnswer, CallError>>,
+    reports: Batcher<Report, Result<(), ReportError>>,
+}
+
+impl Remote {
+    /// Batches over `client`. Must be called within a Tokio runtime.
+    pub fn new(client: OrchestratorClient) -> Remote {
+        let client = Arc::new(client);
+        let register_client = Arc::clone(&client);
+        let registers = Batcher::start(BATCH, WAITING, move |jobs: Vec<Registration>| {
+            let client = Arc::clone(&register_client);
+            async move {
+                let n = jobs.len();
+                let answers = client.register_batch(&RegisterBatch { jobs }).await;
+                per_item(answers, n)
+                    .into_iter()
+                    .map(|answer| answer.and_then(|answer| answer))
+                    .collect()
+            }
+        });
+        let report_client = Arc::clone(&client);
+        let reports = Batcher::start(BATCH, WAITING, move |reports: Vec<Report>| {
+            let client = Arc::clone(&report_client);
+            async move {
+                let n = reports.len();
+                let answers = client
+                    .report_batch(&ReportBatch { reports })
+                    .await
+                    .map_err(|error| ReportError::Unavailable(Arc::new(error)));
+                per_item(answers, n)
+                    .into_iter()
+                    .map(|answer| answer.and_then(|answer| answer.map_err(ReportError::Refused)))
+                    .collect()
+            }
+        });
+        Remote {
+            client,
+            registers,
+            reports,
+        }
+    }
+}
+
+fn orchestrator_error(error: CallError) -> OrchestratorError {
+    match error {
+        CallError::Refused(refusal) => OrchestratorError::Refused(refusal),
+        other => OrchestratorError::Unavailable(Box::new(other)),
+    }
+}
+
+#[async_trait]
+impl distriqueue_gateway::Orchestrator for Remote {
+    async fn register(&self, id: JobId, spec: JobSpec) -> Result<Registered, OrchestratorError> {
+        // Register is idempotent by id: one that could not commit (a leader change mid-batch)
+        // goes again with the same id until the gateway's patience runs out, never as a new job.
+        let deadline = tokio::time::Instant::now() + GATEWAY_PATIENCE;
+        let answer = loop {
+            let registration = Registration {
+                id,
+                spec: spec.clone(),
+            };
+            let answer = self
+                .registers
+                .call(registration)
+                .await
+                .map_err(|stopped| OrchestratorError::Unavailable(Box::new(stopped)))?;
+            match answer {
+                Err(CallError::NotCommitted(reason)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%id, %reason, "register not committed; sending it again");
+                    tokio::time::sleep(REGISTER_AGAIN).await;
+                }
+                other => break other.map_err(orchestrator_error)?,
+            }
+        };
+        Ok(Registered {
+            job_id: answer.job_id,
+            job: answer.job,
+            created: answer.created,
+        })
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<JobResponse, OrchestratorError> {
+        self.client.cancel(id).await.map_err(orchestrator_error)
+    }
+
+    async fn retry(&self, stored: &JobResponse) -> Result<JobResponse, OrchestratorError> {
+        self.client.retry(stored).await.map_err(orchestrator_error)
+    }
+
+    async fn live_snapshots(&self) -> Result<Vec<JobResponse>, OrchestratorError> {
+        self.client
+            .live_snapshots()
+            .await
+            .map_err(orchestrator_error)
+    }
+}
+
+#[async_trait]
+impl Reporter for Remote {
+    async fn report(&self, report: Report) -> Result<(), ReportError> {
+        self.reports
+            .call(report)
+            .await
+            .unwrap_or_else(|stopped| Err(ReportError::Unavailable(Arc::new(stopped))))
+    }
+
+    async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, ReportError> {
+        self.client
+            .heartbeat(&heartbeat)
+            .await
+            .map_err(|error| match error {
+                CallError::Refused(refusal) => ReportError::Refused(refusal),
+                other => ReportError::Unavailable(Arc::new(other)),
+            })
+    }
+}

@@ -1,0 +1,588 @@
+//! DistriQueue's configuration: one [`Config`] with a section per role (`[gateway]`,
+//! `[orchestrator]`, `[worker]`, `[client]`) and a few process-wide keys, built in layers
+//! (DESIGN.md "Configuration"): defaults, then a TOML file (`--config FILE` or `DQ_CONFIG`),
+//! then environment variables (`DQ_*`, and for `distriqueue worker` the original workers'
+//! `RABBITMQ_*`, `ORCHESTRATOR_URL`, `STATUS_UPDATE_URL`, `WORKER_ID`, `WORKER_CAPACITY`), then
+//! flags. An unknown key or a value of the wrong type is an error that names the key and where
+//! it came from.
+//!
+//! Each setting is declared once, below: its type, default, environment variable, flag on each
+//! subcommand and doc. The struct fields, the flags (`flags`), the layers (`load`), the
+//! listing of `distriqueue config` and the example file (`render`) are all made from that one
+//! declaration. Defaults of the roles' own knobs come from the role crates' `Default`.
+
+mod flags;
+mod load;
+mod render;
+mod setting;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use distriqueue_core::machine::Jitter;
+use distriqueue_core::RetryPolicy;
+use distriqueue_gateway::GatewayConfig;
+use distriqueue_orchestrator::OrchestratorConfig;
+use serde::{Deserialize, Serialize};
+
+pub use self::flags::{
+    ClientFlags, ClusterFlags, GatewayFlags, OrchestratorFlags, RunFlags, ServeFlags, SettingFlags,
+    WorkerFlags,
+};
+pub use self::load::{load, ConfigError, Loaded, Sources};
+pub use self::render::{effective, example_file};
+use self::setting::parse_value;
+pub use self::setting::{redact_url, Cmd, FromText, Redact, Setting};
+
+/// Declares the settings: [`Config`] and its sections (with `Default`), and [`SETTINGS`].
+macro_rules! settings {
+    (
+        $(#[doc = $config_doc:literal])*
+        top {
+            $(
+                $(#[doc = $doc:literal])*
+                $field:ident: $ty:ty = $default:expr;
+                    env [$($env:literal),*] flags [$($cmd:ident $flag:literal),*] redact $redact:ident;
+            )*
+        }
+        $(
+            $(#[doc = $section_doc:literal])*
+            [$section:ident] $Section:ident {
+                $(
+                    $(#[doc = $sdoc:literal])*
+                    $sfield:ident: $sty:ty = $sdefault:expr;
+                        env [$($senv:literal),*] flags [$($scmd:ident $sflag:literal),*] redact $sredact:ident;
+                )*
+            }
+        )*
+    ) => {
+        $(#[doc = $config_doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+            $( $(#[doc = $section_doc])* pub $section: $Section, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Config {
+                Config {
+                    $( $field: $default, )*
+                    $( $section: $Section::default(), )*
+                }
+            }
+        }
+
+        $(
+            $(#[doc = $section_doc])*
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            #[serde(deny_unknown_fields, default)]
+            pub struct $Section {
+                $( $(#[doc = $sdoc])* pub $sfield: $sty, )*
+            }
+
+            impl Default for $Section {
+                fn default() -> $Section {
+                    $Section { $( $sfield: $sdefault, )* }
+                }
+            }
+        )*
+
+        /// Every setting, in the order of the file: the one table the flags, the layers, the
+        /// listing and the example file are made from.
+        pub static SETTINGS: &[Setting] = &[
+            $(
+                Setting {
+                    section: "",
+                    key: stringify!($field),
+                    path: stringify!($field),
+                    doc: concat!($($doc, "\n"),*),
+                    env: &[$($env),*],
+                    flags: &[$((Cmd::$cmd, $flag)),*],
+                    redact: Redact::$redact,
+                    list: <$ty as FromText>::LIST,
+                    parse: parse_value::<$ty>,
+                    kind: <$ty as FromText>::KIND,
+                },
+            )*
+            $($(
+                Setting {
+                    section: stringify!($section),
+                    key: stringify!($sfield),
+                    path: concat!(stringify!($section), ".", stringify!($sfield)),
+                    doc: concat!($($sdoc, "\n"),*),
+                    env: &[$($senv),*],
+                    flags: &[$((Cmd::$scmd, $sflag)),*],
+                    redact: Redact::$sredact,
+                    list: <$sty as FromText>::LIST,
+                    parse: parse_value::<$sty>,
+                    kind: <$sty as FromText>::KIND,
+                },
+            )*)*
+        ];
+    };
+}
+
+settings! {
+    /// The whole configuration of a `distriqueue` process: the process-wide keys and one
+    /// section per role. `Config::default()` is what `distriqueue serve` runs with.
+    top {
+        /// The roles this process runs, for `distriqueue run` (`gateway`, `orchestrator`,
+        /// `worker`); the other subcommands fix their own: `serve` runs all three, `gateway`,
+        /// `orchestrator` and `worker` one each.
+        roles: Vec<Role> = Role::ALL.to_vec();
+            env ["DQ_ROLES"] flags [Run "roles"] redact No;
+        /// Where this process keeps its data: the orchestrator's Raft log and snapshots in
+        /// `<data_dir>/orchestrator`, and the gateway's SQLite read model in
+        /// `<data_dir>/readmodel.db` unless `gateway.database` names another.
+        data_dir: PathBuf = PathBuf::from("./data");
+            env ["DQ_DATA_DIR"]
+            flags [Serve "data-dir", Run "data-dir", Gateway "data-dir", Orchestrator "data-dir"]
+            redact No;
+        /// RabbitMQ's AMQP URL (`amqp://user:password@host:5672/%2f`). Unset: a process that
+        /// runs every role carries jobs, cancels and events in process (no outside worker can
+        /// join); any other uses `amqp://guest:guest@127.0.0.1:5672/%2f`.
+        amqp: Option<String> = None;
+            env ["DQ_AMQP_URL"]
+            flags [Serve "amqp", Run "amqp", Gateway "amqp", Orchestrator "amqp", Worker "amqp"]
+            redact UrlPassword;
+    }
+
+    /// The gateway: the public REST API, SSE and the read model.
+    [gateway] GatewaySettings {
+        /// Where the public REST API listens; port 0 picks a free port.
+        addr: SocketAddr = GatewayConfig::default().addr;
+            env ["DQ_GATEWAY_ADDR"]
+            flags [Serve "gateway-addr", Run "gateway-addr", Gateway "addr"]
+            redact No;
+        /// The read model: `postgres://user:password@host/database` or `sqlite://FILE`. Unset:
+        /// `sqlite://<data_dir>/readmodel.db`.
+        database: Option<String> = None;
+            env ["DQ_DATABASE_URL"]
+            flags [Serve "database", Run "database", Gateway "database"]
+            redact UrlPassword;
+        /// Largest accepted request body, in bytes (413 past it).
+        max_body_bytes: usize = GatewayConfig::default().body_limit_bytes;
+            env ["DQ_MAX_BODY_BYTES"]
+            flags [Serve "max-body-bytes", Run "max-body-bytes", Gateway "max-body-bytes"]
+            redact No;
+        /// Seconds between two reconciliations of the read model with the orchestrator's live
+        /// jobs (also once at start).
+        reconcile_every: u64 = GatewayConfig::default().reconcile_every.as_secs();
+            env ["DQ_RECONCILE_EVERY"]
+            flags [Serve "reconcile-every", Run "reconcile-every", Gateway "reconcile-every"]
+            redact No;
+        /// Seconds between two keep-alive comments on an open SSE stream.
+        sse_keep_alive: u64 = GatewayConfig::default().sse_keep_alive.as_secs();
+            env ["DQ_SSE_KEEP_ALIVE"]
+            flags [Serve "sse-keep-alive", Run "sse-keep-alive", Gateway "sse-keep-alive"]
+            redact No;
+    }
+
+    /// The orchestrator: the lifecycle owner, a node of a Raft cluster.
+    [orchestrator] OrchestratorSettings {
+        /// Where the orchestrator API (and the Raft RPCs) listen; port 0 picks a free port.
+        addr: SocketAddr = OrchestratorConfig::default().addr;
+            env ["DQ_ORCHESTRATOR_ADDR"]
+            flags [Serve "orchestrator-addr", Run "orchestrator-addr", Orchestrator "addr"]
+            redact No;
+        /// This node's id in the orchestrator cluster.
+        node_id: u64 = OrchestratorConfig::default().node_id;
+            env ["DQ_NODE_ID"] flags [Run "node-id", Orchestrator "node-id"] redact No;
+        /// The cluster's members, this node included, as `ID=URL` items
+        /// (`1=http://10.0.0.1:8081,2=http://10.0.0.2:8081,3=http://10.0.0.3:8081`). Empty: a
+        /// one-node cluster. The cluster initializes once, whichever node starts first.
+        peers: Vec<Peer> = Vec::new();
+            env ["DQ_PEERS"] flags [Run "peers", Orchestrator "peers"] redact No;
+        /// Log entries between two snapshots; the log before a snapshot is purged (all but the
+        /// last 500 entries), so disk and memory stay bounded.
+        snapshot_every: u64 = OrchestratorConfig::default().snapshot_every;
+            env ["DQ_SNAPSHOT_EVERY"]
+            flags [Serve "snapshot-every", Run "snapshot-every", Orchestrator "snapshot-every"]
+            redact No;
+        /// Seconds a QUEUED attempt may wait unstarted before it is published again.
+        dispatch_timeout: u64 = OrchestratorConfig::default().dispatch_timeout.as_secs();
+            env ["DQ_DISPATCH_TIMEOUT"]
+            flags [Serve "dispatch-timeout", Run "dispatch-timeout", Orchestrator "dispatch-timeout"]
+            redact No;
+        /// Most jobs waiting to run, PENDING + QUEUED (429 past it).
+        max_queued_jobs: u64 = OrchestratorConfig::default().max_queued.unwrap_or(u64::MAX);
+            env ["DQ_MAX_QUEUED_JOBS"]
+            flags [Serve "max-queued-jobs", Run "max-queued-jobs", Orchestrator "max-queued-jobs"]
+            redact No;
+        /// Backoff before the first retry, in milliseconds; it doubles with each retry (a job's
+        /// `retryBackoffMs` overrides it).
+        retry_backoff_base_ms: u64 = RetryPolicy::default().base_ms;
+            env ["DQ_RETRY_BACKOFF_BASE_MS"]
+            flags [
+                Serve "retry-backoff-base-ms",
+                Run "retry-backoff-base-ms",
+                Orchestrator "retry-backoff-base-ms"
+            ]
+            redact No;
+        /// Longest backoff between two attempts, in milliseconds.
+        retry_backoff_max_ms: u64 = RetryPolicy::default().max_ms;
+            env ["DQ_RETRY_BACKOFF_MAX_MS"]
+            flags [
+                Serve "retry-backoff-max-ms",
+                Run "retry-backoff-max-ms",
+                Orchestrator "retry-backoff-max-ms"
+            ]
+            redact No;
+        /// Backoff jitter: `full` (a uniform draw up to the backoff) or `none`.
+        retry_jitter: RetryJitter = RetryJitter::from(RetryPolicy::default().jitter);
+            env ["DQ_RETRY_JITTER"]
+            flags [Serve "retry-jitter", Run "retry-jitter", Orchestrator "retry-jitter"]
+            redact No;
+        /// Seconds a worker may stay silent before it is declared lost and its running
+        /// attempts are retried elsewhere. Workers heartbeat six times per timeout and stop
+        /// their handlers when cut off for longer than most of it, so give them the same value.
+        heartbeat_timeout: u64 = OrchestratorConfig::default().heartbeat_timeout.as_secs();
+            env ["DQ_HEARTBEAT_TIMEOUT"]
+            flags [
+                Serve "heartbeat-timeout",
+                Run "heartbeat-timeout",
+                Orchestrator "heartbeat-timeout",
+                Worker "heartbeat-timeout"
+            ]
+            redact No;
+    }
+
+    /// The worker: job slots that run handlers.
+    [worker] WorkerSettings {
+        /// Job slots: how many handlers run at once. Unset: 4 per CPU (`distriqueue worker`
+        /// also reads `WORKER_CAPACITY`).
+        concurrency: Option<usize> = None;
+            env ["DQ_CONCURRENCY"]
+            flags [Serve "concurrency", Run "concurrency", Worker "concurrency"]
+            redact No;
+        /// This worker's id. Unset: `worker-<host>-<pid>` (`distriqueue worker` also reads
+        /// `WORKER_ID`), or, in a process that also runs the orchestrator, a fresh id per start.
+        worker_id: Option<String> = None;
+            env ["DQ_WORKER_ID"]
+            flags [Serve "worker-id", Run "worker-id", Worker "worker-id"]
+            redact No;
+        /// Testing aid: append a JSON line per handler start and finish to this file.
+        ledger: Option<PathBuf> = None;
+            env ["DQ_LEDGER"] flags [Serve "ledger", Run "ledger", Worker "ledger"] redact No;
+        /// Seconds running jobs may take to finish after Ctrl-C or SIGTERM.
+        shutdown_grace: u64 = 30;
+            env ["DQ_SHUTDOWN_GRACE"]
+            flags [Serve "shutdown-grace", Run "shutdown-grace", Worker "shutdown-grace"]
+            redact No;
+    }
+
+    /// How this process reaches the other roles: the gateway (client verbs) and the
+    /// orchestrators (gateways, workers, `distriqueue cluster`).
+    [client] ClientSettings {
+        /// The gateway the client verbs talk to.
+        server: String = "http://127.0.0.1:8082".to_string();
+            env ["DQ_SERVER"] flags [Client "server"] redact UrlPassword;
+        /// The orchestrators' base URLs (any node of the cluster: writes go to the leader);
+        /// gateways and workers fail over between them. `distriqueue worker` also reads
+        /// `ORCHESTRATOR_URL` and `STATUS_UPDATE_URL`.
+        orchestrator: Vec<String> = vec!["http://127.0.0.1:8081".to_string()];
+            env ["DQ_ORCHESTRATOR_URL"]
+            flags [
+                Run "orchestrator",
+                Gateway "orchestrator",
+                Worker "orchestrator",
+                Cluster "orchestrator"
+            ]
+            redact UrlPassword;
+    }
+}
+
+/// A role a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The REST API, SSE and the read model.
+    Gateway,
+    /// The lifecycle owner.
+    Orchestrator,
+    /// Job slots running handlers.
+    Worker,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::Gateway, Role::Orchestrator, Role::Worker];
+
+    /// The role's name (`gateway`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::Orchestrator => "orchestrator",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromText for Role {
+    const KIND: &'static str = "a role: gateway, orchestrator or worker";
+
+    fn from_text(text: &str) -> Result<Role, String> {
+        let text = text.trim();
+        Role::ALL
+            .into_iter()
+            .find(|role| role.name().eq_ignore_ascii_case(text))
+            .ok_or_else(|| format!("{text:?} is not a role: gateway, orchestrator or worker"))
+    }
+}
+
+/// Backoff jitter as the settings spell it: `full` or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryJitter {
+    /// A uniform draw from 0 to the backoff.
+    Full,
+    /// The backoff exactly.
+    None,
+}
+
+impl From<Jitter> for RetryJitter {
+    fn from(jitter: Jitter) -> RetryJitter {
+        match jitter {
+            Jitter::Full => RetryJitter::Full,
+            Jitter::None => RetryJitter::None,
+        }
+    }
+}
+
+impl From<RetryJitter> for Jitter {
+    fn from(jitter: RetryJitter) -> Jitter {
+        match jitter {
+            RetryJitter::Full => Jitter::Full,
+            RetryJitter::None => Jitter::None,
+        }
+    }
+}
+
+impl FromText for RetryJitter {
+    const KIND: &'static str = "full or none";
+
+    fn from_text(text: &str) -> Result<RetryJitter, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(RetryJitter::Full),
+            "none" => Ok(RetryJitter::None),
+            _ => Err(format!("{text:?} is not full or none")),
+        }
+    }
+}
+
+/// One member of `orchestrator.peers`: a node id and its base URL, written `ID=URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The node's id.
+    pub id: u64,
+    /// Its base URL (`http://10.0.0.2:8081`), without a trailing slash.
+    pub url: String,
+}
+
+impl FromStr for Peer {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Peer, String> {
+        let (id, url) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not ID=URL"))?;
+        let id = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("node id {id:?} is not a number"))?;
+        let url = url.trim().trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("{url:?} is not an http:// URL"));
+        }
+        Ok(Peer {
+            id,
+            url: url.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.id, self.url)
+    }
+}
+
+impl Serialize for Peer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Peer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Peer, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl FromText for Peer {
+    const KIND: &'static str = "ID=URL";
+
+    fn from_text(text: &str) -> Result<Peer, String> {
+        text.parse()
+    }
+}
+
+/// The default RabbitMQ URL of a process that does not run every role.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+impl Config {
+    /// True when this process runs `role`.
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The RabbitMQ URL to use, or `None` for the in-process broker: only a process running
+    /// every role without `amqp` set carries messages in process.
+    pub fn amqp_url(&self) -> Option<String> {
+        match &self.amqp {
+            Some(url) => Some(url.clone()),
+            None if Role::ALL.iter().all(|role| self.runs(*role)) => None,
+            None => Some(DEFAULT_AMQP_URL.to_string()),
+        }
+    }
+
+    /// The read model's URL: `gateway.database`, or the SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.gateway
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("readmodel.db").display()))
+    }
+
+    /// The orchestrator's settings as its crate takes them; its data lives in
+    /// `<data_dir>/orchestrator`.
+    pub fn orchestrator_config(&self) -> OrchestratorConfig {
+        let settings = &self.orchestrator;
+        OrchestratorConfig {
+            addr: settings.addr,
+            data_dir: self.data_dir.join("orchestrator"),
+            node_id: settings.node_id,
+            max_queued: Some(settings.max_queued_jobs),
+            retry_policy: RetryPolicy {
+                base_ms: settings.retry_backoff_base_ms,
+                max_ms: settings
+                    .retry_backoff_max_ms
+                    .max(settings.retry_backoff_base_ms),
+                jitter: settings.retry_jitter.into(),
+            },
+            heartbeat_timeout: self.heartbeat_timeout(),
+            snapshot_every: settings.snapshot_every,
+            dispatch_timeout: Duration::from_secs(settings.dispatch_timeout),
+            peers: settings
+                .peers
+                .iter()
+                .map(|peer| (peer.id, peer.url.clone()))
+                .collect::<BTreeMap<_, _>>(),
+            ..OrchestratorConfig::default()
+        }
+    }
+
+    /// The gateway's settings as its crate takes them.
+    pub fn gateway_config(&self) -> GatewayConfig {
+        let settings = &self.gateway;
+        GatewayConfig {
+            addr: settings.addr,
+            body_limit_bytes: settings.max_body_bytes,
+            sse_keep_alive: Duration::from_secs(settings.sse_keep_alive),
+            reconcile_every: Duration::from_secs(settings.reconcile_every),
+        }
+    }
+
+    /// The heartbeat timeout the orchestrator enforces and the workers keep to.
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_secs(self.orchestrator.heartbeat_timeout)
+    }
+
+    /// Job slots of an in-process worker: `worker.concurrency`, or 4 per CPU.
+    pub fn concurrency(&self) -> usize {
+        self.worker
+            .concurrency
+            .unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    /// Checks what the types alone cannot: at least one role, positive timeouts and slots,
+    /// URLs of the right schemes.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| {
+            Err(ConfigError::Invalid {
+                key: key.to_string(),
+                problem,
+            })
+        };
+        if self.roles.is_empty() {
+            return invalid("roles", "name at least one role".into());
+        }
+        for (key, seconds) in [
+            (
+                "orchestrator.heartbeat_timeout",
+                self.orchestrator.heartbeat_timeout,
+            ),
+            (
+                "orchestrator.dispatch_timeout",
+                self.orchestrator.dispatch_timeout,
+            ),
+            (
+                "orchestrator.snapshot_every",
+                self.orchestrator.snapshot_every,
+            ),
+            ("gateway.reconcile_every", self.gateway.reconcile_every),
+            ("gateway.sse_keep_alive", self.gateway.sse_keep_alive),
+        ] {
+            if seconds == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        if self.worker.concurrency == Some(0) {
+            return invalid("worker.concurrency", "must be at least 1".into());
+        }
+        if let Some(url) = &self.amqp {
+            if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                return invalid("amqp", format!("{} is not an amqp:// URL", redact_url(url)));
+            }
+        }
+        if let Some(url) = &self.gateway.database {
+            let known = ["postgres://", "postgresql://", "sqlite:"];
+            if !known.iter().any(|scheme| url.starts_with(scheme)) {
+                return invalid(
+                    "gateway.database",
+                    format!(
+                        "{} is neither postgres://... nor sqlite://...",
+                        redact_url(url)
+                    ),
+                );
+            }
+        }
+        if self.client.orchestrator.is_empty() {
+            return invalid("client.orchestrator", "name at least one URL".into());
+        }
+        for url in self.client.orchestrator.iter().chain([&self.client.server]) {
+            if !(url.starts_with("http://") || url.starts_with("https://") || !url.contains("://"))
+            {
+                return invalid(
+                    "client",
+                    format!("{} is not an http:// URL", redact_url(url)),
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! The composition root: [`start`] starts the roles a [`Config`] enables (any set of gateway,
+//! orchestrator and worker) in this process, and for a role that runs elsewhere builds its
+//! client. Roles in one process meet in process (an [`OrchestratorHandle`] behind the traits the
+//! gateway and the worker define); across processes they meet at RabbitMQ and the
+//! orchestrator's HTTP API (`adapters`). `serve` enables all three, `gateway`, `orchestrator`
+//! and `worker` one each, `run --roles` any set; tests start any set through here on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use distriqueue_broker::{AmqpBroker, Broker, EventQueue, InProcessBroker};
+use distriqueue_client::OrchestratorClient;
+use distriqueue_core::{Command, WorkerId};
+use distriqueue_gateway::{FeedRole, Gateway};
+use distriqueue_orchestrator::{Orchestrator, OrchestratorHandle};
+use distriqueue_store::Store;
+use distriqueue_util::clock;
+use distriqueue_worker::{Handlers, Reporter, Worker, WorkerConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::{Local, Remote, GATEWAY_PATIENCE, WORKER_PATIENCE};
+use crate::config::{redact_url, Config, Role};
+
+/// Roles started by [`start`]: where they listen, and a task that ends when all have stopped.
+#[derive(Debug)]
+pub struct Started {
+    /// The gateway's bound address, when this process runs the gateway.
+    pub gateway_addr: Option<SocketAddr>,
+    /// The orchestrator's bound address, when this process runs the orchestrator.
+    pub orchestrator_addr: Option<SocketAddr>,
+    /// The worker's id, when this process runs a worker.
+    pub worker_id: Option<WorkerId>,
+    /// Ends once every role stopped (after the `shutdown` given to [`start`]); `Err` carries
+    /// the first role's failure.
+    pub stopped: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Started {
+    /// The line a process prints once it serves (`gateway=http://ADDR
+    /// orchestrator=http://ADDR worker=ID`, for the roles it runs): tests and scripts wait for
+    /// it and read the addresses from it.
+    pub fn ready_line(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(addr) = self.gateway_addr {
+            parts.push(format!("gateway=http://{addr}"));
+        }
+        if let Some(addr) = self.orchestrator_addr {
+            parts.push(format!("orchestrator=http://{addr}"));
+        }
+        if let Some(worker_id) = &self.worker_id {
+            parts.push(format!("worker={worker_id}"));
+        }
+        parts.join(" ")
+    }
+}
+
+/// Starts every role `config` enables, with `handlers` for the worker; returns once the HTTP
+/// APIs listen. Cancelling `shutdown` stops them in order: the gateway stops accepting and the
+/// worker finishes its running jobs within the grace (it still reports them), then the
+/// orchestrator stops, then the broker closes.
+///
+/// Errors: the data directory, the read model, RabbitMQ or a listener cannot be opened, or a
+/// URL of the configuration is unusable.
+pub async fn start(
+    config: &Config,
+    handlers: Handlers,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Started> {
+    let role_name = config
+        .roles
+        .iter()
+        .map(|role| role.name())
+        .collect::<Vec<_>>()
+        .join("+");
+    let broker = match config.amqp_url() {
+        Some(url) => Broker::Amqp(
+            AmqpBroker::connect(&url, &role_name)
+                .await
+                .with_context(|| format!("cannot connect to RabbitMQ at {}", redact_url(&url)))?,
+        ),
+        None => Broker::InProcess(InProcessBroker::new()),
+    };
+    let mut tasks = RoleTasks::default();
+
+    let orchestrator = if config.runs(Role::Orchestrator) {
+        let orchestrator = Orchestrator::start(config.orchestrator_config(), broker.clone())
+            .await
+            .context("cannot start the orchestrator")?;
+        let handle = orchestrator.handle();
+        if config.runs(Role::Worker) && config.orchestrator.peers.is_empty() {
+            release_previous_leases(&handle).await?;
+        }
+        Some((orchestrator, handle))
+    } else {
+        None
+    };
+    let handle = orchestrator.as_ref().map(|(_, handle)| handle.clone());
+
+    let gateway_addr = if config.runs(Role::Gateway) {
+        let gateway = start_gateway(config, &broker, handle.clone()).await?;
+        let addr = gateway.local_addr();
+        tasks.gateway = Some(tokio::spawn(gateway.run(shutdown.clone())));
+        Some(addr)
+    } else {
+        None
+    };
+
+    let worker_id = if config.runs(Role::Worker) {
+        let reporter: Arc<dyn Reporter> = match &handle {
+            Some(handle) => Arc::new(Local(handle.clone())),
+            None => Arc::new(Remote::new(orchestrator_client(config, WORKER_PATIENCE)?)),
+        };
+        let worker_config = worker_config(config, handle.is_some());
+        let worker_id = worker_config.worker_id.clone();
+        let worker = Worker::new(worker_config, handlers, &broker, reporter)?;
+        tasks.worker = Some(tokio::spawn(worker.run(shutdown.clone())));
+        Some(worker_id)
+    } else {
+        None
+    };
+
+    let orchestrator_addr = orchestrator.map(|(orchestrator, _)| {
+        let addr = orchestrator.local_addr();
+        let orchestrator_shutdown = CancellationToken::new();
+        tasks.orchestrator = Some((
+            tokio::spawn(orchestrator.run(orchestrator_shutdown.clone())),
+            orchestrator_shutdown,
+        ));
+        addr
+    });
+    Ok(Started {
+        gateway_addr,
+        orchestrator_addr,
+        worker_id,
+        stopped: tokio::spawn(tasks.wait(broker, shutdown)),
+    })
+}
+
+/// The running roles' tasks.
+#[derive(Default)]
+struct RoleTasks {
+    gateway: Option<JoinHandle<Result<(), distriqueue_gateway::GatewayError>>>,
+    worker: Option<JoinHandle<()>>,
+    orchestrator: Option<(
+        JoinHandle<Result<(), distriqueue_orchestrator::OrchestratorError>>,
+        CancellationToken,
+    )>,
+}
+
+impl RoleTasks {
+    /// Waits for the worker and the gateway (the worker still needs the orchestrator to report
+    /// its last jobs), then stops the orchestrator (alone, once `shutdown` is cancelled), then
+    /// closes the broker.
+    async fn wait(self, broker: Broker, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let orchestrator_alone = self.worker.is_none() && self.gateway.is_none();
+        let worker = match self.worker {
+            Some(task) => task.await.context("worker task"),
+            None => Ok(()),
+        };
+        let gateway = match self.gateway {
+            Some(task) => task
+                .await
+                .context("gateway task")
+                .and_then(|served| served.context("gateway")),
+            None => Ok(()),
+        };
+        let orchestrator = match self.orchestrator {
+            Some((task, orchestrator_shutdown)) => {
+                if orchestrator_alone {
+                    shutdown.cancelled().await;
+                }
+                orchestrator_shutdown.cancel();
+                task.await
+                    .context("orchestrator task")
+                    .and_then(|served| served.context("orchestrator"))
+            }
+            None => Ok(()),
+        };
+        broker.close().await;
+        worker.and(gateway).and(orchestrator)
+    }
+}
+
+/// Opens the read model and binds the gateway over the local orchestrator (`handle`) or the
+/// remote ones, and starts its event feeds: in process, one that stores and turns what it
+/// stored into the orchestrator's watermark; with RabbitMQ, the shared `status.queue` for the
+/// read model and a private queue for SSE.
+async fn start_gateway(
+    config: &Config,
+    broker: &Broker,
+    handle: Option<OrchestratorHandle>,
+) -> anyhow::Result<Gateway> {
+    let database = config.database_url();
+    tracing::info!(database = %redact_url(&database), "opening the read model");
+    if let Some(parent) = database
+        .strip_prefix("sqlite://")
+        .and_then(|path| std::path::Path::new(path).parent())
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create data directory {}", parent.display()))?;
+    }
+    let store = Store::open(&database)
+        .await
+        .with_context(|| format!("cannot open the read model {}", redact_url(&database)))?;
+    let orchestrator: Arc<dyn distriqueue_gateway::Orchestrator> = match &handle {
+        Some(handle) => Arc::new(Local(handle.clone())),
+        None => Arc::new(Remote::new(orchestrator_client(config, GATEWAY_PATIENCE)?)),
+    };
+    let gateway = Gateway::bind(config.gateway_config(), store, orchestrator).await?;
+    match (broker.confirms_events(), handle) {
+        (false, Some(handle)) => {
+            let events = broker
+                .consume_events(EventQueue::ReadModel)
+                .context("the event feed was already taken")?;
+            let stored_upto = gateway.consume_events(events, FeedRole::Store);
+            tokio::spawn(distriqueue_orchestrator::commit_watermark(
+                handle,
+                stored_upto,
+            ));
+        }
+        _ => {
+            // RabbitMQ: the shared queue feeds the read model, a private one feeds SSE; the
+            // orchestrator moves its watermark on RabbitMQ's confirms.
+            for (queue, feed) in [
+                (EventQueue::ReadModel, FeedRole::Store),
+                (EventQueue::Live, FeedRole::Live),
+            ] {
+                let events = broker.consume_events(queue).context("no event feed")?;
+                gateway.consume_events(events, feed);
+            }
+        }
+    }
+    Ok(gateway)
+}
+
+/// A client of `client.orchestrator` trying each URL for up to `patience` per call.
+fn orchestrator_client(config: &Config, patience: Duration) -> anyhow::Result<OrchestratorClient> {
+    OrchestratorClient::new(&config.client.orchestrator, patience)
+        .context("bad client.orchestrator URL")
+}
+
+/// The worker's settings. Its id is `worker.worker_id`, else, beside an orchestrator in this
+/// process, a fresh one per start (`serve-<pid>-<random>`: the leases of an earlier run are
+/// released at start), else `worker-<host>-<pid>` (a restart under the same id is recognized by
+/// its new instance).
+fn worker_config(config: &Config, orchestrator_here: bool) -> WorkerConfig {
+    let worker_id = config.worker.worker_id.clone().unwrap_or_else(|| {
+        if orchestrator_here {
+            format!("serve-{}-{}", std::process::id(), clock::random_suffix())
+        } else {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|host| !host.trim().is_empty())
+                .unwrap_or_else(|| "local".into());
+            format!("worker-{host}-{}", std::process::id())
+        }
+    });
+    WorkerConfig {
+        worker_id: WorkerId(worker_id),
+        concurrency: config.concurrency(),
+        ledger: config.worker.ledger.clone(),
+        shutdown_grace: Duration::from_secs(config.worker.shutdown_grace),
+        heartbeat_timeout: config.heartbeat_timeout(),
+    }
+}
+
+/// With its only workers in this process (a one-node orchestrator and a worker here), a lease
+/// held by a worker of an earlier run belongs to a worker that is gone: its attempt is
+/// dispatched again as a new attempt.
+async fn release_previous_leases(handle: &OrchestratorHandle) -> anyhow::Result<()> {
+    let holders = handle.read(|state| state.lease_holders());
+    for worker_id in holders {
+        tracing::info!(%worker_id, "worker of an earlier run is gone; dispatching its jobs again");
+        handle
+            .submit(Command::WorkerLost {
+                worker_id: worker_id.clone(),
+            })
+            .await?
+            .map_err(anyhow::Error::from)?;
+        handle.forget_worker(&worker_id);
+    }
+    Ok(())
+}
