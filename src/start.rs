@@ -60,7 +60,8 @@ impl Started {
 /// Starts every role `config` enables, with `handlers` for the worker; returns once the HTTP
 /// APIs listen. Cancelling `shutdown` stops them in order: the gateway stops accepting and the
 /// worker finishes its running jobs within the grace (it still reports them), then the
-/// orchestrator stops, then the broker closes.
+/// orchestrator stops, then the broker closes. When one role cannot start, those already
+/// started are stopped before the error returns.
 ///
 /// Errors: the data directory, the read model, RabbitMQ or a listener cannot be opened, or a
 /// URL of the configuration is unusable.
@@ -69,7 +70,7 @@ pub async fn start(
     handlers: Handlers,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Started> {
-    let role_name = config
+    let connection_name = config
         .roles
         .iter()
         .map(|role| role.name())
@@ -77,66 +78,95 @@ pub async fn start(
         .join("+");
     let broker = match config.amqp_url() {
         Some(url) => Broker::Amqp(
-            AmqpBroker::connect(&url, &role_name)
+            AmqpBroker::connect(&url, &connection_name)
                 .await
                 .with_context(|| format!("cannot connect to RabbitMQ at {}", redact_url(&url)))?,
         ),
         None => Broker::InProcess(InProcessBroker::new()),
     };
     let mut tasks = RoleTasks::default();
+    match start_roles(config, handlers, &shutdown, &broker, &mut tasks).await {
+        Ok((gateway_addr, orchestrator_addr, worker_id)) => Ok(Started {
+            gateway_addr,
+            orchestrator_addr,
+            worker_id,
+            stopped: tokio::spawn(tasks.wait(broker, shutdown)),
+        }),
+        Err(error) => {
+            tasks.abandon().await;
+            broker.close().await;
+            Err(error)
+        }
+    }
+}
 
-    let orchestrator = if config.runs(Role::Orchestrator) {
-        let orchestrator = Orchestrator::start(config.orchestrator_config(), broker.clone())
+/// What [`start_roles`] started: the gateway's and the orchestrator's addresses, the worker's
+/// id.
+type Addresses = (Option<SocketAddr>, Option<SocketAddr>, Option<WorkerId>);
+
+/// Starts the roles into `tasks`: the orchestrator first (its API and the Raft RPCs serve at
+/// once), then the gateway and the worker, which are built before either runs.
+async fn start_roles(
+    config: &Config,
+    handlers: Handlers,
+    shutdown: &CancellationToken,
+    broker: &Broker,
+    tasks: &mut RoleTasks,
+) -> anyhow::Result<Addresses> {
+    let mut orchestrator_addr = None;
+    let mut handle = None;
+    if config.runs(Role::Orchestrator) {
+        let mut orchestrator_config = config.orchestrator_config();
+        if config.data_dir.join("raft-log.redb").exists() {
+            // `orchestrator --data-dir DIR` used to keep its log in DIR itself.
+            tracing::warn!(
+                data_dir = %config.data_dir.display(),
+                "the Raft log is in the data directory itself (the layout of earlier versions): \
+                 using it there; move it into <data_dir>/orchestrator to silence this"
+            );
+            orchestrator_config.data_dir = config.data_dir.clone();
+        }
+        let orchestrator = Orchestrator::start(orchestrator_config, broker.clone())
             .await
             .context("cannot start the orchestrator")?;
-        let handle = orchestrator.handle();
-        if config.runs(Role::Worker) && config.orchestrator.peers.is_empty() {
-            release_previous_leases(&handle).await?;
-        }
-        Some((orchestrator, handle))
-    } else {
-        None
-    };
-    let handle = orchestrator.as_ref().map(|(_, handle)| handle.clone());
-
-    let gateway_addr = if config.runs(Role::Gateway) {
-        let gateway = start_gateway(config, &broker, handle.clone()).await?;
-        let addr = gateway.local_addr();
-        tasks.gateway = Some(tokio::spawn(gateway.run(shutdown.clone())));
-        Some(addr)
-    } else {
-        None
-    };
-
-    let worker_id = if config.runs(Role::Worker) {
-        let reporter: Arc<dyn Reporter> = match &handle {
-            Some(handle) => Arc::new(Local(handle.clone())),
-            None => Arc::new(Remote::new(orchestrator_client(config, WORKER_PATIENCE)?)),
-        };
-        let worker_config = worker_config(config, handle.is_some());
-        let worker_id = worker_config.worker_id.clone();
-        let worker = Worker::new(worker_config, handlers, &broker, reporter)?;
-        tasks.worker = Some(tokio::spawn(worker.run(shutdown.clone())));
-        Some(worker_id)
-    } else {
-        None
-    };
-
-    let orchestrator_addr = orchestrator.map(|(orchestrator, _)| {
-        let addr = orchestrator.local_addr();
+        orchestrator_addr = Some(orchestrator.local_addr());
+        let local = orchestrator.handle();
         let orchestrator_shutdown = CancellationToken::new();
         tasks.orchestrator = Some((
             tokio::spawn(orchestrator.run(orchestrator_shutdown.clone())),
             orchestrator_shutdown,
         ));
+        if config.runs(Role::Worker) && config.orchestrator.peers.is_empty() {
+            release_previous_leases(&local).await?;
+        }
+        handle = Some(local);
+    }
+    let gateway = match config.runs(Role::Gateway) {
+        true => Some(start_gateway(config, broker, handle.clone()).await?),
+        false => None,
+    };
+    let worker = match config.runs(Role::Worker) {
+        true => {
+            let reporter: Arc<dyn Reporter> = match &handle {
+                Some(handle) => Arc::new(Local(handle.clone())),
+                None => Arc::new(Remote::new(orchestrator_client(config, WORKER_PATIENCE)?)),
+            };
+            let worker_config = worker_config(config, handle.is_some());
+            Some(Worker::new(worker_config, handlers, broker, reporter)?)
+        }
+        false => None,
+    };
+    let gateway_addr = gateway.map(|gateway| {
+        let addr = gateway.local_addr();
+        tasks.gateway = Some(tokio::spawn(gateway.run(shutdown.clone())));
         addr
     });
-    Ok(Started {
-        gateway_addr,
-        orchestrator_addr,
-        worker_id,
-        stopped: tokio::spawn(tasks.wait(broker, shutdown)),
-    })
+    let worker_id = worker.map(|worker| {
+        let worker_id = worker.id().clone();
+        tasks.worker = Some(tokio::spawn(worker.run(shutdown.clone())));
+        worker_id
+    });
+    Ok((gateway_addr, orchestrator_addr, worker_id))
 }
 
 /// The running roles' tasks.
@@ -152,8 +182,8 @@ struct RoleTasks {
 
 impl RoleTasks {
     /// Waits for the worker and the gateway (the worker still needs the orchestrator to report
-    /// its last jobs), then stops the orchestrator (alone, once `shutdown` is cancelled), then
-    /// closes the broker.
+    /// its last jobs), then stops the orchestrator (alone, once `shutdown` is cancelled or its
+    /// server fails), then closes the broker.
     async fn wait(self, broker: Broker, shutdown: CancellationToken) -> anyhow::Result<()> {
         let orchestrator_alone = self.worker.is_none() && self.gateway.is_none();
         let worker = match self.worker {
@@ -168,12 +198,20 @@ impl RoleTasks {
             None => Ok(()),
         };
         let orchestrator = match self.orchestrator {
-            Some((task, orchestrator_shutdown)) => {
-                if orchestrator_alone {
-                    shutdown.cancelled().await;
-                }
+            Some((mut task, orchestrator_shutdown)) => {
+                let ended_early = match orchestrator_alone {
+                    true => tokio::select! {
+                        joined = &mut task => Some(joined),
+                        () = shutdown.cancelled() => None,
+                    },
+                    false => None,
+                };
                 orchestrator_shutdown.cancel();
-                task.await
+                let joined = match ended_early {
+                    Some(joined) => joined,
+                    None => task.await,
+                };
+                joined
                     .context("orchestrator task")
                     .and_then(|served| served.context("orchestrator"))
             }
@@ -181,6 +219,20 @@ impl RoleTasks {
         };
         broker.close().await;
         worker.and(gateway).and(orchestrator)
+    }
+
+    /// Stops whatever started when a later role could not.
+    async fn abandon(self) {
+        if let Some(task) = self.gateway {
+            task.abort();
+        }
+        if let Some(task) = self.worker {
+            task.abort();
+        }
+        if let Some((task, orchestrator_shutdown)) = self.orchestrator {
+            orchestrator_shutdown.cancel();
+            let _ = task.await;
+        }
     }
 }
 

@@ -94,7 +94,13 @@ pub fn load(sources: &Sources<'_>) -> Result<Loaded, ConfigError> {
             figment = figment.merge(Layer::dict(name, dict));
         }
     }
-    for setting in SETTINGS {
+    // A variable counts for the subcommands that take its setting (those with a flag for it):
+    // a stray DQ_PEERS does not make `serve` a cluster node, nor DQ_HEARTBEAT_TIMEOUT=0 stop
+    // `submit`.
+    for setting in SETTINGS
+        .iter()
+        .filter(|setting| setting.flag(sources.cmd).is_some())
+    {
         for var in setting.env.iter().rev() {
             if let Some(text) = non_blank(sources.env, var) {
                 let value = (setting.parse)(&text).map_err(|problem| ConfigError::Env {
@@ -405,6 +411,20 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_counts_only_for_subcommands_that_take_its_setting() {
+        let env = [
+            ("DQ_PEERS", "2=http://10.0.0.2:8081"),
+            ("DQ_HEARTBEAT_TIMEOUT", "0"),
+        ];
+        let loaded = load_with::<5>(None, &env, &[]).expect("submit ignores both");
+        assert!(loaded.config.orchestrator.peers.is_empty());
+        let loaded = load_with::<0>(None, &env[..1], &[]).expect("serve ignores DQ_PEERS");
+        assert!(loaded.config.orchestrator.peers.is_empty());
+        let loaded = load_with::<3>(None, &env[..1], &[]).expect("the orchestrator takes it");
+        assert_eq!(loaded.config.orchestrator.peers.len(), 1);
+    }
+
+    #[test]
     fn the_worker_reads_the_original_workers_variables_below_dq_ones() {
         let env = [
             ("RABBITMQ_HOST", "rabbit"),
@@ -490,6 +510,10 @@ mod tests {
             message.contains("orchestrator.heartbeat_timeout"),
             "{message}"
         );
+        let message = load_with::<2>(None, &[], &["--reconcile-every", "99999999999"])
+            .expect_err("an interval no timer takes")
+            .to_string();
+        assert!(message.contains("gateway.reconcile_every"), "{message}");
         let message = load_with::<2>(None, &[("DQ_DATABASE_URL", "mysql://x")], &[])
             .expect_err("an unknown database")
             .to_string();

@@ -477,9 +477,7 @@ impl Config {
             max_queued: Some(settings.max_queued_jobs),
             retry_policy: RetryPolicy {
                 base_ms: settings.retry_backoff_base_ms,
-                max_ms: settings
-                    .retry_backoff_max_ms
-                    .max(settings.retry_backoff_base_ms),
+                max_ms: settings.retry_backoff_max_ms,
                 jitter: settings.retry_jitter.into(),
             },
             heartbeat_timeout: self.heartbeat_timeout(),
@@ -517,8 +515,9 @@ impl Config {
             .unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(1, usize::from))
     }
 
-    /// Checks what the types alone cannot: at least one role, positive timeouts and slots,
-    /// URLs of the right schemes.
+    /// Checks what the types alone cannot: at least one role, durations and sizes within their
+    /// bounds (at least 1; at most a day for most timeouts, a week for the dispatch timeout
+    /// and the backoff cap, 1 GiB for bodies, 10,000 job slots), URLs of the right schemes.
     ///
     /// Errors: [`ConfigError::Invalid`] naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -531,28 +530,52 @@ impl Config {
         if self.roles.is_empty() {
             return invalid("roles", "name at least one role".into());
         }
-        for (key, seconds) in [
+        // Bounds keep every duration within what timers and intervals can take.
+        const DAY: u64 = 86_400;
+        for (key, value, max) in [
             (
                 "orchestrator.heartbeat_timeout",
                 self.orchestrator.heartbeat_timeout,
+                DAY,
             ),
             (
                 "orchestrator.dispatch_timeout",
                 self.orchestrator.dispatch_timeout,
+                7 * DAY,
             ),
             (
                 "orchestrator.snapshot_every",
                 self.orchestrator.snapshot_every,
+                u64::MAX,
             ),
-            ("gateway.reconcile_every", self.gateway.reconcile_every),
-            ("gateway.sse_keep_alive", self.gateway.sse_keep_alive),
+            (
+                "orchestrator.retry_backoff_max_ms",
+                self.orchestrator.retry_backoff_max_ms,
+                7 * DAY * 1000,
+            ),
+            ("gateway.reconcile_every", self.gateway.reconcile_every, DAY),
+            ("gateway.sse_keep_alive", self.gateway.sse_keep_alive, 3_600),
+            (
+                "gateway.max_body_bytes",
+                self.gateway.max_body_bytes as u64,
+                1 << 30,
+            ),
+            ("worker.shutdown_grace", self.worker.shutdown_grace, DAY),
+            (
+                "worker.concurrency",
+                self.worker.concurrency.unwrap_or(1) as u64,
+                10_000,
+            ),
         ] {
-            if seconds == 0 {
-                return invalid(key, "must be at least 1".into());
+            if value == 0 || value > max {
+                return invalid(key, format!("{value} is not between 1 and {max}"));
             }
         }
-        if self.worker.concurrency == Some(0) {
-            return invalid("worker.concurrency", "must be at least 1".into());
+        if self.orchestrator.retry_backoff_base_ms > self.orchestrator.retry_backoff_max_ms {
+            return invalid(
+                "orchestrator.retry_backoff_base_ms",
+                "must not be above retry_backoff_max_ms".into(),
+            );
         }
         if let Some(url) = &self.amqp {
             if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {

@@ -12,9 +12,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use distriqueue_core::api::{
-    BatchResults, ClusterStatus, ErrorBody, HeartbeatAnswer, ItemResult, JobChanged,
-    MembershipChanged, NewNode, RegisterBatch, Registered, ReportBatch, Snapshots, Updated,
-    LEADER_HEADER,
+    ClusterStatus, ErrorBody, HeartbeatAnswer, ItemResult, JobChanged, MembershipChanged, NewNode,
+    RegisterBatch, Registered, ReportBatch, Snapshots, Updated, LEADER_HEADER,
 };
 use distriqueue_core::{JobId, JobResponse, Refusal, WorkerHeartbeat};
 use reqwest::Method;
@@ -179,14 +178,14 @@ impl OrchestratorClient {
         &self,
         batch: &RegisterBatch,
     ) -> Result<Vec<Result<Registered, CallError>>, CallError> {
-        let answers: BatchResults<Registered> = self
+        let answers: RawResults = self
             .call(
                 Method::POST,
                 &["api", "jobs", "register", "batch"],
                 Some(batch),
             )
             .await?;
-        let results = one_per_item(answers, batch.jobs.len(), "registrations")?;
+        let results = one_per_item::<Registered>(answers, batch.jobs.len(), "registrations")?;
         Ok(results
             .into_iter()
             .map(|answer| match answer {
@@ -265,14 +264,14 @@ impl OrchestratorClient {
         &self,
         batch: &ReportBatch,
     ) -> Result<Vec<Result<(), Refusal>>, CallError> {
-        let answers: BatchResults<Updated> = self
+        let answers: RawResults = self
             .call(
                 Method::POST,
                 &["api", "jobs", "status", "batch"],
                 Some(batch),
             )
             .await?;
-        one_per_item(answers, batch.reports.len(), "reports")?
+        one_per_item::<Updated>(answers, batch.reports.len(), "reports")?
             .into_iter()
             .map(|answer| match answer {
                 ItemResult::Done(_) => Ok(Ok(())),
@@ -300,20 +299,35 @@ impl OrchestratorClient {
 /// The body of a call without one.
 const NO_BODY: Option<&()> = None;
 
-/// The results of a batch answer, checked to be one per item.
-fn one_per_item<T>(
-    answers: BatchResults<T>,
+/// A batch answer ([`distriqueue_core::api::BatchResults`]) read item by item, so one item this
+/// client cannot decode (from a newer orchestrator, say) fails alone.
+#[derive(serde::Deserialize)]
+struct RawResults {
+    results: Vec<Value>,
+}
+
+/// The results of a batch answer, checked to be one per item, each decoded on its own: an
+/// undecodable one reads as not committed (sent again, it is answered again).
+fn one_per_item<T: DeserializeOwned>(
+    answers: RawResults,
     n_items: usize,
     what: &str,
 ) -> Result<Vec<ItemResult<T>>, CallError> {
-    if answers.results.len() == n_items {
-        Ok(answers.results)
-    } else {
-        Err(CallError::BadAnswer(format!(
+    if answers.results.len() != n_items {
+        return Err(CallError::BadAnswer(format!(
             "{} answers to {n_items} {what}",
             answers.results.len()
-        )))
+        )));
     }
+    Ok(answers
+        .results
+        .into_iter()
+        .map(|answer| {
+            serde_json::from_value(answer).unwrap_or_else(|error| {
+                ItemResult::Failed(ErrorBody::new(format!("undecodable answer: {error}")))
+            })
+        })
+        .collect())
 }
 
 /// A batch item's error body: its refusal, or "not committed" with the server's message.

@@ -202,8 +202,7 @@ pub struct LiveJob {
     pub priority: u8,
     /// The worker holding (or that last held) its lease.
     pub worker_id: Option<WorkerId>,
-    /// The result of a COMPLETED job (absent for a job held as a tombstone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The result of a COMPLETED job (`null` for a job held as a tombstone).
     pub result: Option<Value>,
     /// When it was registered, ISO-8601 UTC.
     pub created_at: String,

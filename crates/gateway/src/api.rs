@@ -17,6 +17,7 @@ use crate::query::parse_list_query;
 use crate::sse;
 use crate::state::AppState;
 use distriqueue_util::clock;
+use distriqueue_util::error_chain;
 
 /// The header of idempotent submission (CONTRACT.md).
 const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
@@ -92,7 +93,7 @@ async fn submit_job(
             // again under a new id. If the read model cannot take it yet, the event feed stores
             // it later (it retries until stored).
             if let Err(error) = state.writer.write(vec![job.clone()]).await {
-                tracing::warn!(job_id = %id, %error, "job committed but not yet in the read model");
+                tracing::warn!(job_id = %id, error = %error_chain(&error), "job committed but not yet in the read model");
             }
             job
         }
@@ -232,7 +233,7 @@ async fn health(State(state): State<AppState>) -> Response {
     let (status, read_model_status) = match &read_model {
         Ok(_) => (StatusCode::OK, "UP"),
         Err(error) => {
-            tracing::warn!(%error, "health check: read model unavailable");
+            tracing::warn!(error = %error_chain(error), "health check: read model unavailable");
             (StatusCode::SERVICE_UNAVAILABLE, "DOWN")
         }
     };

@@ -45,7 +45,7 @@ pub(crate) async fn read_json(
     limit_bytes: usize,
 ) -> Result<Value, ApiError> {
     let bytes = read_limited(headers, body, limit_bytes).await?;
-    serde_json::from_slice(&bytes).map_err(|error| ApiError::MalformedJson(error.to_string()))
+    serde_json::from_slice(&bytes).map_err(ApiError::MalformedJson)
 }
 
 async fn read_limited(

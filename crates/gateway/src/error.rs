@@ -20,8 +20,8 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     /// 400 `{"error": "malformed JSON: ..."}`: the body is not JSON at all.
-    #[error("malformed JSON: {0}")]
-    MalformedJson(String),
+    #[error("malformed JSON")]
+    MalformedJson(#[source] serde_json::Error),
     /// 400 `{"error":"Validation failed","violations":{field: message}}`.
     #[error("Validation failed")]
     Validation(Violations),

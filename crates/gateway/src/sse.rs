@@ -25,6 +25,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::error::ApiError;
 use crate::state::AppState;
 use distriqueue_util::clock;
+use distriqueue_util::error_chain;
 
 /// Events held for slow SSE subscribers; one that falls further behind is disconnected.
 pub const SSE_BUFFER: usize = 4096;
@@ -234,7 +235,7 @@ fn replay(
                     Some((Ok(updates), next))
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "SSE replay cannot read the read model");
+                    tracing::warn!(error = %error_chain(&error), "SSE replay cannot read the read model");
                     Some((Err(()), None))
                 }
             }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use distriqueue_broker::Broker;
 use distriqueue_core::{Batch, Command, State};
 use distriqueue_util::clock;
+use distriqueue_util::error_chain;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, ServerState};
 use tokio::sync::{mpsc, watch};
@@ -69,7 +70,7 @@ impl LeaderDuties {
                         tracing::info!(term, "leader: duties started");
                     }
                     Err(error) => {
-                        tracing::warn!(%error, term, "cannot start the leader's duties yet");
+                        tracing::warn!(error = %error_chain(&error), term, "cannot start the leader's duties yet");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
@@ -149,7 +150,9 @@ pub async fn commit_watermark(handle: OrchestratorHandle, mut safe_upto: watch::
         if upto > acknowledged {
             match handle.submit(Command::AckEvents { upto }).await {
                 Ok(_) => acknowledged = upto,
-                Err(error) => tracing::debug!(%error, "watermark not committed"),
+                Err(error) => {
+                    tracing::debug!(error = %error_chain(&error), "watermark not committed")
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 //! away, a report while no orchestrator leads). The delays come from backon's exponential
 //! backoff with jitter, so a crowd of workers reconnecting at once spreads out.
 
-use std::fmt::Display;
+use std::error::Error;
 use std::future::Future;
 use std::time::Duration;
 
@@ -25,7 +25,8 @@ impl Backoff {
         Backoff { first, max }
     }
 
-    /// The delays, without end: `first`, then doubling up to `max` (each with jitter).
+    /// The delays, without end: `first`, then doubling up to `max`, each with jitter but
+    /// never above `max`.
     pub fn delays(self) -> impl Iterator<Item = Duration> + Send {
         let max = self.max.max(self.first);
         ExponentialBuilder::default()
@@ -35,14 +36,15 @@ impl Backoff {
             .without_max_times()
             .build()
             .chain(std::iter::repeat(max))
+            .map(move |delay| delay.min(max))
     }
 }
 
 /// Runs `operation` until it succeeds and returns its value. Each failure is logged as a
-/// warning naming `what`, then waited out with `backoff`.
+/// warning naming `what` (with the error's causes), then waited out with `backoff`.
 pub async fn until_ok<T, E, F, Fut>(what: &str, backoff: Backoff, mut operation: F) -> T
 where
-    E: Display,
+    E: Error + 'static,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
@@ -59,7 +61,7 @@ where
             Err(error) => {
                 n_failures += 1;
                 let delay = delays.next().unwrap_or(backoff.max);
-                tracing::warn!(what, %error, n_failures, retry_in_ms = delay_ms(delay), "failed; retrying");
+                tracing::warn!(what, error = %crate::error_chain(&error), n_failures, retry_in_ms = delay_ms(delay), "failed; retrying");
                 tokio::time::sleep(delay).await;
             }
         }
@@ -75,7 +77,7 @@ pub async fn retry_while<T, E, F, Fut, R>(
     mut operation: F,
 ) -> Result<T, E>
 where
-    E: Display,
+    E: Error + 'static,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     R: FnMut(&E) -> bool,
@@ -86,7 +88,7 @@ where
             Ok(value) => return Ok(value),
             Err(error) if retryable(&error) => {
                 let delay = delays.next().unwrap_or(backoff.max);
-                tracing::warn!(what, %error, retry_in_ms = delay_ms(delay), "failed; retrying");
+                tracing::warn!(what, error = %crate::error_chain(&error), retry_in_ms = delay_ms(delay), "failed; retrying");
                 tokio::time::sleep(delay).await;
             }
             Err(error) => return Err(error),
@@ -104,14 +106,21 @@ mod tests {
 
     const FAST: Backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(4));
 
+    /// A failure for the tests.
+    fn failure(text: &'static str) -> std::io::Error {
+        std::io::Error::other(text)
+    }
+
     #[test]
-    fn delays_grow_to_the_cap_and_go_on() {
+    fn delays_grow_to_the_cap_and_go_on_without_passing_it() {
         let delays: Vec<Duration> = FAST.delays().take(50).collect();
         assert_eq!(delays.len(), 50);
-        // Jitter adds up to one more delay on top of each.
         assert!(delays
             .iter()
-            .all(|delay| *delay <= Duration::from_millis(8)));
+            .all(|delay| *delay <= Duration::from_millis(4)));
+        assert!(delays[40..]
+            .iter()
+            .all(|delay| *delay >= Duration::from_millis(2)));
     }
 
     #[tokio::test]
@@ -122,7 +131,7 @@ mod tests {
             let n = n_tries;
             async move {
                 if n < 4 {
-                    Err("not yet")
+                    Err(failure("not yet"))
                 } else {
                     Ok(n)
                 }
@@ -135,18 +144,21 @@ mod tests {
     #[tokio::test]
     async fn retry_while_stops_at_an_error_not_to_retry() {
         let mut n_tries = 0;
-        let result: Result<(), &str> = retry_while(
+        let result: Result<(), std::io::Error> = retry_while(
             "test",
             FAST,
-            |error| *error == "again",
+            |error: &std::io::Error| error.to_string() == "again",
             || {
                 n_tries += 1;
                 let n = n_tries;
-                async move { Err(if n < 3 { "again" } else { "refused" }) }
+                async move { Err(failure(if n < 3 { "again" } else { "refused" })) }
             },
         )
         .await;
-        assert_eq!(result, Err("refused"));
+        assert_eq!(
+            result.map_err(|error| error.to_string()),
+            Err("refused".to_string())
+        );
         assert_eq!(n_tries, 3);
     }
 }

@@ -119,8 +119,13 @@ struct Shared {
 /// How long a handler told to stop (cancel, shutdown) may take before it is aborted.
 const HANDLER_STOP_GRACE: Duration = Duration::from_millis(500);
 
-/// Between two tries of a report or heartbeat the orchestrator could not take.
-const REPORT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+/// Between two tries of a report the orchestrator could not take: short, so a slot waiting for
+/// its lease goes on soon after a leader change and notices a shutdown quickly.
+const REPORT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(1));
+
+/// Between two tries of the first heartbeat (no job is taken before it is answered).
+const FIRST_HEARTBEAT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 impl Worker {
     /// Builds a worker; opens the ledger when configured.
@@ -150,6 +155,11 @@ impl Worker {
         })
     }
 
+    /// This worker's id.
+    pub fn id(&self) -> &WorkerId {
+        &self.config.worker_id
+    }
+
     /// Waits until the orchestrator answers a first heartbeat (a worker that cannot report
     /// must not hold jobs; a restarted worker's earlier attempts are released by it), then runs
     /// the slots until `shutdown` is cancelled; then takes no new job, lets running ones finish
@@ -167,7 +177,7 @@ impl Worker {
         let first = heartbeat_of(&config.worker_id, &instance, capacity, 0, [0; 3]);
         let first_heartbeat = until_ok(
             "first heartbeat (no job is taken until the orchestrator answers one)",
-            REPORT_BACKOFF,
+            FIRST_HEARTBEAT_BACKOFF,
             || reporter.heartbeat(first.clone()),
         );
         tokio::select! {
@@ -241,7 +251,7 @@ impl Worker {
         heartbeats.abort();
         // A last heartbeat says nothing runs here any more.
         if let Err(error) = shared.reporter.heartbeat(shared.heartbeat()).await {
-            tracing::debug!(%error, "last heartbeat not delivered");
+            tracing::debug!(error = %error_chain(&error), "last heartbeat not delivered");
         }
     }
 }
@@ -381,7 +391,9 @@ impl Shared {
                         self.stop_job(job_id);
                     }
                 }
-                Ok(Err(error)) => tracing::warn!(%error, "heartbeat not delivered"),
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error_chain(&error), "heartbeat not delivered")
+                }
                 Err(_) => tracing::warn!("heartbeat not answered in time"),
             }
         }
@@ -612,7 +624,7 @@ impl Shared {
                         kind,
                     };
                     if let Err(error) = reporter.report(report).await {
-                        tracing::debug!(%job_id, %error, "progress not recorded");
+                        tracing::debug!(%job_id, error = %error_chain(&error), "progress not recorded");
                     }
                 }
             })
