@@ -14,7 +14,7 @@ use distriqueue_core::api::{
 use distriqueue_core::machine::Applied;
 use distriqueue_core::request::JobSpec;
 use distriqueue_core::{Command, JobId, JobResponse, Report, WorkerHeartbeat};
-use distriqueue_gateway::{OrchestratorError, Registered};
+use distriqueue_gateway::{OrchestratorError, Registered, RegisteredBatch};
 use distriqueue_orchestrator::{OrchestratorHandle, SubmitError};
 use distriqueue_util::Batcher;
 use distriqueue_worker::{ReportError, Reporter};
@@ -50,18 +50,35 @@ fn snapshot(applied: Applied, what: &str) -> Result<JobResponse, OrchestratorErr
     })
 }
 
+/// The gateway's answer to a register of `id` that was applied.
+fn registered(id: JobId, applied: Applied) -> Registered {
+    Registered {
+        job_id: applied.job_id.unwrap_or(id),
+        job: applied.job.map(|job| *job),
+        created: applied.created,
+    }
+}
+
 #[async_trait]
 impl distriqueue_gateway::Orchestrator for Local {
     async fn register(&self, id: JobId, spec: JobSpec) -> Result<Registered, OrchestratorError> {
-        let Applied {
-            job,
-            created,
-            job_id,
-        } = self.0.register(id, spec).await.map_err(unavailable)??;
-        Ok(Registered {
-            job_id: job_id.unwrap_or(id),
-            job: job.map(|job| *job),
-            created,
+        let applied = self.0.register(id, spec).await.map_err(unavailable)??;
+        Ok(registered(id, applied))
+    }
+
+    async fn register_batch(
+        &self,
+        jobs: Vec<(JobId, JobSpec)>,
+    ) -> Result<RegisteredBatch, OrchestratorError> {
+        let ids: Vec<JobId> = jobs.iter().map(|(id, _)| *id).collect();
+        let committed = self.0.register_all(jobs).await.map_err(unavailable)?;
+        Ok(RegisteredBatch {
+            results: ids
+                .into_iter()
+                .zip(committed.outcomes)
+                .map(|(id, outcome)| outcome.map(|applied| registered(id, applied)))
+                .collect(),
+            log_index: Some(committed.log_index),
         })
     }
 
@@ -127,7 +144,10 @@ impl Remote {
             let client = Arc::clone(&register_client);
             async move {
                 let n = jobs.len();
-                let answers = client.register_batch(&RegisterBatch { jobs }).await;
+                let answers = client
+                    .register_batch(&RegisterBatch { jobs })
+                    .await
+                    .map(|batch| batch.results);
                 per_item(answers, n)
                     .into_iter()
                     .map(|answer| answer.and_then(|answer| answer))
@@ -154,6 +174,15 @@ impl Remote {
             registers,
             reports,
         }
+    }
+}
+
+/// The gateway's view of the orchestrator's register answer.
+fn gateway_answer(answer: RegisterAnswer) -> Registered {
+    Registered {
+        job_id: answer.job_id,
+        job: answer.job,
+        created: answer.created,
     }
 }
 
@@ -188,10 +217,34 @@ impl distriqueue_gateway::Orchestrator for Remote {
                 other => break other.map_err(orchestrator_error)?,
             }
         };
-        Ok(Registered {
-            job_id: answer.job_id,
-            job: answer.job,
-            created: answer.created,
+        Ok(gateway_answer(answer))
+    }
+
+    async fn register_batch(
+        &self,
+        jobs: Vec<(JobId, JobSpec)>,
+    ) -> Result<RegisteredBatch, OrchestratorError> {
+        let jobs = jobs
+            .into_iter()
+            .map(|(id, spec)| Registration { id, spec })
+            .collect();
+        let answer = self
+            .client
+            .register_batch(&RegisterBatch { jobs })
+            .await
+            .map_err(orchestrator_error)?;
+        let results = answer
+            .results
+            .into_iter()
+            .map(|result| match result {
+                Ok(registered) => Ok(Ok(gateway_answer(registered))),
+                Err(CallError::Refused(refusal)) => Ok(Err(refusal)),
+                Err(other) => Err(orchestrator_error(other)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RegisteredBatch {
+            results,
+            log_index: answer.log_index,
         })
     }
 

@@ -59,6 +59,13 @@ enum Verb {
         #[command(flatten)]
         args: verbs::SubmitArgs,
     },
+    /// Print statistics of the jobs created in a range (GET /api/jobs/statistics).
+    Stats {
+        #[command(flatten)]
+        client: ClientFlags,
+        #[command(flatten)]
+        args: verbs::StatsArgs,
+    },
     /// Print one job.
     Get {
         #[command(flatten)]
@@ -288,6 +295,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Verb::Submit { client, args }) => {
             verbs::submit(&load(file, &client)?.config.client.server, args).await
+        }
+        Some(Verb::Stats { client, args }) => {
+            verbs::stats(&load(file, &client)?.config.client.server, args).await
         }
         Some(Verb::Get { client, args }) => {
             verbs::get(&load(file, &client)?.config.client.server, args).await

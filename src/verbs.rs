@@ -21,8 +21,15 @@ const WAIT_POLL: Duration = Duration::from_millis(100);
 #[derive(clap::Args, Debug)]
 pub struct SubmitArgs {
     /// The job type, which picks the handler (e.g. calculate, transform, validate, sleep, echo)
-    #[arg(long = "type", short = 't')]
-    pub job_type: String,
+    #[arg(long = "type", short = 't', required_unless_present = "file")]
+    pub job_type: Option<String>,
+    /// Submit every job of this file instead: one JobRequest (JSON) a line, blank lines
+    /// skipped, sent in batches (`POST /api/jobs/batch`) with a progress bar on stderr
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["job_type", "wait"])]
+    pub file: Option<std::path::PathBuf>,
+    /// With --file: jobs per request (at most the gateway's batch limit, 1000 by default)
+    #[arg(long, default_value_t = 500, requires = "file", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
     /// LOW, MEDIUM, HIGH or CRITICAL (any case), or 1, 5, 10, 15
     #[arg(long, short = 'p', default_value = "MEDIUM")]
     pub priority: String,
@@ -53,6 +60,20 @@ pub struct SubmitArgs {
     /// With --wait: give up after this many seconds (the command then fails)
     #[arg(long, default_value = "300", value_name = "SECONDS")]
     pub wait_timeout: u64,
+}
+
+/// Arguments of `distriqueue stats`.
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// Jobs created at or after this time (RFC 3339, or an ISO local date-time read as UTC)
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Jobs created at or before this time
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Jobs of this type only
+    #[arg(long = "type", short = 't')]
+    pub job_type: Option<String>,
 }
 
 /// Arguments of `distriqueue get`.
@@ -140,6 +161,9 @@ pub struct WatchArgs {
 /// TIMEOUT or CANCELLED is printed and returns an error (exit code 1), as does a job still not
 /// terminal after `--wait-timeout`.
 pub async fn submit(server: &str, args: SubmitArgs) -> anyhow::Result<()> {
+    if let Some(file) = &args.file {
+        return submit_file(server, file, args.batch_size as usize).await;
+    }
     let request = submit_request(&args)?;
     let client = client(server)?;
     let job = client
@@ -169,6 +193,125 @@ pub async fn submit(server: &str, args: SubmitArgs) -> anyhow::Result<()> {
         bail!("job {id} ended {}", last.status);
     }
     Ok(())
+}
+
+/// `submit --file`: every line of `file` (a JobRequest as JSON; blank lines skipped) through
+/// `POST /api/jobs/batch`, `batch_size` lines a request, with a progress bar on stderr. Prints
+/// `{totalJobs, successful, failed, jobIds, errors}` as pretty JSON, where `jobIds` has the id
+/// of each job line in order (`null` when refused) and `errors` each refused line's error body
+/// keyed by its line number. Returns an error (exit code 1) when any line was refused, or when
+/// a request failed (then the summary says how far it got).
+async fn submit_file(
+    server: &str,
+    file: &std::path::Path,
+    batch_size: usize,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(index, line)| (index + 1, line.trim()))
+        .filter(|(_, line)| !line.is_empty())
+        .collect();
+    let client = client(server)?;
+    let progress = indicatif::ProgressBar::new(lines.len() as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} jobs ({per_sec}, {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut job_ids: Vec<Value> = Vec::with_capacity(lines.len());
+    let mut errors = Map::new();
+    let mut failure = None;
+    for chunk in lines.chunks(batch_size) {
+        // Each line's id, in order (null until accepted); which slot each sent job fills.
+        let mut ids = vec![Value::Null; chunk.len()];
+        let mut jobs = Vec::with_capacity(chunk.len());
+        let mut sent: Vec<(usize, usize)> = Vec::with_capacity(chunk.len());
+        for (slot, (number, line)) in chunk.iter().enumerate() {
+            match serde_json::from_str::<Value>(line) {
+                Ok(job) => {
+                    jobs.push(job);
+                    sent.push((slot, *number));
+                }
+                Err(error) => {
+                    let body = serde_json::json!({"error": format!("not JSON: {error}")});
+                    errors.insert(number.to_string(), body);
+                }
+            }
+        }
+        if !jobs.is_empty() {
+            match client.submit_batch(&jobs).await {
+                Ok(answer) => {
+                    for (position, (slot, number)) in sent.iter().enumerate() {
+                        if let Some(Some(id)) = answer.job_ids.get(position) {
+                            ids[*slot] = Value::from(id.to_string());
+                        }
+                        if let Some(error) = answer.errors.get(&position) {
+                            errors.insert(number.to_string(), serde_json::to_value(error)?);
+                        }
+                    }
+                }
+                Err(ClientError::Status { status: 400, body }) => {
+                    // No line of this request was valid: each violation names `jobs[i].field`.
+                    let violations = body.get("violations").and_then(Value::as_object);
+                    for (position, (_, number)) in sent.iter().enumerate() {
+                        let prefix = format!("jobs[{position}].");
+                        let own: Map<String, Value> = violations
+                            .into_iter()
+                            .flatten()
+                            .filter(|(field, _)| field.starts_with(&prefix))
+                            .map(|(field, message)| (field.clone(), message.clone()))
+                            .collect();
+                        errors.insert(
+                            number.to_string(),
+                            serde_json::json!({"error": "Validation failed", "violations": own}),
+                        );
+                    }
+                }
+                Err(error) => {
+                    failure = Some(explain(error, server));
+                    break;
+                }
+            }
+        }
+        job_ids.extend(ids);
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    let successful = job_ids.iter().filter(|id| !id.is_null()).count();
+    let summary = serde_json::json!({
+        "totalJobs": lines.len(),
+        "successful": successful,
+        "failed": errors.len(),
+        "jobIds": job_ids,
+        "errors": errors,
+    });
+    print_json(&summary)?;
+    if let Some(failure) = failure {
+        return Err(failure.context(format!(
+            "stopped after {} of {} lines",
+            job_ids.len(),
+            lines.len()
+        )));
+    }
+    if !errors.is_empty() {
+        bail!("{} of {} lines were refused", errors.len(), lines.len());
+    }
+    Ok(())
+}
+
+/// `stats`: `GET /api/jobs/statistics`, printed as pretty JSON.
+pub async fn stats(server: &str, args: StatsArgs) -> anyhow::Result<()> {
+    let query: Vec<(String, String)> = [
+        ("from", args.from),
+        ("to", args.to),
+        ("type", args.job_type),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|value| (name.to_string(), value)))
+    .collect();
+    print_answer(server, client(server)?.statistics(&query).await)
 }
 
 /// `get`: `GET /api/jobs/{id}`, printed as pretty JSON.
@@ -273,7 +416,10 @@ fn submit_request(args: &SubmitArgs) -> anyhow::Result<Value> {
         );
     }
     let mut request = Map::new();
-    request.insert("type".to_owned(), Value::from(args.job_type.clone()));
+    request.insert(
+        "type".to_owned(),
+        Value::from(args.job_type.clone().unwrap_or_default()),
+    );
     request.insert("jobPriority".to_owned(), Value::from(priority.as_str()));
     request.insert("payload".to_owned(), payload);
     if let Some(max_retries) = args.max_retries {
@@ -347,7 +493,9 @@ mod tests {
 
     fn submit_args(priority: &str, payload: &str) -> SubmitArgs {
         SubmitArgs {
-            job_type: "calculate".to_owned(),
+            job_type: Some("calculate".to_owned()),
+            file: None,
+            batch_size: 500,
             priority: priority.to_owned(),
             payload: payload.to_owned(),
             max_retries: None,

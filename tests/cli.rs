@@ -1,5 +1,5 @@
-//! The CLI verbs against a running `serve` (submit with --wait, get, list, cancel), and
-//! `distriqueue config`.
+//! The CLI verbs against a running `serve` (submit with --wait or --file, stats, get, list,
+//! cancel), and `distriqueue config`.
 
 mod common;
 
@@ -180,4 +180,37 @@ fn config_shows_each_source_and_refuses_an_unknown_key() {
     assert!(!output.status.success());
     assert!(stderr.contains("worker.slots"), "{stderr}");
     assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+}
+
+/// `submit --file` sends every line in batches (reporting a bad line by its number) and
+/// `stats` prints the statistics.
+#[test]
+fn submit_file_and_stats_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(&dir.path().join("data"), &[]);
+    let file = dir.path().join("jobs.jsonl");
+    let mut lines: Vec<String> = (0..25)
+        .map(|n| format!(r#"{{"type":"echo","jobPriority":"LOW","payload":{{"n":{n}}}}}"#))
+        .collect();
+    lines.insert(3, String::new());
+    lines.push(r#"{"type":"","jobPriority":"LOW"}"#.to_string());
+    std::fs::write(&file, lines.join("\n")).expect("write the jobs");
+    let file_arg = file.display().to_string();
+    let (ok, stdout, _) = cli(
+        &serve.gateway,
+        &["submit", "--file", &file_arg, "--batch-size", "10"],
+    );
+    assert!(!ok, "a refused line fails the command");
+    let summary: Value = serde_json::from_str(&stdout).expect("a JSON summary");
+    assert_eq!(summary["totalJobs"], 26, "{summary}");
+    assert_eq!(summary["successful"], 25, "{summary}");
+    assert!(
+        summary["errors"]["27"]["violations"]["jobs[5].type"].is_string(),
+        "{summary}"
+    );
+
+    let (ok, stdout, stderr) = cli(&serve.gateway, &["stats", "--type", "echo"]);
+    assert!(ok, "{stderr}");
+    let stats: Value = serde_json::from_str(&stdout).expect("statistics as JSON");
+    assert_eq!(stats["totalJobs"], 25, "{stats}");
 }

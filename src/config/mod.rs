@@ -170,6 +170,20 @@ settings! {
             env ["DQ_MAX_BODY_BYTES"]
             flags [Serve "max-body-bytes", Run "max-body-bytes", Gateway "max-body-bytes"]
             redact No;
+        /// Most jobs in one batch submission (`POST /api/jobs/batch`).
+        max_batch_jobs: usize = GatewayConfig::default().max_batch_jobs;
+            env ["DQ_MAX_BATCH_JOBS"]
+            flags [Serve "max-batch-jobs", Run "max-batch-jobs", Gateway "max-batch-jobs"]
+            redact No;
+        /// Largest accepted body of a batch submission, in bytes (413 past it).
+        max_batch_body_bytes: usize = GatewayConfig::default().batch_body_limit_bytes;
+            env ["DQ_MAX_BATCH_BODY_BYTES"]
+            flags [
+                Serve "max-batch-body-bytes",
+                Run "max-batch-body-bytes",
+                Gateway "max-batch-body-bytes"
+            ]
+            redact No;
         /// Seconds between two reconciliations of the read model with the orchestrator's live
         /// jobs (also once at start).
         reconcile_every: u64 = GatewayConfig::default().reconcile_every.as_secs();
@@ -498,6 +512,8 @@ impl Config {
         GatewayConfig {
             addr: settings.addr,
             body_limit_bytes: settings.max_body_bytes,
+            max_batch_jobs: settings.max_batch_jobs,
+            batch_body_limit_bytes: settings.max_batch_body_bytes,
             sse_keep_alive: Duration::from_secs(settings.sse_keep_alive),
             reconcile_every: Duration::from_secs(settings.reconcile_every),
         }

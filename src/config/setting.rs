@@ -21,7 +21,7 @@ pub enum Cmd {
     Orchestrator,
     /// `distriqueue worker`.
     Worker,
-    /// The client verbs against a gateway (`submit`, `get`, `list`, ..., `bench`).
+    /// The client verbs against a gateway (`submit`, `stats`, `get`, `list`, ..., `bench`).
     Client,
     /// `distriqueue cluster ...` against the orchestrators.
     Cluster,
@@ -47,7 +47,7 @@ impl Cmd {
             Cmd::Gateway => "gateway",
             Cmd::Orchestrator => "orchestrator",
             Cmd::Worker => "worker",
-            Cmd::Client => "submit|get|list|cancel|retry|attempts|watch|bench",
+            Cmd::Client => "submit|stats|get|list|cancel|retry|attempts|watch|bench",
             Cmd::Cluster => "cluster",
         }
     }

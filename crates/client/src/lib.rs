@@ -11,6 +11,7 @@ mod orchestrator;
 use std::fmt;
 use std::time::Duration;
 
+use distriqueue_core::api::{BatchSubmitted, Statistics};
 use distriqueue_core::JobResponse;
 use distriqueue_util::error_chain;
 use eventsource_stream::{EventStreamError, Eventsource};
@@ -20,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use orchestrator::{CallError, OrchestratorClient};
+pub use orchestrator::{CallError, OrchestratorClient, RegisteredBatch};
 
 /// How long establishing a TCP (and TLS) connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -235,6 +236,35 @@ impl GatewayClient {
             .send(self.request(Method::POST, url).json(request))
             .await?;
         decode(response).await
+    }
+
+    /// `POST /api/jobs/batch` with `jobs` (JobRequests) as `{"jobs": [...]}`: the batch answer
+    /// (202: some or all accepted, each refused item's error by index).
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] 400 when no item is valid (`violations` name `jobs[i].field`),
+    /// 413, 429 (queue full), 503; [`ClientError::Transport`], [`ClientError::Decode`].
+    pub async fn submit_batch(&self, jobs: &[Value]) -> Result<BatchSubmitted, ClientError> {
+        let url = self.url(&["api", "jobs", "batch"])?;
+        let body = serde_json::json!({ "jobs": jobs });
+        let response = self
+            .send(self.request(Method::POST, url).json(&body))
+            .await?;
+        decode(response).await
+    }
+
+    /// `GET /api/jobs/statistics` with `query` (`from`, `to`, `type`) as the query string.
+    ///
+    /// # Errors
+    /// [`ClientError::Status`] 400 naming a bad parameter; [`ClientError::Transport`],
+    /// [`ClientError::Decode`].
+    pub async fn statistics(&self, query: &[(String, String)]) -> Result<Statistics, ClientError> {
+        let url = self.url(&["api", "jobs", "statistics"])?;
+        decode(
+            self.send(self.request(Method::GET, url).query(query))
+                .await?,
+        )
+        .await
     }
 
     /// `GET /api/jobs/{id}`: the job's current JobResponse.

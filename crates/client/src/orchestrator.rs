@@ -177,7 +177,7 @@ impl OrchestratorClient {
     pub async fn register_batch(
         &self,
         batch: &RegisterBatch,
-    ) -> Result<Vec<Result<Registered, CallError>>, CallError> {
+    ) -> Result<RegisteredBatch, CallError> {
         let answers: RawResults = self
             .call(
                 Method::POST,
@@ -185,14 +185,18 @@ impl OrchestratorClient {
                 Some(batch),
             )
             .await?;
+        let log_index = answers.log_index;
         let results = one_per_item::<Registered>(answers, batch.jobs.len(), "registrations")?;
-        Ok(results
-            .into_iter()
-            .map(|answer| match answer {
-                ItemResult::Done(registered) => Ok(registered),
-                ItemResult::Failed(error) => Err(item_error(error)),
-            })
-            .collect())
+        Ok(RegisteredBatch {
+            results: results
+                .into_iter()
+                .map(|answer| match answer {
+                    ItemResult::Done(registered) => Ok(registered),
+                    ItemResult::Failed(error) => Err(item_error(error)),
+                })
+                .collect(),
+            log_index,
+        })
     }
 
     /// `POST /api/jobs/{id}/cancel`: the CANCELLED snapshot.
@@ -304,6 +308,18 @@ const NO_BODY: Option<&()> = None;
 #[derive(serde::Deserialize)]
 struct RawResults {
     results: Vec<Value>,
+    #[serde(rename = "logIndex", default)]
+    log_index: Option<u64>,
+}
+
+/// The answer to [`OrchestratorClient::register_batch`].
+#[derive(Debug, Clone)]
+pub struct RegisteredBatch {
+    /// Each registration's answer, in order: the registration, its refusal, or
+    /// [`CallError::NotCommitted`].
+    pub results: Vec<Result<Registered, CallError>>,
+    /// The Raft log index of the entry that committed the batch.
+    pub log_index: Option<u64>,
 }
 
 /// The results of a batch answer, checked to be one per item, each decoded on its own: an

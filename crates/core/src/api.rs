@@ -1,6 +1,6 @@
-//! The bodies of the orchestrator's HTTP API (CONTRACT.md "Orchestrator", and the routes
-//! DistriQueue's own gateways and workers use), defined once: the routes of
-//! `distriqueue-orchestrator` answer with these types and `distriqueue-client` reads them.
+//! Bodies of the HTTP APIs defined once, for the servers that answer with them and the clients
+//! that read them: the orchestrator's (CONTRACT.md "Orchestrator", and the routes DistriQueue's
+//! own gateways and workers use) and the gateway's beyond the job itself (batch submission).
 //!
 //! Field names are the contract's (snake_case where the original used it, camelCase in the
 //! status routes); every body is JSON.
@@ -106,6 +106,76 @@ pub struct Registration {
     pub spec: JobSpec,
 }
 
+/// `POST /api/jobs/batch`'s answer (CONTRACT.md "Gateway"): `{batchId, totalJobs, successful,
+/// failed, jobIds, errors, submittedAt}`, plus `batchName` and `logIndex`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchSubmitted {
+    /// A fresh id naming this submission.
+    pub batch_id: String,
+    /// The request's `batchName`, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_name: Option<String>,
+    /// Jobs in the request.
+    pub total_jobs: usize,
+    /// Jobs accepted (a repeated idempotency key counts, answered with the first job's id).
+    pub successful: usize,
+    /// Jobs refused.
+    pub failed: usize,
+    /// Each job's id in request order; `null` for a refused item.
+    pub job_ids: Vec<Option<JobId>>,
+    /// Each refused item's error body, keyed by its index in the request (`"3"`); violations
+    /// name the item's fields (`jobs[3].type`).
+    pub errors: BTreeMap<usize, ErrorBody>,
+    /// When the gateway answered, ISO-8601 UTC.
+    pub submitted_at: String,
+    /// The Raft log index of the one entry that committed the accepted jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
+}
+
+/// `GET /api/jobs/statistics?from&to&type`'s answer (CONTRACT.md "Gateway"): the jobs created
+/// in the range, counted in SQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Statistics {
+    /// Jobs in the range.
+    pub total_jobs: u64,
+    /// PENDING jobs (scheduled for later).
+    pub pending_jobs: u64,
+    /// QUEUED jobs.
+    pub queued_jobs: u64,
+    /// RUNNING jobs.
+    pub running_jobs: u64,
+    /// RETRYING jobs (waiting out a backoff).
+    pub retrying_jobs: u64,
+    /// COMPLETED jobs.
+    pub completed_jobs: u64,
+    /// FAILED jobs.
+    pub failed_jobs: u64,
+    /// TIMEOUT jobs.
+    pub timeout_jobs: u64,
+    /// CANCELLED jobs.
+    pub cancelled_jobs: u64,
+    /// COMPLETED among the finished jobs (COMPLETED, FAILED, TIMEOUT, CANCELLED), in percent
+    /// (0 when none finished).
+    pub success_rate: f64,
+    /// Mean of `started_at - created_at` over the jobs that started, in ms.
+    pub average_queue_time_ms: f64,
+    /// Mean of `completed_at - started_at` over the jobs that finished after starting, in ms.
+    pub average_execution_time_ms: f64,
+    /// Jobs by type.
+    pub jobs_by_type: BTreeMap<String, u64>,
+    /// Jobs by priority (`LOW`, `MEDIUM`, `HIGH`, `CRITICAL`).
+    pub jobs_by_priority: BTreeMap<String, u64>,
+    /// Jobs by the worker that holds or last held them (jobs never started are not counted).
+    pub jobs_by_worker: BTreeMap<String, u64>,
+    /// The range's start as asked (`from`), ISO-8601 UTC; `null` for none.
+    pub time_range_start: Option<String>,
+    /// The range's end as asked (`to`), ISO-8601 UTC; `null` for none.
+    pub time_range_end: Option<String>,
+}
+
 /// `POST /api/jobs/register/batch` (DistriQueue's gateways): jobs committed together, one log
 /// entry under load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +196,9 @@ pub struct ReportBatch {
 pub struct BatchResults<T> {
     /// Each item's answer or error.
     pub results: Vec<ItemResult<T>>,
+    /// The Raft log index of the one entry that committed the batch.
+    #[serde(rename = "logIndex", default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
 }
 
 /// One item's answer in a batch: its error body (refused, or not committed) or its answer.

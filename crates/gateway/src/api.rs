@@ -7,13 +7,16 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use distriqueue_core::request::{check_idempotency_key, parse_job_request, Schedule, MAX_DELAY_S};
-use distriqueue_core::{JobId, JobResponse, JobStatus, Refusal};
+use distriqueue_core::api::Statistics;
+use distriqueue_core::request::{
+    check_idempotency_key, parse_job_request, JobSpec, Schedule, Violations, MAX_DELAY_S,
+};
+use distriqueue_core::{JobId, JobResponse, JobStatus, Millis, Refusal};
 use serde_json::json;
 
 use crate::body::{check_json_content_type, read_json};
 use crate::error::ApiError;
-use crate::query::parse_list_query;
+use crate::query::{parse_list_query, parse_stats_query};
 use crate::sse;
 use crate::state::AppState;
 use distriqueue_util::clock;
@@ -30,6 +33,8 @@ const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/jobs", post(submit_job).get(list_jobs))
+        .route("/api/jobs/batch", post(crate::batch::submit_batch))
+        .route("/api/jobs/statistics", get(statistics))
         .route("/api/jobs/stream", get(sse::stream))
         .route("/api/jobs/{id}", get(get_job))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
@@ -53,17 +58,7 @@ async fn submit_job(
     check_json_content_type(&headers)?;
     let request = read_json(&headers, body, state.config.body_limit_bytes).await?;
     let mut spec = parse_job_request(&request, "").map_err(ApiError::Validation)?;
-    if let Some(Schedule::At(at)) = spec.schedule {
-        let latest = clock::now()
-            .0
-            .saturating_add(i64::try_from(MAX_DELAY_S * 1000).unwrap_or(i64::MAX));
-        if at.0 > latest {
-            return Err(ApiError::violation(
-                "scheduleAt",
-                "must be at most 366 days ahead",
-            ));
-        }
-    }
+    check_schedule(&spec, "scheduleAt").map_err(ApiError::Validation)?;
     if let Some(header) = headers.get(IDEMPOTENCY_KEY_HEADER) {
         let key = header
             .to_str()
@@ -122,6 +117,23 @@ async fn submit_job(
         Json(job),
     )
         .into_response())
+}
+
+/// A `scheduleAt` at most 366 days ahead (the bound `delaySeconds` has too); `field` names it
+/// in the violation.
+pub(crate) fn check_schedule(spec: &JobSpec, field: &str) -> Result<(), Violations> {
+    if let Some(Schedule::At(at)) = spec.schedule {
+        let latest = clock::now()
+            .0
+            .saturating_add(i64::try_from(MAX_DELAY_S * 1000).unwrap_or(i64::MAX));
+        if at.0 > latest {
+            return Err(Violations::from([(
+                field.to_string(),
+                "must be at most 366 days ahead".to_string(),
+            )]));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /api/jobs/{id}/retry`: a new chain of attempts for a FAILED, TIMEOUT or CANCELLED job
@@ -224,6 +236,21 @@ async fn list_jobs(
             "totalPages": total_pages,
         }
     })))
+}
+
+/// `GET /api/jobs/statistics?from&to&type`: counts, rates and breakdowns of the jobs created
+/// in `[from, to]` (either open), from SQL aggregates; 400 naming a bad parameter.
+async fn statistics(
+    State(state): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Statistics>, ApiError> {
+    let Query(pairs) =
+        query.map_err(|error| ApiError::BadRequest(format!("bad query string: {error}")))?;
+    let query = parse_stats_query(&pairs).map_err(ApiError::Validation)?;
+    let mut statistics = state.store.statistics(&query).await?;
+    statistics.time_range_start = query.from.map(Millis::to_iso);
+    statistics.time_range_end = query.to.map(Millis::to_iso);
+    Ok(Json(statistics))
 }
 
 /// `GET /api/actuator/health`: UP when the read model answers, else 503 DOWN.

@@ -4,11 +4,11 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use distriqueue_core::api::ErrorBody;
 use distriqueue_core::request::Violations;
 use distriqueue_core::Refusal;
 use distriqueue_store::StoreError;
 use distriqueue_util::error_chain;
-use serde_json::json;
 
 use crate::OrchestratorError;
 
@@ -116,21 +116,29 @@ impl From<OrchestratorError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The contract's error body: `{"error": message}` (the message with its causes), or the
+    /// validation shape; an internal error says only "internal error".
+    pub(crate) fn body(&self) -> ErrorBody {
+        match self {
+            ApiError::Validation(violations) => ErrorBody {
+                violations: Some(violations.clone()),
+                ..ErrorBody::new("Validation failed")
+            },
+            ApiError::Internal { .. } => ErrorBody::new("internal error"),
+            other => ErrorBody::new(error_chain(other)),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = match &self {
-            ApiError::Validation(violations) => {
-                json!({"error": "Validation failed", "violations": violations})
-            }
-            ApiError::Internal { .. } => {
-                // The one place an internal error is logged.
-                tracing::error!(error = %error_chain(&self), "internal error");
-                json!({"error": "internal error"})
-            }
-            other => json!({"error": error_chain(other)}),
-        };
-        let mut response = (status, Json(body)).into_response();
+        if let ApiError::Internal { .. } = &self {
+            // The one place an internal error is logged.
+            tracing::error!(error = %error_chain(&self), "internal error");
+        }
+        let mut response = (status, Json(self.body())).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

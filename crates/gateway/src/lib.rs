@@ -5,10 +5,11 @@
 //! every reply to the read model before it answers, so a client reads its own writes. Lifecycle
 //! events feed the read model and SSE subscribers ([`Gateway::consume_events`]).
 //!
-//! Modules: `api` (routes), `error` ([`ApiError`]), `body` (JSON bodies), `query` (list
+//! Modules: `api` (routes), `batch` (batch submission), `error` ([`ApiError`]), `body` (JSON bodies), `query` (list
 //! parameters), `sse` (the event stream), `feed` (the event consumer), `state` ([`AppState`]).
 
 mod api;
+mod batch;
 mod body;
 mod error;
 mod feed;
@@ -43,6 +44,13 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// Commits `Register` for a gateway-minted id (answers for a repeated idempotency key too).
     async fn register(&self, id: JobId, spec: JobSpec) -> Result<Registered, OrchestratorError>;
 
+    /// Commits `Register` for every job of a batch together, in one log entry; one answer per
+    /// job, in order (a job past the admission cap is refused alone).
+    async fn register_batch(
+        &self,
+        jobs: Vec<(JobId, JobSpec)>,
+    ) -> Result<RegisteredBatch, OrchestratorError>;
+
     /// Commits `Cancel`; `Ok` = the CANCELLED snapshot.
     async fn cancel(&self, id: JobId) -> Result<JobResponse, OrchestratorError>;
 
@@ -67,6 +75,15 @@ pub struct Registered {
     pub created: bool,
 }
 
+/// The answer to a batch register.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredBatch {
+    /// Each job's answer, in the batch's order.
+    pub results: Vec<Result<Registered, Refusal>>,
+    /// The Raft log index of the entry that committed them.
+    pub log_index: Option<u64>,
+}
+
 /// Why the orchestrator did not commit a command.
 #[derive(Debug, thiserror::Error)]
 pub enum OrchestratorError {
@@ -85,6 +102,10 @@ pub struct GatewayConfig {
     pub addr: SocketAddr,
     /// Largest accepted request body; larger ones get 413. Default 1 MiB.
     pub body_limit_bytes: usize,
+    /// Most jobs in one `POST /api/jobs/batch` (CONTRACT.md: 1000). Default 1000.
+    pub max_batch_jobs: usize,
+    /// Largest accepted body of `POST /api/jobs/batch`. Default 16 MiB.
+    pub batch_body_limit_bytes: usize,
     /// Interval of SSE keep-alive comments. Default 15 s.
     pub sse_keep_alive: Duration,
     /// How often the read model is reconciled with the orchestrator's live snapshots (also
@@ -97,6 +118,8 @@ impl Default for GatewayConfig {
         GatewayConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8082)),
             body_limit_bytes: 1024 * 1024,
+            max_batch_jobs: 1000,
+            batch_body_limit_bytes: 16 * 1024 * 1024,
             sse_keep_alive: Duration::from_secs(15),
             reconcile_every: Duration::from_secs(60),
         }

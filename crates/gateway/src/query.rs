@@ -3,13 +3,53 @@
 
 use distriqueue_core::request::Violations;
 use distriqueue_core::time::parse_client_time;
-use distriqueue_core::{JobStatus, Priority};
-use distriqueue_store::{JobQuery, SortBy, SortDirection};
+use distriqueue_core::{JobStatus, Millis, Priority};
+use distriqueue_store::{JobQuery, SortBy, SortDirection, StatsQuery};
 
 /// Page size when `size` is absent.
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 /// Largest accepted `size`.
 pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// A time parameter (RFC 3339, or an ISO local date-time read as UTC; CONTRACT.md), or a
+/// violation naming it.
+fn time_parameter(text: Option<&str>, name: &str, violations: &mut Violations) -> Option<Millis> {
+    let time = parse_client_time(text?);
+    if time.is_none() {
+        violations.insert(
+            name.to_string(),
+            "must be an RFC 3339 or ISO local date-time (read as UTC)".to_string(),
+        );
+    }
+    time
+}
+
+/// Reads the parameters of `GET /api/jobs/statistics`: `from` and `to` (times, inclusive) and
+/// `type`. Unknown parameters are ignored; an empty value reads as absent.
+pub(crate) fn parse_stats_query(pairs: &[(String, String)]) -> Result<StatsQuery, Violations> {
+    let value = |name: &str| {
+        pairs
+            .iter()
+            .find(|(key, value)| key == name && !value.trim().is_empty())
+            .map(|(_, value)| value.trim())
+    };
+    let mut violations = Violations::new();
+    let query = StatsQuery {
+        from: time_parameter(value("from"), "from", &mut violations),
+        to: time_parameter(value("to"), "to", &mut violations),
+        job_type: value("type").map(str::to_string),
+    };
+    if let (Some(from), Some(to)) = (query.from, query.to) {
+        if from > to {
+            violations.insert("to".to_string(), "must not be before from".to_string());
+        }
+    }
+    if violations.is_empty() {
+        Ok(query)
+    } else {
+        Err(violations)
+    }
+}
 
 /// Reads the list parameters. Unknown parameters are ignored; an empty value reads as absent.
 /// Where the contract accepts two spellings (`jobPriority|priority`, `jobStatus|status`) the
@@ -59,22 +99,8 @@ pub(crate) fn parse_list_query(pairs: &[(String, String)]) -> Result<JobQuery, V
             }
         }
     }
-    for (name, slot) in [
-        ("createdFrom", &mut query.created_from),
-        ("createdTo", &mut query.created_to),
-    ] {
-        if let Some(text) = value(name) {
-            match parse_client_time(text) {
-                Some(time) => *slot = Some(time),
-                None => {
-                    violations.insert(
-                        name.to_string(),
-                        "must be an RFC 3339 or ISO local date-time (read as UTC)".to_string(),
-                    );
-                }
-            }
-        }
-    }
+    query.created_from = time_parameter(value("createdFrom"), "createdFrom", &mut violations);
+    query.created_to = time_parameter(value("createdTo"), "createdTo", &mut violations);
     if let Some(text) = value("page") {
         match text.parse::<u32>() {
             Ok(page) => query.page = page,

@@ -15,7 +15,7 @@ use openraft::{BasicNode, Raft};
 use tokio::sync::watch;
 
 use crate::liveness::Registry;
-use crate::proposer::{Proposer, SubmitError};
+use crate::proposer::{Committed, Proposer, SubmitError};
 use crate::raft::{NodeId, TypeConfig};
 use crate::state_machine::StateMachineStore;
 
@@ -75,22 +75,52 @@ impl OrchestratorHandle {
     ///
     /// Errors: [`SubmitError`] when the node stops, does not lead, or raft refuses the write.
     pub async fn submit(&self, command: Command) -> Result<Outcome, SubmitError> {
+        let committed = self.submit_all(vec![command]).await?;
+        committed
+            .outcomes
+            .into_iter()
+            .next()
+            .ok_or(SubmitError::ShuttingDown)
+    }
+
+    /// Commits `commands` together, in one log entry (with whatever else waits, when it fits),
+    /// and returns each one's outcome and the entry's index.
+    ///
+    /// Errors: as [`OrchestratorHandle::submit`]; then none of them was applied.
+    pub async fn submit_all(&self, commands: Vec<Command>) -> Result<Committed, SubmitError> {
         self.proposer
-            .call(command)
+            .call(commands)
             .await
             .map_err(|_| SubmitError::ShuttingDown)?
+    }
+
+    /// Commits `Register` for every job of `jobs` in one log entry (a batch submission), with
+    /// this node's admission cap and retry policy; each is answered as by
+    /// [`OrchestratorHandle::register`].
+    pub async fn register_all(
+        &self,
+        jobs: Vec<(JobId, JobSpec)>,
+    ) -> Result<Committed, SubmitError> {
+        let commands = jobs
+            .into_iter()
+            .map(|(id, spec)| self.register_command(id, spec))
+            .collect();
+        self.submit_all(commands).await
+    }
+
+    fn register_command(&self, id: JobId, spec: JobSpec) -> Command {
+        Command::Register {
+            id,
+            spec: Box::new(spec),
+            max_queued: self.max_queued,
+            policy: self.retry_policy,
+        }
     }
 
     /// Commits `Register` for `id` with this node's admission cap and retry policy (a repeat
     /// of the id or of the idempotency key answers with the first job).
     pub async fn register(&self, id: JobId, spec: JobSpec) -> Result<Outcome, SubmitError> {
-        self.submit(Command::Register {
-            id,
-            spec: Box::new(spec),
-            max_queued: self.max_queued,
-            policy: self.retry_policy,
-        })
-        .await
+        self.submit(self.register_command(id, spec)).await
     }
 
     /// Commits `Retry` for a FAILED, TIMEOUT or CANCELLED job, given the read model's snapshot

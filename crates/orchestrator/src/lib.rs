@@ -23,5 +23,5 @@ pub use api::router;
 pub use handle::OrchestratorHandle;
 pub use leader::commit_watermark;
 pub use node::{Orchestrator, OrchestratorConfig, OrchestratorError};
-pub use proposer::SubmitError;
+pub use proposer::{Committed, SubmitError};
 pub use raft::{NodeId, TypeConfig};

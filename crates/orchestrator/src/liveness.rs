@@ -174,7 +174,7 @@ pub(crate) async fn run_liveness(workers: Arc<Registry>, proposer: Proposer, tim
         for worker_id in workers.take_lost() {
             tracing::warn!(%worker_id, "worker silent past the heartbeat timeout: declared lost");
             if proposer
-                .submit(Command::WorkerLost { worker_id })
+                .submit(vec![Command::WorkerLost { worker_id }])
                 .await
                 .is_err()
             {

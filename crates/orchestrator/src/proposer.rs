@@ -15,12 +15,23 @@ use openraft::{BasicNode, Raft};
 use crate::raft::{NodeId, TypeConfig};
 use crate::state_machine::StateMachineStore;
 
-/// The proposer's handle: [`Batcher::call`] commits a command and answers its outcome,
-/// [`Batcher::submit`] commits it without waiting (timers, liveness).
-pub(crate) type Proposer = Batcher<Command, Result<Outcome, SubmitError>>;
+/// The proposer's handle. An item is a group of commands committed together, in one log
+/// entry: [`Batcher::call`] commits a group and answers its outcomes, [`Batcher::submit`]
+/// commits it without waiting (timers, liveness).
+pub(crate) type Proposer = Batcher<Vec<Command>, Result<Committed, SubmitError>>;
 
-/// Commands waiting for an entry at most; past it, submitters wait for room.
-const WAITING_COMMANDS: usize = 16 * 1024;
+/// Command groups waiting for an entry at most; past it, submitters wait for room.
+const WAITING_GROUPS: usize = 16 * 1024;
+
+/// A group of commands as committed: the outcome of each, in order, and the index of the log
+/// entry that holds them all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// One outcome per command of the group, in order.
+    pub outcomes: Vec<Outcome>,
+    /// The Raft log index of the entry.
+    pub log_index: u64,
+}
 
 /// Why a command got no outcome. The proposer answers only after the entry committed or
 /// failed, so a command answered with an error was not applied, unless raft failed after
@@ -58,7 +69,8 @@ impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for SubmitErro
     }
 }
 
-/// Starts the proposer of `raft`; entries hold up to `max_batch` commands.
+/// Starts the proposer of `raft`: an entry holds up to `max_batch` commands, unless a single
+/// group is larger (a group is never split across entries).
 pub(crate) fn start(
     raft: Raft<TypeConfig>,
     max_batch: usize,
@@ -66,24 +78,40 @@ pub(crate) fn start(
 ) -> Proposer {
     // Leader time never goes backwards, also across restarts, leader changes and clock steps.
     let mut last_now = state_machine.read(State::leader_time);
-    Batcher::start(
+    Batcher::start_weighted(
         max_batch,
-        WAITING_COMMANDS,
-        move |commands: Vec<Command>| {
+        WAITING_GROUPS,
+        Vec::len,
+        move |groups: Vec<Vec<Command>>| {
             last_now = last_now
                 .max(clock::now())
                 .max(state_machine.read(State::leader_time));
-            let n_commands = commands.len();
+            let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
             let batch = Batch {
                 seed: clock::random_u64(),
                 now: last_now,
-                commands,
+                commands: groups.into_iter().flatten().collect(),
             };
             let raft = raft.clone();
             async move {
                 match raft.client_write(batch).await {
-                    Ok(response) => response.data.into_iter().map(Ok).collect(),
-                    Err(error) => vec![Err(SubmitError::from(error)); n_commands],
+                    Ok(response) => {
+                        let log_index = response.log_id.index;
+                        let mut outcomes = response.data.into_iter();
+                        sizes
+                            .iter()
+                            .map(|n| {
+                                Ok(Committed {
+                                    outcomes: outcomes.by_ref().take(*n).collect(),
+                                    log_index,
+                                })
+                            })
+                            .collect()
+                    }
+                    Err(error) => {
+                        let error = SubmitError::from(error);
+                        sizes.iter().map(|_| Err(error.clone())).collect()
+                    }
                 }
             }
         },

@@ -69,7 +69,7 @@ pub(crate) async fn run_timers(
                     if current != Some(timer) {
                         continue;
                     }
-                    if proposer.submit(Command::TimerFired(timer)).await.is_err() {
+                    if proposer.submit(vec![Command::TimerFired(timer)]).await.is_err() {
                         return;
                     }
                 }

@@ -9,12 +9,14 @@
 //! serves both, and several stores (gateways) may share one database.
 
 mod query;
+mod statistics;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use distriqueue_core::api::Statistics;
 use distriqueue_core::model::{JobId, JobStatus};
 use distriqueue_core::time::parse_client_time;
 use distriqueue_core::wire::JobResponse;
@@ -25,6 +27,7 @@ use sqlx::sqlite::{
 use sqlx::{Database, Encode, QueryBuilder, Sqlite, Type};
 
 pub use query::{JobQuery, Page, SortBy, SortDirection};
+pub use statistics::StatsQuery;
 
 /// The `format` of the snapshots this version writes (the `format` column).
 const SNAPSHOT_FORMAT: i64 = 1;
@@ -529,6 +532,49 @@ impl Store {
             content,
             total_elements: u64::try_from(total).unwrap_or_default(),
         })
+    }
+
+    /// Statistics of the jobs `query` selects, from SQL aggregates in one read transaction (on
+    /// PostgreSQL a repeatable-read one): the hourly summary tables for the whole hours of the
+    /// range, `jobs` itself for a partial hour at either end (see `statistics.rs`).
+    ///
+    /// Errors: [`StoreError::Database`].
+    pub async fn statistics(&self, query: &StatsQuery) -> Result<Statistics, StoreError> {
+        let split = statistics::split(query.from, query.to);
+        let job_type = query.job_type.as_deref();
+        let mut totals = statistics::Totals::default();
+        macro_rules! gather {
+            ($tx:expr, $DB:ty) => {{
+                let mut parts: Vec<statistics::Statements<$DB>> = Vec::new();
+                if let Some((first, last)) = split.hours {
+                    parts.push(statistics::summary_statements(first, last, job_type));
+                }
+                for (lo, hi) in &split.edges {
+                    parts.push(statistics::edge_statements(*lo, *hi, job_type));
+                }
+                for mut part in parts {
+                    let status = part.status.build_query_as().fetch_all(&mut *$tx).await?;
+                    let priority = part.priority.build_query_as().fetch_all(&mut *$tx).await?;
+                    let worker = part.worker.build_query_as().fetch_all(&mut *$tx).await?;
+                    totals.add(status, priority, worker);
+                }
+            }};
+        }
+        match &self.backend {
+            Backend::Sqlite { reader, .. } => {
+                let mut tx = reader.begin().await?;
+                gather!(tx, Sqlite);
+                tx.commit().await?;
+            }
+            Backend::Postgres(pool) => {
+                let mut tx = pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?;
+                gather!(tx, Postgres);
+                tx.commit().await?;
+            }
+        }
+        Ok(totals.statistics())
     }
 
     /// The stored version of each of `ids` that is known; unknown ids are absent from the map.

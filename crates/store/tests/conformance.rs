@@ -9,12 +9,13 @@
 //! in parallel. With `DQ_REQUIRE_SERVICES=1`, an unreachable server fails the test instead.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
+use distriqueue_core::api::Statistics;
 use distriqueue_core::model::{JobId, JobStatus, Priority};
 use distriqueue_core::time::{parse_client_time, Millis};
 use distriqueue_core::wire::JobResponse;
-use distriqueue_store::{JobQuery, SortBy, SortDirection, Store, StoreError};
+use distriqueue_store::{JobQuery, SortBy, SortDirection, StatsQuery, Store, StoreError};
 use distriqueue_testkit::TestDatabase;
 use serde_json::json;
 use tempfile::TempDir;
@@ -543,6 +544,144 @@ async fn changed_since_follows_event_seqs(store: &Store) {
     assert!(store.changed_since(13, 10).await.expect("read").is_empty());
 }
 
+/// Jobs `n` for statistics: created 7 minutes apart (over about a day, so many hourly buckets),
+/// every status, type, priority and two workers.
+fn stats_job(n: u32, status: JobStatus, version: u64) -> JobResponse {
+    let created = Millis(BASE + i64::from(n) * 7 * 60_000);
+    let mut job = job(n, status, version);
+    job.created_at = created.to_iso();
+    let started = job
+        .started_at
+        .as_ref()
+        .map(|_| Millis(created.0 + i64::from(n % 13) * 1_000));
+    job.started_at = started.map(Millis::to_iso);
+    job.completed_at = job
+        .completed_at
+        .as_ref()
+        .map(|_| Millis(started.unwrap_or(created).0 + i64::from(n % 5) * 250).to_iso());
+    job
+}
+
+/// What `store.statistics` must answer for `query`, counted from the jobs themselves.
+fn expected_statistics(jobs: &[JobResponse], query: &StatsQuery) -> Statistics {
+    let time = |text: &Option<String>| text.as_deref().and_then(parse_client_time);
+    let selected: Vec<&JobResponse> = jobs
+        .iter()
+        .filter(|job| {
+            let created = time(&Some(job.created_at.clone())).expect("created_at");
+            query.from.is_none_or(|from| created >= from)
+                && query.to.is_none_or(|to| created <= to)
+                && query
+                    .job_type
+                    .as_ref()
+                    .is_none_or(|wanted| *wanted == job.job_type)
+        })
+        .collect();
+    let count =
+        |status: JobStatus| selected.iter().filter(|job| job.status == status).count() as u64;
+    let mut by = [BTreeMap::new(), BTreeMap::new(), BTreeMap::new()];
+    let (mut queue, mut n_queue, mut exec, mut n_exec) = (0i64, 0i64, 0i64, 0i64);
+    for job in &selected {
+        *by[0].entry(job.job_type.clone()).or_insert(0u64) += 1;
+        *by[1]
+            .entry(job.priority.as_str().to_string())
+            .or_insert(0u64) += 1;
+        if let Some(worker) = &job.worker_id {
+            *by[2].entry(worker.clone()).or_insert(0u64) += 1;
+        }
+        let created = time(&Some(job.created_at.clone())).expect("created_at");
+        if let Some(started) = time(&job.started_at) {
+            queue += started.0 - created.0;
+            n_queue += 1;
+            if let Some(completed) = time(&job.completed_at) {
+                exec += completed.0 - started.0;
+                n_exec += 1;
+            }
+        }
+    }
+    let completed = count(JobStatus::Completed);
+    let finished = completed
+        + count(JobStatus::Failed)
+        + count(JobStatus::Timeout)
+        + count(JobStatus::Cancelled);
+    let average = |sum: i64, n: i64| if n > 0 { sum as f64 / n as f64 } else { 0.0 };
+    let [jobs_by_type, jobs_by_priority, jobs_by_worker] = by;
+    Statistics {
+        total_jobs: selected.len() as u64,
+        pending_jobs: count(JobStatus::Pending),
+        queued_jobs: count(JobStatus::Queued),
+        running_jobs: count(JobStatus::Running),
+        retrying_jobs: count(JobStatus::Retrying),
+        completed_jobs: completed,
+        failed_jobs: count(JobStatus::Failed),
+        timeout_jobs: count(JobStatus::Timeout),
+        cancelled_jobs: count(JobStatus::Cancelled),
+        success_rate: if finished > 0 {
+            100.0 * completed as f64 / finished as f64
+        } else {
+            0.0
+        },
+        average_queue_time_ms: average(queue, n_queue),
+        average_execution_time_ms: average(exec, n_exec),
+        jobs_by_type,
+        jobs_by_priority,
+        jobs_by_worker,
+        time_range_start: None,
+        time_range_end: None,
+    }
+}
+
+async fn statistics_agree_with_a_count_of_the_rows(store: &Store) {
+    // Every job first as QUEUED, then most move on (newer versions); stale versions come late
+    // and change nothing.
+    let first: Vec<JobResponse> = (0..240)
+        .map(|n| stats_job(n, JobStatus::Queued, 1))
+        .collect();
+    store.upsert(&first).await.expect("first versions");
+    let current: Vec<JobResponse> = (0..240)
+        .map(|n| stats_job(n, JobStatus::ALL[n as usize % JobStatus::ALL.len()], 3))
+        .collect();
+    store.upsert(&current).await.expect("newer versions");
+    let stale: Vec<JobResponse> = (0..240)
+        .map(|n| stats_job(n, JobStatus::Running, 2))
+        .collect();
+    store.upsert(&stale).await.expect("stale versions");
+    let hour = 3_600_000;
+    let queries = [
+        StatsQuery::default(),
+        StatsQuery {
+            from: Some(Millis(BASE + 3 * hour)),
+            to: Some(Millis(BASE + 9 * hour - 1)),
+            job_type: None,
+        },
+        StatsQuery {
+            from: Some(Millis(BASE + 3 * hour + 17 * 60_000)),
+            to: Some(Millis(BASE + 9 * hour + 5 * 60_000)),
+            job_type: None,
+        },
+        StatsQuery {
+            from: Some(Millis(BASE + 5 * hour + 60_000)),
+            to: Some(Millis(BASE + 5 * hour + 50 * 60_000)),
+            job_type: Some(TYPES[1].to_string()),
+        },
+        StatsQuery {
+            from: None,
+            to: Some(Millis(BASE + 11 * hour + 1)),
+            job_type: Some(TYPES[0].to_string()),
+        },
+        StatsQuery {
+            from: Some(Millis(BASE + 40 * hour)),
+            to: None,
+            job_type: None,
+        },
+    ];
+    for query in &queries {
+        let answered = store.statistics(query).await.expect("statistics");
+        let expected = expected_statistics(&current, query);
+        assert_eq!(answered, expected, "{query:?}");
+    }
+}
+
 macro_rules! conformance_suite {
     ($open:path; $($check:ident),+ $(,)?) => {
         $(
@@ -580,6 +719,7 @@ macro_rules! all_checks {
             paging_numbers_and_totals,
             every_sort_key_both_directions,
             changed_since_follows_event_seqs,
+            statistics_agree_with_a_count_of_the_rows,
         );
     };
 }

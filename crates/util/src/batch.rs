@@ -55,17 +55,54 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// past that, callers wait for room. `send` gets each batch (1 to `max` items, in arrival
     /// order) and returns one answer per item, in the same order; an item left without an
     /// answer gets [`BatcherStopped`].
-    pub fn start<F, Fut>(max: usize, capacity: usize, mut send: F) -> Batcher<T, R>
+    pub fn start<F, Fut>(max: usize, capacity: usize, send: F) -> Batcher<T, R>
     where
         F: FnMut(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<R>> + Send,
     {
-        let max = max.max(1);
+        Batcher::start_weighted(max, capacity, |_| 1, send)
+    }
+
+    /// Like [`Batcher::start`], but a batch holds items of at most `max_weight` in all, each
+    /// item weighing `weight(item)` (at least 1): an item heavier than `max_weight` goes
+    /// alone, never split. The orchestrator's proposer weighs a group of commands by its
+    /// length, so a log entry holds at most `max_weight` commands unless one group is larger.
+    pub fn start_weighted<W, F, Fut>(
+        max_weight: usize,
+        capacity: usize,
+        weight: W,
+        mut send: F,
+    ) -> Batcher<T, R>
+    where
+        W: Fn(&T) -> usize + Send + 'static,
+        F: FnMut(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<R>> + Send,
+    {
         let (sender, mut incoming) = mpsc::channel::<Waiting<T, R>>(capacity.max(1));
         tokio::spawn(async move {
-            let mut waiting = Vec::with_capacity(max);
-            while incoming.recv_many(&mut waiting, max).await > 0 {
-                let (items, replies): (Vec<T>, Vec<_>) = waiting.drain(..).unzip();
+            // An item that did not fit the last batch starts the next one.
+            let mut carried: Option<Waiting<T, R>> = None;
+            loop {
+                let first = match carried.take() {
+                    Some(first) => first,
+                    None => match incoming.recv().await {
+                        Some(first) => first,
+                        None => return,
+                    },
+                };
+                let mut total = weight(&first.0).max(1);
+                let mut waiting = vec![first];
+                while total < max_weight {
+                    let Ok(next) = incoming.try_recv() else { break };
+                    let next_weight = weight(&next.0).max(1);
+                    if total + next_weight > max_weight {
+                        carried = Some(next);
+                        break;
+                    }
+                    total += next_weight;
+                    waiting.push(next);
+                }
+                let (items, replies): (Vec<T>, Vec<_>) = waiting.into_iter().unzip();
                 for (reply, answer) in replies.into_iter().zip(send(items).await) {
                     if let Some(reply) = reply {
                         // A caller that stopped waiting does not need the answer.
@@ -132,6 +169,35 @@ mod tests {
         }
         let n = n_batches.load(Ordering::SeqCst);
         assert!(n < 100, "100 concurrent calls took {n} batches");
+    }
+
+    #[tokio::test]
+    async fn weighted_batches_never_pass_their_weight_nor_split_an_item() {
+        let (seen, mut batches) = mpsc::unbounded_channel();
+        let batcher = Batcher::start_weighted(
+            10,
+            64,
+            |item: &usize| *item,
+            move |items: Vec<usize>| {
+                let _ = seen.send(items.clone());
+                async move { items }
+            },
+        );
+        let calls: Vec<_> = [4, 4, 4, 25, 1]
+            .into_iter()
+            .map(|item| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.call(item).await })
+            })
+            .collect();
+        for call in calls {
+            assert!(call.await.expect("call task").is_ok());
+        }
+        drop(batcher);
+        while let Some(batch) = batches.recv().await {
+            let weight: usize = batch.iter().sum();
+            assert!(weight <= 10 || batch.len() == 1, "batch {batch:?}");
+        }
     }
 
     #[tokio::test]

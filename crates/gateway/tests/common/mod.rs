@@ -9,9 +9,10 @@ use distriqueue_broker::InProcessBroker;
 use distriqueue_core::machine::Applied;
 use distriqueue_core::request::JobSpec;
 use distriqueue_core::{
-    Batch, Command, Effect, JobId, JobResponse, Report, ReportKind, RetryPolicy, State, WorkerId,
+    Batch, Command, Effect, JobId, JobResponse, Outcome, Report, ReportKind, RetryPolicy, State,
+    WorkerId,
 };
-use distriqueue_gateway::{Orchestrator, OrchestratorError, Registered};
+use distriqueue_gateway::{Orchestrator, OrchestratorError, Registered, RegisteredBatch};
 use distriqueue_util::clock;
 use serde_json::Value;
 
@@ -32,6 +33,16 @@ impl FakeOrchestrator {
     }
 
     fn apply(&self, command: Command) -> Result<Applied, OrchestratorError> {
+        let outcome = self
+            .apply_all(vec![command])?
+            .into_iter()
+            .next()
+            .expect("one outcome per command");
+        Ok(outcome?)
+    }
+
+    /// Applies `commands` as one log entry; their events go to the broker.
+    fn apply_all(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, OrchestratorError> {
         if self.unavailable.load(Ordering::SeqCst) {
             return Err(OrchestratorError::Unavailable("no leader".into()));
         }
@@ -39,18 +50,14 @@ impl FakeOrchestrator {
         let (outcomes, effects) = machine.apply(&Batch {
             now: clock::now(),
             seed: 7,
-            commands: vec![command],
+            commands,
         });
         self.broker
             .publish_events(effects.into_iter().filter_map(|effect| match effect {
                 Effect::Emit(event) => Some(*event),
                 Effect::Dispatch(_) | Effect::StopAttempt(_) | Effect::ArmTimer(_) => None,
             }));
-        let outcome = outcomes
-            .into_iter()
-            .next()
-            .expect("one outcome per command");
-        Ok(outcome?)
+        Ok(outcomes)
     }
 
     /// A worker runs the job to completion with `result`.
@@ -85,6 +92,37 @@ impl Orchestrator for FakeOrchestrator {
             job_id: applied.job_id.unwrap_or(id),
             job: applied.job.map(|job| *job),
             created: applied.created,
+        })
+    }
+
+    async fn register_batch(
+        &self,
+        jobs: Vec<(JobId, JobSpec)>,
+    ) -> Result<RegisteredBatch, OrchestratorError> {
+        let ids: Vec<JobId> = jobs.iter().map(|(id, _)| *id).collect();
+        let commands = jobs
+            .into_iter()
+            .map(|(id, spec)| Command::Register {
+                id,
+                spec: Box::new(spec),
+                max_queued: None,
+                policy: RetryPolicy::default(),
+            })
+            .collect();
+        let outcomes = self.apply_all(commands)?;
+        Ok(RegisteredBatch {
+            results: ids
+                .into_iter()
+                .zip(outcomes)
+                .map(|(id, outcome)| {
+                    outcome.map(|applied| Registered {
+                        job_id: applied.job_id.unwrap_or(id),
+                        job: applied.job.map(|job| *job),
+                        created: applied.created,
+                    })
+                })
+                .collect(),
+            log_index: None,
         })
     }
 

@@ -24,6 +24,7 @@ use distriqueue_core::protocol::parse_status_report;
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{
     Command, JobId, JobResponse, JobStatus, Millis, Outcome, Report, ReportKind, WorkerHeartbeat,
+    WorkerId,
 };
 use distriqueue_util::clock;
 use serde::Deserialize;
@@ -31,7 +32,7 @@ use serde_json::Value;
 
 use self::error::ApiError;
 use crate::handle::OrchestratorHandle;
-use crate::proposer::SubmitError;
+use crate::proposer::{Committed, SubmitError};
 
 /// The orchestrator's router, without a socket (tests call it directly): the API of
 /// CONTRACT.md (writes forwarded to the leader when this node does not lead) and the Raft RPCs
@@ -251,37 +252,49 @@ async fn register(
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
-/// Answers every item of a batch at once (their commands join the same log entries), each
-/// with its own answer or error body, in order.
-async fn answer_each<I, T, Fut>(items: Vec<I>, answer: impl Fn(I) -> Fut) -> Json<BatchResults<T>>
-where
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
-{
-    let answers = futures::future::join_all(items.into_iter().map(answer)).await;
+/// A batch's answer: each item's own answer or error body, in order, and the entry that
+/// committed them all.
+fn batch_answer<T>(
+    answers: impl Iterator<Item = Result<T, ApiError>>,
+    log_index: u64,
+) -> Json<BatchResults<T>> {
     Json(BatchResults {
         results: answers
-            .into_iter()
             .map(|answer| match answer {
                 Ok(answer) => ItemResult::Done(answer),
                 Err(error) => ItemResult::Failed(error.body()),
             })
             .collect(),
+        log_index: Some(log_index),
     })
 }
 
 /// `POST /api/jobs/register/batch` (DistriQueue's gateways; not in CONTRACT.md): specs the
-/// gateway validated, in the orchestrator's own format, committed together (one log entry
-/// under load). 200 `{results: [Registered | ErrorBody]}`, one per job, in order.
+/// gateway validated, in the orchestrator's own format, committed together in one log entry.
+/// 200 `{results: [Registered | ErrorBody], logIndex}`, one per job, in order; 503 when the
+/// entry could not be committed (then none was).
 async fn register_batch(
     State(handle): State<OrchestratorHandle>,
     body: Result<Json<RegisterBatch>, JsonRejection>,
 ) -> Result<Json<BatchResults<Registered>>, ApiError> {
     let RegisterBatch { jobs } = read_body(body, "bad register batch")?;
-    Ok(answer_each(jobs, |Registration { id, spec }| {
-        let handle = handle.clone();
-        async move { registered(id, handle.register(id, spec).await) }
-    })
-    .await)
+    let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
+    let Committed {
+        outcomes,
+        log_index,
+    } = handle
+        .register_all(
+            jobs.into_iter()
+                .map(|Registration { id, spec }| (id, spec))
+                .collect(),
+        )
+        .await?;
+    Ok(batch_answer(
+        ids.into_iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| registered(id, Ok(outcome))),
+        log_index,
+    ))
 }
 
 async fn report_status(
@@ -307,7 +320,7 @@ async fn apply_report(
     path_id: Option<&str>,
 ) -> Result<Json<Updated>, ApiError> {
     let body = read_body(body, "the body must be a status report")?;
-    let holds_lease = |job_id: JobId, worker_id: &distriqueue_core::WorkerId| {
+    let holds_lease = |job_id: JobId, worker_id: &WorkerId| {
         handle.read(|state| {
             state.job(job_id).is_some_and(|job| {
                 job.status == JobStatus::Running && job.worker_id.as_ref() == Some(worker_id)
@@ -320,27 +333,48 @@ async fn apply_report(
 
 /// Commits a worker's report; a worker that took a lease is watched for liveness from then on.
 async fn submit_report(handle: &OrchestratorHandle, report: Report) -> Result<Updated, ApiError> {
-    let lease_taker = (report.kind == ReportKind::Running).then(|| report.worker_id.clone());
-    applied(handle.submit(Command::Report(report)).await)?;
-    if let Some(worker_id) = lease_taker {
-        handle.watch_worker(&worker_id);
-    }
+    let taker = lease_taker(&report);
+    let outcome = handle.submit(Command::Report(report)).await?;
+    watch_lease_taker(handle, taker, &outcome);
+    outcome?;
     Ok(Updated::new())
 }
 
+/// The worker a report makes a lease holder, if it is accepted.
+fn lease_taker(report: &Report) -> Option<WorkerId> {
+    (report.kind == ReportKind::Running).then(|| report.worker_id.clone())
+}
+
+/// A worker whose `running` report was accepted is watched for liveness from then on.
+fn watch_lease_taker(handle: &OrchestratorHandle, taker: Option<WorkerId>, outcome: &Outcome) {
+    if let (Some(worker_id), Ok(_)) = (taker, outcome) {
+        handle.watch_worker(&worker_id);
+    }
+}
+
 /// `POST /api/jobs/status/batch` (DistriQueue's native workers; not in CONTRACT.md): reports
-/// in the orchestrator's own format, committed together (one log entry under load). 200
-/// `{results: [{status:"updated"} | ErrorBody]}`, one per report, in order.
+/// in the orchestrator's own format, committed together in one log entry. 200 `{results:
+/// [{status:"updated"} | ErrorBody], logIndex}`, one per report, in order; 503 when the entry
+/// could not be committed (then none was).
 async fn report_batch(
     State(handle): State<OrchestratorHandle>,
     body: Result<Json<ReportBatch>, JsonRejection>,
 ) -> Result<Json<BatchResults<Updated>>, ApiError> {
     let ReportBatch { reports } = read_body(body, "bad report batch")?;
-    Ok(answer_each(reports, |report| {
-        let handle = handle.clone();
-        async move { submit_report(&handle, report).await }
-    })
-    .await)
+    let takers: Vec<Option<WorkerId>> = reports.iter().map(lease_taker).collect();
+    let Committed {
+        outcomes,
+        log_index,
+    } = handle
+        .submit_all(reports.into_iter().map(Command::Report).collect())
+        .await?;
+    Ok(batch_answer(
+        takers.into_iter().zip(outcomes).map(|(taker, outcome)| {
+            watch_lease_taker(&handle, taker, &outcome);
+            outcome.map(|_| Updated::new()).map_err(ApiError::from)
+        }),
+        log_index,
+    ))
 }
 
 /// `POST /api/workers/heartbeat` (snake_case or camelCase): 200 `{status:"acknowledged",
