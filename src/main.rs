@@ -52,6 +52,14 @@ enum Verb {
     /// redacted); the flags after a role's name are that role's (`config worker --concurrency
     /// 8`).
     Config(ConfigArgs),
+    /// Print the OpenAPI 3.1 document of the gateway or the orchestrator, as YAML (the files
+    /// docs/api-spec.yaml and docs/orchestrator-api-spec.yaml; the servers serve it as JSON at
+    /// /api/v3/api-docs).
+    Openapi {
+        /// gateway or orchestrator.
+        #[arg(value_parser = ["gateway", "orchestrator"])]
+        role: String,
+    },
     /// Submit a job and print it (or, with --wait, its final state).
     Submit {
         #[command(flatten)]
@@ -291,6 +299,14 @@ async fn main() -> anyhow::Result<()> {
                 Some(ConfigOf::Worker(flags)) => load(file, &flags)?,
             };
             print!("{}", config::effective(&loaded));
+            Ok(())
+        }
+        Some(Verb::Openapi { role }) => {
+            let role = config::FromText::from_text(&role).map_err(anyhow::Error::msg)?;
+            let document = distriqueue::openapi::yaml(role)
+                .map_err(|error| anyhow::anyhow!("cannot render the document: {error}"))?
+                .context("that role has no HTTP API")?;
+            print!("{document}");
             Ok(())
         }
         Some(Verb::Submit { client, args }) => {

@@ -17,6 +17,7 @@ use distriqueue_gateway::{FeedRole, Gateway};
 use distriqueue_orchestrator::{Orchestrator, OrchestratorHandle};
 use distriqueue_store::Store;
 use distriqueue_util::clock;
+use distriqueue_util::metrics::PrometheusText;
 use distriqueue_worker::{Handlers, Reporter, Worker, WorkerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,8 @@ pub struct Started {
     pub orchestrator_addr: Option<SocketAddr>,
     /// The worker's id, when this process runs a worker.
     pub worker_id: Option<WorkerId>,
+    /// The worker's metrics server's bound address, when it serves one (`worker.metrics_addr`).
+    pub metrics_addr: Option<SocketAddr>,
     /// Ends once every role stopped (after the `shutdown` given to [`start`]); `Err` carries
     /// the first role's failure.
     pub stopped: JoinHandle<anyhow::Result<()>>,
@@ -40,7 +43,7 @@ pub struct Started {
 
 impl Started {
     /// The line a process prints once it serves (`gateway=http://ADDR
-    /// orchestrator=http://ADDR worker=ID`, for the roles it runs): tests and scripts wait for
+    /// orchestrator=http://ADDR worker=ID metrics=http://ADDR`, for what it runs): tests and scripts wait for
     /// it and read the addresses from it.
     pub fn ready_line(&self) -> String {
         let mut parts = Vec::new();
@@ -52,6 +55,9 @@ impl Started {
         }
         if let Some(worker_id) = &self.worker_id {
             parts.push(format!("worker={worker_id}"));
+        }
+        if let Some(addr) = self.metrics_addr {
+            parts.push(format!("metrics=http://{addr}"));
         }
         parts.join(" ")
     }
@@ -86,10 +92,11 @@ pub async fn start(
     };
     let mut tasks = RoleTasks::default();
     match start_roles(config, handlers, &shutdown, &broker, &mut tasks).await {
-        Ok((gateway_addr, orchestrator_addr, worker_id)) => Ok(Started {
-            gateway_addr,
-            orchestrator_addr,
-            worker_id,
+        Ok(addresses) => Ok(Started {
+            gateway_addr: addresses.gateway,
+            orchestrator_addr: addresses.orchestrator,
+            worker_id: addresses.worker_id,
+            metrics_addr: addresses.metrics,
             stopped: tokio::spawn(tasks.wait(broker, shutdown)),
         }),
         Err(error) => {
@@ -100,9 +107,14 @@ pub async fn start(
     }
 }
 
-/// What [`start_roles`] started: the gateway's and the orchestrator's addresses, the worker's
-/// id.
-type Addresses = (Option<SocketAddr>, Option<SocketAddr>, Option<WorkerId>);
+/// What [`start_roles`] started.
+struct Addresses {
+    gateway: Option<SocketAddr>,
+    orchestrator: Option<SocketAddr>,
+    worker_id: Option<WorkerId>,
+    /// The worker's metrics server.
+    metrics: Option<SocketAddr>,
+}
 
 /// Starts the roles into `tasks`: the orchestrator first (its API and the Raft RPCs serve at
 /// once), then the gateway and the worker, which are built before either runs.
@@ -113,10 +125,12 @@ async fn start_roles(
     broker: &Broker,
     tasks: &mut RoleTasks,
 ) -> anyhow::Result<Addresses> {
+    let prometheus = crate::metrics::registry()?;
     let mut orchestrator_addr = None;
     let mut handle = None;
     if config.runs(Role::Orchestrator) {
         let mut orchestrator_config = config.orchestrator_config();
+        orchestrator_config.prometheus = Some(prometheus.clone());
         if config.data_dir.join("raft-log.redb").exists() {
             // `orchestrator --data-dir DIR` used to keep its log in DIR itself.
             tracing::warn!(
@@ -142,7 +156,7 @@ async fn start_roles(
         handle = Some(local);
     }
     let gateway = match config.runs(Role::Gateway) {
-        true => Some(start_gateway(config, broker, handle.clone()).await?),
+        true => Some(start_gateway(config, broker, handle.clone(), prometheus.clone()).await?),
         false => None,
     };
     let worker = match config.runs(Role::Worker) {
@@ -161,12 +175,26 @@ async fn start_roles(
         tasks.gateway = Some(tokio::spawn(gateway.run(shutdown.clone())));
         addr
     });
+    let metrics = match (&worker, config.worker.metrics_addr) {
+        (Some(_), Some(addr)) => {
+            let (bound, task) =
+                crate::metrics::serve_worker_metrics(addr, prometheus, shutdown.clone()).await?;
+            tasks.metrics = Some(task);
+            Some(bound)
+        }
+        _ => None,
+    };
     let worker_id = worker.map(|worker| {
         let worker_id = worker.id().clone();
         tasks.worker = Some(tokio::spawn(worker.run(shutdown.clone())));
         worker_id
     });
-    Ok((gateway_addr, orchestrator_addr, worker_id))
+    Ok(Addresses {
+        gateway: gateway_addr,
+        orchestrator: orchestrator_addr,
+        worker_id,
+        metrics,
+    })
 }
 
 /// The running roles' tasks.
@@ -174,6 +202,8 @@ async fn start_roles(
 struct RoleTasks {
     gateway: Option<JoinHandle<Result<(), distriqueue_gateway::GatewayError>>>,
     worker: Option<JoinHandle<()>>,
+    /// The worker's metrics server.
+    metrics: Option<JoinHandle<std::io::Result<()>>>,
     orchestrator: Option<(
         JoinHandle<Result<(), distriqueue_orchestrator::OrchestratorError>>,
         CancellationToken,
@@ -188,6 +218,13 @@ impl RoleTasks {
         let orchestrator_alone = self.worker.is_none() && self.gateway.is_none();
         let worker = match self.worker {
             Some(task) => task.await.context("worker task"),
+            None => Ok(()),
+        };
+        let metrics = match self.metrics {
+            Some(task) => task
+                .await
+                .context("worker metrics task")
+                .and_then(|served| served.context("worker metrics server")),
             None => Ok(()),
         };
         let gateway = match self.gateway {
@@ -218,7 +255,7 @@ impl RoleTasks {
             None => Ok(()),
         };
         broker.close().await;
-        worker.and(gateway).and(orchestrator)
+        worker.and(metrics).and(gateway).and(orchestrator)
     }
 
     /// Stops whatever started when a later role could not.
@@ -227,6 +264,9 @@ impl RoleTasks {
             task.abort();
         }
         if let Some(task) = self.worker {
+            task.abort();
+        }
+        if let Some(task) = self.metrics {
             task.abort();
         }
         if let Some((task, orchestrator_shutdown)) = self.orchestrator {
@@ -244,6 +284,7 @@ async fn start_gateway(
     config: &Config,
     broker: &Broker,
     handle: Option<OrchestratorHandle>,
+    prometheus: PrometheusText,
 ) -> anyhow::Result<Gateway> {
     let database = config.database_url();
     tracing::info!(database = %redact_url(&database), "opening the read model");
@@ -262,7 +303,9 @@ async fn start_gateway(
         Some(handle) => Arc::new(Local(handle.clone())),
         None => Arc::new(Remote::new(orchestrator_client(config, GATEWAY_PATIENCE)?)),
     };
-    let gateway = Gateway::bind(config.gateway_config(), store, orchestrator).await?;
+    let mut gateway_config = config.gateway_config();
+    gateway_config.prometheus = Some(prometheus);
+    let gateway = Gateway::bind(gateway_config, store, orchestrator).await?;
     match (broker.confirms_events(), handle) {
         (false, Some(handle)) => {
             let events = broker
@@ -327,6 +370,7 @@ async fn release_previous_leases(handle: &OrchestratorHandle) -> anyhow::Result<
     let holders = handle.read(|state| state.lease_holders());
     for worker_id in holders {
         tracing::info!(%worker_id, "worker of an earlier run is gone; dispatching its jobs again");
+        distriqueue_orchestrator::metrics::worker_lost();
         handle
             .submit(Command::WorkerLost {
                 worker_id: worker_id.clone(),

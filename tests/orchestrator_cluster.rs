@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::cluster::{Cluster, Spec};
+use common::metrics::wait_metric;
 use common::*;
 use serde_json::Value;
 
@@ -329,6 +330,28 @@ async fn an_isolated_leader_commits_nothing_the_majority_goes_on_and_healing_lea
         isolated_applied,
         "the isolated node applied entries while cut off"
     );
+    // The new leader's metrics show the cut-off member behind, and itself leading.
+    let client = http();
+    let leader_metrics = format!("{}/metrics", cluster.node_url(new_leader));
+    let cut_off = (old_leader + 1).to_string();
+    wait_metric(
+        &client,
+        &leader_metrics,
+        "distriqueue_orchestrator_raft_replication_lag",
+        &[("follower", &cut_off)],
+        "above 0",
+        |lag| lag > 0.0,
+    )
+    .await;
+    wait_metric(
+        &client,
+        &leader_metrics,
+        "distriqueue_orchestrator_raft_role",
+        &[("role", "leader")],
+        "1",
+        |value| value == 1.0,
+    )
+    .await;
 
     cluster.heal();
     // One history: every node ends with the same jobs at the same versions, with what the

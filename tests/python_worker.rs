@@ -27,30 +27,17 @@ impl Drop for PythonWorker {
     }
 }
 
-fn python_ready() -> bool {
-    let ready = Command::new("python3")
-        .args(["-c", "import pika, requests"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !ready {
-        assert!(
-            std::env::var("DQ_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "python3 with pika and requests is required (DQ_REQUIRE_SERVICES=1): \
-             pip install -r examples/python_worker/requirements.txt"
-        );
-        eprintln!("skipped: python3 lacks pika or requests");
-    }
-    ready
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_python_worker_processes_jobs_submitted_through_the_gateway() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(cluster) = Cluster::start("python_worker", dir.path(), 0, 1, 10) else {
         return;
     };
-    if !python_ready() {
+    if !distriqueue_testkit::python_modules(
+        "python_worker",
+        &["pika", "requests"],
+        "pip install -r examples/python_worker/requirements.txt",
+    ) {
         return;
     }
     let log = std::fs::File::create(dir.path().join("python.log")).expect("log");

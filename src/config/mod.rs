@@ -288,6 +288,13 @@ settings! {
             env ["DQ_SHUTDOWN_GRACE"]
             flags [Serve "shutdown-grace", Run "shutdown-grace", Worker "shutdown-grace"]
             redact No;
+        /// Where the worker serves its Prometheus metrics (`GET /metrics`, docs/metrics.md);
+        /// port 0 picks a free port. Unset: not served (in a process that also runs a gateway
+        /// or an orchestrator, their metrics routes show the worker's metrics too).
+        metrics_addr: Option<SocketAddr> = None;
+            env ["DQ_METRICS_ADDR"]
+            flags [Serve "metrics-addr", Run "metrics-addr", Worker "metrics-addr"]
+            redact No;
     }
 
     /// How this process reaches the other roles: the gateway (client verbs) and the
@@ -516,6 +523,7 @@ impl Config {
             batch_body_limit_bytes: settings.max_batch_body_bytes,
             sse_keep_alive: Duration::from_secs(settings.sse_keep_alive),
             reconcile_every: Duration::from_secs(settings.reconcile_every),
+            prometheus: None,
         }
     }
 

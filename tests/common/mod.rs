@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub mod cluster;
+pub mod metrics;
 pub mod proxy;
 pub mod scenarios;
 
@@ -19,6 +20,8 @@ pub struct Serve {
     child: Option<Child>,
     pub gateway: String,
     pub orchestrator: String,
+    /// The worker's metrics server (`--metrics-addr`), when it serves one.
+    pub metrics: Option<String>,
     pub data_dir: PathBuf,
 }
 
@@ -40,15 +43,17 @@ impl Serve {
             .env("DQ_LOG", "warn")
             .stderr(Stdio::inherit());
         let (child, line) = spawn_until_ready(command);
-        let address = |name: &str| {
+        let find = |name: &str| {
             line.split_whitespace()
                 .find_map(|word| word.strip_prefix(&format!("{name}=")))
-                .unwrap_or_else(|| panic!("no {name} address in {line:?}"))
-                .to_string()
+                .map(str::to_string)
         };
+        let address =
+            |name: &str| find(name).unwrap_or_else(|| panic!("no {name} address in {line:?}"));
         Serve {
             gateway: address("gateway"),
             orchestrator: address("orchestrator"),
+            metrics: find("metrics"),
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
         }

@@ -12,13 +12,13 @@ use std::fmt;
 use std::time::Duration;
 
 use distriqueue_core::api::{BatchSubmitted, Statistics};
+pub use distriqueue_core::api::{JobPage, PageInfo};
 use distriqueue_core::JobResponse;
 use distriqueue_util::error_chain;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::{Stream, StreamExt};
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use orchestrator::{CallError, OrchestratorClient, RegisteredBatch};
@@ -127,30 +127,6 @@ fn error_body(bytes: &[u8]) -> Value {
     }
     serde_json::from_slice(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).trim().to_owned()))
-}
-
-/// One page of `GET /api/jobs`: `{"content": [JobResponse...], "page": {...}}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct JobPage {
-    /// The jobs of this page, in the requested order.
-    pub content: Vec<JobResponse>,
-    /// Where this page sits in the whole result.
-    pub page: PageInfo,
-}
-
-/// The `page` object of a [`JobPage`]: `{"size", "number", "totalElements", "totalPages"}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct PageInfo {
-    /// The page size asked for (1..=100).
-    pub size: u32,
-    /// This page's number, from 0.
-    pub number: u32,
-    /// How many jobs match the filters in all.
-    #[serde(rename = "totalElements")]
-    pub total_elements: u64,
-    /// How many pages of `size` the matching jobs fill.
-    #[serde(rename = "totalPages")]
-    pub total_pages: u64,
 }
 
 /// One server-sent event of `GET /api/jobs/stream`.

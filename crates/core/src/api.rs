@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::machine::{Refusal, Report};
-use crate::model::{JobId, JobStatus, WorkerId};
+use crate::model::{JobId, JobStatus, Priority, WorkerId};
 use crate::request::{JobSpec, Violations};
-use crate::wire::JobResponse;
+use crate::wire::{AttemptView, JobResponse};
 
 /// The header of an answer that a follower forwarded from the leader: the leader's base URL,
 /// so DistriQueue's clients go there directly next time.
@@ -38,12 +39,13 @@ pub const REMOVED: &str = "removed";
 /// message}`; for invalid input `{"error": "Validation failed", "violations": {field:
 /// message}}`; and, on the orchestrator, the state machine's [`Refusal`] when a command was
 /// refused, so DistriQueue's own clients tell a refusal (404, 409, 429) from a failure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// Each invalid field (a path such as `jobs[3].type`) with what is wrong with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub violations: Option<Violations>,
     /// The refusal, for programs; absent for other errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,7 +64,7 @@ impl ErrorBody {
 }
 
 /// `GET /api/health`: `{status: "UP", timestamp, node}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// Always `UP` when the node answers.
     pub status: String,
@@ -74,7 +76,7 @@ pub struct Health {
 
 /// The answer to a register (`POST /api/jobs/register`, 202), and one item of a register
 /// batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Registered {
     /// [`ACCEPTED`].
     #[serde(default = "accepted")]
@@ -98,7 +100,7 @@ fn yes() -> bool {
 }
 
 /// One job of a register batch: a gateway-minted id and the spec the gateway validated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Registration {
     /// The job's id (register is idempotent by id).
     pub id: JobId,
@@ -108,7 +110,7 @@ pub struct Registration {
 
 /// `POST /api/jobs/batch`'s answer (CONTRACT.md "Gateway"): `{batchId, totalJobs, successful,
 /// failed, jobIds, errors, submittedAt}`, plus `batchName` and `logIndex`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchSubmitted {
     /// A fresh id naming this submission.
@@ -126,6 +128,7 @@ pub struct BatchSubmitted {
     pub job_ids: Vec<Option<JobId>>,
     /// Each refused item's error body, keyed by its index in the request (`"3"`); violations
     /// name the item's fields (`jobs[3].type`).
+    #[schema(value_type = BTreeMap<String, ErrorBody>)]
     pub errors: BTreeMap<usize, ErrorBody>,
     /// When the gateway answered, ISO-8601 UTC.
     pub submitted_at: String,
@@ -136,7 +139,7 @@ pub struct BatchSubmitted {
 
 /// `GET /api/jobs/statistics?from&to&type`'s answer (CONTRACT.md "Gateway"): the jobs created
 /// in the range, counted in SQL.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Statistics {
     /// Jobs in the range.
@@ -178,21 +181,21 @@ pub struct Statistics {
 
 /// `POST /api/jobs/register/batch` (DistriQueue's gateways): jobs committed together, one log
 /// entry under load.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RegisterBatch {
     /// The registrations, answered in this order.
     pub jobs: Vec<Registration>,
 }
 
 /// `POST /api/jobs/status/batch` (DistriQueue's native workers): reports committed together.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ReportBatch {
     /// The reports, answered in this order.
     pub reports: Vec<Report>,
 }
 
 /// The answer to a batch route: one result per item, in the request's order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BatchResults<T> {
     /// Each item's answer or error.
     pub results: Vec<ItemResult<T>>,
@@ -202,7 +205,7 @@ pub struct BatchResults<T> {
 }
 
 /// One item's answer in a batch: its error body (refused, or not committed) or its answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ItemResult<T> {
     /// The item was refused (`refusal` set) or could not be committed (sent again, it may be).
@@ -212,7 +215,7 @@ pub enum ItemResult<T> {
 }
 
 /// `{"status": "updated"}`: a status report was applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Updated {
     /// [`UPDATED`].
     pub status: String,
@@ -235,7 +238,7 @@ impl Default for Updated {
 
 /// The answer to a cancel (`status` [`CANCELLED`]) or a retry (`status` [`QUEUED`]): the job's
 /// committed snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobChanged {
     /// [`CANCELLED`] or [`QUEUED`].
     pub status: String,
@@ -244,7 +247,7 @@ pub struct JobChanged {
 }
 
 /// `GET /api/jobs/snapshots` (gateways reconcile with it): every live job's snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Snapshots {
     /// The committed snapshot of each live (non-terminal) job.
     pub jobs: Vec<JobResponse>,
@@ -252,7 +255,7 @@ pub struct Snapshots {
 
 /// `GET /api/jobs` on the orchestrator: the jobs it holds (live, and finished ones still held
 /// as tombstones).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LiveJobs {
     /// The page of jobs.
     pub jobs: Vec<LiveJob>,
@@ -262,7 +265,7 @@ pub struct LiveJobs {
 
 /// One job of [`LiveJobs`] (CONTRACT.md: `{id,type,status,priority,worker_id,result,
 /// created_at,started_at,completed_at,version}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LiveJob {
     /// The job's id.
     pub id: JobId,
@@ -290,7 +293,7 @@ pub struct LiveJob {
 }
 
 /// `POST /api/workers/heartbeat`'s answer: `{status: "acknowledged", cancel: [job ids]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatAnswer {
     /// [`ACKNOWLEDGED`].
     pub status: String,
@@ -300,7 +303,7 @@ pub struct HeartbeatAnswer {
 }
 
 /// `POST /api/cluster/nodes`: the node to add.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewNode {
     /// The new node's id.
     pub id: u64,
@@ -309,7 +312,7 @@ pub struct NewNode {
 }
 
 /// A member of the orchestrator cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Member {
     /// The node's id.
     pub id: u64,
@@ -318,7 +321,7 @@ pub struct Member {
 }
 
 /// The answer to a membership change: `status` [`ADDED`] or [`REMOVED`] and the members now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MembershipChanged {
     /// [`ADDED`] or [`REMOVED`].
     pub status: String,
@@ -327,7 +330,7 @@ pub struct MembershipChanged {
 }
 
 /// A node's Raft role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RaftRole {
     /// It leads: it takes writes and runs the leader's duties.
@@ -343,7 +346,7 @@ pub enum RaftRole {
 }
 
 /// `GET /api/raft/status`: this node's Raft state, from openraft's metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RaftStatus {
     /// This node's role.
@@ -372,7 +375,7 @@ pub struct RaftStatus {
 }
 
 /// One member in [`RaftStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
     /// The node's id.
@@ -388,7 +391,7 @@ pub struct MemberStatus {
 }
 
 /// `GET /api/cluster/status`: `{node, cluster, raft, timestamp}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterStatus {
     /// This node's id.
     pub node: u64,
@@ -401,7 +404,7 @@ pub struct ClusterStatus {
 }
 
 /// The workers a node knows from their heartbeats.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkersSeen {
     /// Each worker, by id.
@@ -411,7 +414,7 @@ pub struct WorkersSeen {
 }
 
 /// A worker as the leader knows it from its heartbeats.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerView {
     /// Its id.
@@ -437,7 +440,7 @@ pub struct WorkerView {
 }
 
 /// `GET /api/metrics`: live jobs by status, the waiting queue, workers and the event watermark.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Metrics {
     /// Jobs the orchestrator holds, by status (every status, 0 included).
     pub jobs: BTreeMap<String, u64>,
@@ -452,7 +455,7 @@ pub struct Metrics {
 }
 
 /// The waiting queue in [`Metrics`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueMetrics {
     /// PENDING + QUEUED jobs.
@@ -462,7 +465,7 @@ pub struct QueueMetrics {
 }
 
 /// The workers in [`Metrics`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerMetrics {
     /// Workers known.
@@ -476,11 +479,221 @@ pub struct WorkerMetrics {
 }
 
 /// The event log in [`Metrics`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventMetrics {
     /// The `seq` of the newest event.
     pub last_seq: u64,
     /// The committed watermark: events up to it are safe (stored or confirmed).
     pub published_up_to: u64,
+}
+
+/// A job request (CONTRACT.md `POST /api/jobs`), as the OpenAPI document describes it. The
+/// gateway reads requests by hand ([`crate::request::parse_job_request`]) so that every
+/// violation is named; this type only documents the shape. Unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "type": "calculate",
+    "jobPriority": "HIGH",
+    "payload": {"operation": "sum", "numbers": [1, 2, 3, 4, 5]}
+}))]
+pub struct JobRequest {
+    /// The job type, which picks the handler: 1 to 255 characters, not blank.
+    #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    pub job_type: String,
+    /// The priority (`priority` is read too): a name in any case, or 1, 5, 10, 15.
+    pub job_priority: PriorityInput,
+    /// The handler's input, a JSON object (default `{}`).
+    #[serde(default)]
+    pub payload: Option<serde_json::Map<String, Value>>,
+    /// Retries after the first attempt (default 3).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000)]
+    pub max_retries: Option<u32>,
+    /// Seconds an attempt may run (default 300).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub execution_timeout: Option<u64>,
+    /// Free string-to-string pairs, kept as given.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// A parent job's id: free text, a plain reference.
+    #[serde(default)]
+    #[schema(max_length = 255)]
+    pub parent_job_id: Option<String>,
+    /// Run no earlier than this time: RFC 3339, or an ISO local date-time read as UTC; at most
+    /// 366 days ahead.
+    #[serde(default)]
+    pub schedule_at: Option<String>,
+    /// Run no earlier than this many seconds from now (at most 366 days).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 31622400)]
+    pub delay_seconds: Option<u64>,
+    /// Free labels, kept in order.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// A repeat of this key within 24 h answers 200 with the first job and creates nothing
+    /// (the `Idempotency-Key` header is read too). 1 to 255 characters.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
+    /// This job's backoff before its first retry, in ms (default: the server's), at most
+    /// 86,400,000 and never above the server's maximum backoff.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 86400000)]
+    pub retry_backoff_ms: Option<u64>,
+}
+
+/// A priority as a request may give it: a name (any case accepted; the names listed are the
+/// canonical ones) or the original system's number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PriorityInput {
+    /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`.
+    Name(Priority),
+    /// 1 (LOW), 5 (MEDIUM), 10 (HIGH) or 15 (CRITICAL).
+    #[schema(value_type = u8, example = 10)]
+    Number(u8),
+}
+
+/// `POST /api/jobs/batch`'s body: `{"jobs": [...], "batchName"?}` or a bare array of job
+/// requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchRequest {
+    /// The jobs with an optional name.
+    Named {
+        /// The job requests, at most the gateway's limit (1000 by default).
+        jobs: Vec<JobRequest>,
+        /// A name for the batch, echoed in the answer (at most 255 characters).
+        #[serde(rename = "batchName", default)]
+        batch_name: Option<String>,
+    },
+    /// Just the job requests.
+    Bare(Vec<JobRequest>),
+}
+
+/// `GET /api/jobs`'s answer: `{"content": [JobResponse...], "page": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    /// The jobs of this page, in the requested order.
+    pub content: Vec<JobResponse>,
+    /// Where this page sits in the whole result.
+    pub page: PageInfo,
+}
+
+/// The `page` object of a [`JobPage`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageInfo {
+    /// The page size asked for (1..=100).
+    pub size: u32,
+    /// This page's number, from 0.
+    pub number: u32,
+    /// How many jobs match the filters in all.
+    pub total_elements: u64,
+    /// How many pages of `size` the matching jobs fill.
+    pub total_pages: u64,
+}
+
+/// `GET /api/jobs/{id}/attempts`'s answer: the job's attempts, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempts {
+    /// The job.
+    pub job_id: JobId,
+    /// Each attempt: its number, worker, state, error, start and end.
+    pub attempts: Vec<AttemptView>,
+}
+
+/// `GET /api/actuator/health`: `UP` when the read model answers (200), else `DOWN` (503).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GatewayHealth {
+    /// `UP` or `DOWN`.
+    pub status: String,
+    /// Each dependency's status.
+    pub components: HealthComponents,
+    /// The gateway's clock, ISO-8601 UTC.
+    pub timestamp: String,
+}
+
+/// The parts of [`GatewayHealth`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthComponents {
+    /// The read model.
+    pub read_model: ComponentHealth,
+}
+
+/// One dependency's health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ComponentHealth {
+    /// `UP` or `DOWN`.
+    pub status: String,
+}
+
+/// The original gateway's register (`POST /api/jobs/register` on the orchestrator): a job
+/// request with the job's `id` (minted when absent), `timeout` for `executionTimeout` and
+/// `priority` for `jobPriority`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// The job's id; registering an id again is idempotent.
+    #[serde(default)]
+    pub id: Option<JobId>,
+    /// Seconds an attempt may run (`executionTimeout` is read too).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
+    pub timeout: Option<u64>,
+    /// Every field of a job request.
+    #[serde(flatten)]
+    pub request: JobRequest,
+}
+
+/// A worker's status report (CONTRACT.md `POST /api/jobs/status`), as the OpenAPI document
+/// describes it; read by hand so that every spelling of the original workers is accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// The job (`id` and `job_id` are read too; the path's id wins).
+    #[serde(default)]
+    pub job_id: Option<JobId>,
+    /// `running`, `completed` or `failed`, in any case.
+    pub status: ReportedStatus,
+    /// The reporting worker (`worker_id` is read too).
+    pub worker_id: String,
+    /// The result of a completed job: a JSON object.
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// Why the attempt failed (`error_message` is read too).
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// How far the handler got, 0 to 100.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
+    pub progress: Option<u8>,
+    /// The attempt the report is about (from the job message); without it the report counts for
+    /// the current attempt and is fenced by the lease holder's worker id.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub attempt: Option<u32>,
+    /// A failure never to retry (bad input).
+    #[serde(default)]
+    pub permanent: Option<bool>,
+    /// The worker's clock (ignored: the leader stamps time).
+    #[serde(default)]
+    pub timestamp: Option<Value>,
+}
+
+/// What a status report says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportedStatus {
+    /// The worker takes the attempt's lease and starts it.
+    Running,
+    /// The attempt succeeded.
+    Completed,
+    /// The attempt failed.
+    Failed,
 }

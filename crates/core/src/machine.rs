@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::model::{JobId, JobStatus, Priority, WorkerId};
 use crate::request::{JobSpec, Schedule};
@@ -89,7 +90,7 @@ pub enum Command {
 }
 
 /// What a worker says about an attempt (CONTRACT.md, `POST /api/jobs/status`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Report {
     /// The job the report is about.
     pub job_id: JobId,
@@ -103,7 +104,7 @@ pub struct Report {
 }
 
 /// The reported event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub enum ReportKind {
     /// The worker wants to start the attempt: the first such report takes the lease.
     Running,
@@ -205,7 +206,7 @@ pub enum TimerKind {
 }
 
 /// Why a command changed nothing. Each maps to one HTTP status (see [`Refusal::http_status`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, ToSchema)]
 pub enum Refusal {
     /// The job is neither live nor held as a tombstone: unknown, or forgotten after the retention
     /// window (404).

@@ -4,10 +4,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// A job's id: a UUID minted by the gateway (CONTRACT.md, "The id is a server-made UUID").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);
 
@@ -27,7 +30,7 @@ impl FromStr for JobId {
 }
 
 /// A worker's id as it reports itself (`workerId`); any non-empty text.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
 pub struct WorkerId(pub String);
 
@@ -41,7 +44,9 @@ impl fmt::Display for WorkerId {
 ///
 /// Wire forms (CONTRACT.md): the names in any case, or the numbers 1, 5, 10, 15; responses use
 /// the upper-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Priority {
     /// `LOW`, number 1: queue `job.low`, AMQP priority 1.
@@ -137,7 +142,9 @@ impl fmt::Display for Priority {
 /// `PENDING -> QUEUED -> RUNNING -> COMPLETED`; `RUNNING -> RETRYING -> QUEUED`;
 /// `RUNNING -> FAILED | TIMEOUT`; any non-terminal `-> CANCELLED`. `ASSIGNED` is kept for
 /// compatibility with the original system and never entered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JobStatus {
     /// Scheduled (`scheduleAt` or `delaySeconds`); becomes QUEUED when due.

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::model::Priority;
 use crate::time::{parse_client_time, Millis};
@@ -34,7 +35,7 @@ pub const MAX_RETRY_BACKOFF_MS: u64 = 24 * 3600 * 1000;
 pub const MAX_DELAY_S: u64 = 366 * 24 * 3600;
 
 /// What a client asked to run: the validated, immutable part of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobSpec {
     /// The handler to run (`type`), 1..=255 characters, not blank.
     pub job_type: String,
@@ -112,7 +113,7 @@ impl JobSpec {
 }
 
 /// When a scheduled job becomes due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum Schedule {
     /// At this time (UTC).
     At(Millis),

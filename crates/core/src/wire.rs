@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::model::{JobId, JobStatus, Priority, WorkerId};
 
@@ -14,7 +15,7 @@ pub const WIRE_FORMAT: u32 = 1;
 
 /// A job as clients see it (CONTRACT.md "JobResponse"; nulls omitted; the mixed naming is the
 /// contract). Events carry it as the job's snapshot and the read model stores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobResponse {
     /// The job's UUID.
     pub id: JobId,
@@ -189,7 +190,7 @@ pub struct StatusEvent {
 }
 
 /// One attempt as clients see it (`GET /api/jobs/{id}/attempts`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AttemptView {
     /// The attempt's number, from 1.
     pub attempt: u32,
@@ -215,7 +216,7 @@ pub struct AttemptView {
 
 /// A worker's heartbeat (CONTRACT.md `POST /api/workers/heartbeat`: snake_case, camelCase
 /// accepted). Heartbeats are soft state on the leader: only "worker lost" is committed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerHeartbeat {
     /// `worker_id` on the wire (`workerId` accepted).
     #[serde(alias = "workerId")]

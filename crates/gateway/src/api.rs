@@ -5,14 +5,18 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use distriqueue_core::api::Statistics;
+use distriqueue_core::api::{
+    Attempts, ComponentHealth, ErrorBody, GatewayHealth, HealthComponents, JobPage, JobRequest,
+    PageInfo, Statistics,
+};
 use distriqueue_core::request::{
     check_idempotency_key, parse_job_request, JobSpec, Schedule, Violations, MAX_DELAY_S,
 };
 use distriqueue_core::{JobId, JobResponse, JobStatus, Millis, Refusal};
-use serde_json::json;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::body::{check_json_content_type, read_json};
 use crate::error::ApiError;
@@ -21,6 +25,7 @@ use crate::sse;
 use crate::state::AppState;
 use distriqueue_util::clock;
 use distriqueue_util::error_chain;
+use distriqueue_util::metrics::{prometheus_response, track_http, HttpMetricNames};
 
 /// The header of idempotent submission (CONTRACT.md).
 const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
@@ -31,25 +36,61 @@ const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 /// are 404, a known route with another method 405, and any other non-JSON error an axum layer
 /// might produce is rewritten into `{"error": ...}` by a last-resort mapper.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/jobs", post(submit_job).get(list_jobs))
-        .route("/api/jobs/batch", post(crate::batch::submit_batch))
-        .route("/api/jobs/statistics", get(statistics))
-        .route("/api/jobs/stream", get(sse::stream))
-        .route("/api/jobs/{id}", get(get_job))
-        .route("/api/jobs/{id}/cancel", post(cancel_job))
-        .route("/api/jobs/{id}/retry", post(retry_job))
-        .route("/api/jobs/{id}/attempts", get(list_attempts))
-        .route("/api/actuator/health", get(health))
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::map_response(json_errors_only))
+        .layer(middleware::from_fn_with_state(
+            HttpMetricNames {
+                requests: crate::metrics::HTTP_REQUESTS,
+                duration: crate::metrics::HTTP_DURATION,
+            },
+            track_http,
+        ))
         .with_state(state)
+}
+
+/// Every route of the gateway, each with its OpenAPI operation: the router serves exactly what
+/// the document ([`crate::openapi`]) lists.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::docs::GatewayApi::openapi())
+        .routes(routes!(submit_job, list_jobs))
+        .routes(routes!(crate::batch::submit_batch))
+        .routes(routes!(statistics))
+        .routes(routes!(sse::stream))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(retry_job))
+        .routes(routes!(list_attempts))
+        .routes(routes!(health))
+        .routes(routes!(prometheus))
+        .routes(routes!(crate::docs::api_docs))
+        .routes(routes!(crate::docs::swagger_ui_html))
+        .routes(routes!(crate::docs::swagger_ui_index))
+        .routes(routes!(crate::docs::swagger_ui_file))
 }
 
 /// `POST /api/jobs`: validate, mint the id, commit through the orchestrator, store the
 /// snapshot, answer 202 with `Location`; a repeated idempotency key (body field or
 /// `Idempotency-Key` header) answers 200 with the first job and creates nothing.
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    tag = "jobs",
+    request_body(content = JobRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the submission idempotent, as the body's idempotencyKey (1 to 255 visible ASCII characters)")),
+    responses(
+        (status = 202, description = "Committed: QUEUED, or PENDING when scheduled", body = JobResponse,
+            headers(("Location" = String, description = "/api/jobs/{id}"))),
+        (status = 200, description = "A repeated idempotency key: the first job", body = JobResponse),
+        (status = 400, description = "Malformed JSON, or the validation shape naming each bad field", body = ErrorBody),
+        (status = 413, description = "The body is larger than the limit", body = ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = ErrorBody),
+        (status = 429, description = "The queue of waiting jobs is full", body = ErrorBody),
+        (status = 503, description = "No orchestrator could commit the job (nothing was recorded)", body = ErrorBody),
+    )
+)]
 async fn submit_job(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -138,6 +179,19 @@ pub(crate) fn check_schedule(spec: &JobSpec, field: &str) -> Result<(), Violatio
 
 /// `POST /api/jobs/{id}/retry`: a new chain of attempts for a FAILED, TIMEOUT or CANCELLED job
 /// (200 with the QUEUED snapshot, stored first); 409 for any other state; 404 unknown.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/retry",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "A new chain of attempts: the job, QUEUED", body = JobResponse),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not FAILED, TIMEOUT or CANCELLED", body = ErrorBody),
+        (status = 429, description = "The queue of waiting jobs is full", body = ErrorBody),
+        (status = 503, description = "No orchestrator could commit the retry", body = ErrorBody),
+    )
+)]
 async fn retry_job(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -163,18 +217,41 @@ async fn retry_job(
 }
 
 /// `GET /api/jobs/{id}/attempts`: each attempt's number, worker, state, error, start and end.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}/attempts",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Each attempt: number, worker, state, error, start and end", body = Attempts),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 async fn list_attempts(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Attempts>, ApiError> {
     let id = job_id_of(path)?;
     match state.store.get(id).await? {
-        Some(job) => Ok(Json(json!({"jobId": id, "attempts": job.attempts}))),
+        Some(job) => Ok(Json(Attempts {
+            job_id: id,
+            attempts: job.attempts,
+        })),
         None => Err(job_not_found(&id.to_string())),
     }
 }
 
 /// `GET /api/jobs/{id}`: the read model's record; 404 also for an id that is not a UUID.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job as the read model holds it", body = JobResponse),
+        (status = 404, description = "No such job (also for an id that is not a UUID)", body = ErrorBody),
+    )
+)]
 async fn get_job(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -188,6 +265,18 @@ async fn get_job(
 
 /// `POST /api/jobs/{id}/cancel`: 200 with the CANCELLED snapshot, stored first; 404 unknown;
 /// 409 terminal.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, CANCELLED (a running one's handler is told to stop)", body = JobResponse),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is already finished", body = ErrorBody),
+        (status = 503, description = "No orchestrator could commit the cancel", body = ErrorBody),
+    )
+)]
 async fn cancel_job(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -217,29 +306,49 @@ async fn cancel_job(
 }
 
 /// `GET /api/jobs`: filters, paging and sorting; every bad parameter is named.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    tag = "jobs",
+    params(crate::docs::ListParams),
+    responses(
+        (status = 200, description = "One page of the matching jobs", body = JobPage),
+        (status = 400, description = "The validation shape naming each bad parameter", body = ErrorBody),
+    )
+)]
 async fn list_jobs(
     State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobPage>, ApiError> {
     let Query(pairs) =
         query.map_err(|error| ApiError::BadRequest(format!("bad query string: {error}")))?;
     let query = parse_list_query(&pairs).map_err(ApiError::Validation)?;
     let page = state.store.list(&query).await?;
     let size = u64::from(query.size.max(1));
     let total_pages = page.total_elements.div_ceil(size);
-    Ok(Json(json!({
-        "content": page.content,
-        "page": {
-            "size": query.size,
-            "number": query.page,
-            "totalElements": page.total_elements,
-            "totalPages": total_pages,
-        }
-    })))
+    Ok(Json(JobPage {
+        content: page.content,
+        page: PageInfo {
+            size: query.size,
+            number: query.page,
+            total_elements: page.total_elements,
+            total_pages,
+        },
+    }))
 }
 
 /// `GET /api/jobs/statistics?from&to&type`: counts, rates and breakdowns of the jobs created
 /// in `[from, to]` (either open), from SQL aggregates; 400 naming a bad parameter.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/statistics",
+    tag = "jobs",
+    params(crate::docs::StatsParams),
+    responses(
+        (status = 200, description = "Counts, rates and breakdowns of the jobs created in the range", body = Statistics),
+        (status = 400, description = "The validation shape naming each bad parameter", body = ErrorBody),
+    )
+)]
 async fn statistics(
     State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -254,6 +363,15 @@ async fn statistics(
 }
 
 /// `GET /api/actuator/health`: UP when the read model answers, else 503 DOWN.
+#[utoipa::path(
+    get,
+    path = "/api/actuator/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "UP: the read model answers", body = GatewayHealth),
+        (status = 503, description = "DOWN: the read model does not answer", body = GatewayHealth),
+    )
+)]
 async fn health(State(state): State<AppState>) -> Response {
     // A primary-key lookup of an id that is never minted: the cheapest real query.
     let read_model = state.store.get(JobId(uuid::Uuid::nil())).await;
@@ -271,13 +389,35 @@ async fn health(State(state): State<AppState>) -> Response {
     };
     (
         status,
-        Json(json!({
-            "status": overall,
-            "components": { "readModel": { "status": read_model_status } },
-            "timestamp": clock::now().to_iso(),
-        })),
+        Json(GatewayHealth {
+            status: overall.to_string(),
+            components: HealthComponents {
+                read_model: ComponentHealth {
+                    status: read_model_status.to_string(),
+                },
+            },
+            timestamp: clock::now().to_iso(),
+        }),
     )
         .into_response()
+}
+
+/// `GET /api/actuator/prometheus`: the process's metrics in the Prometheus text format
+/// (docs/metrics.md; the original's Spring actuator path).
+#[utoipa::path(
+    get,
+    path = "/api/actuator/prometheus",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process's metrics (docs/metrics.md)", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 404, description = "This process exports no metrics", body = ErrorBody),
+    )
+)]
+async fn prometheus(State(state): State<AppState>) -> Response {
+    match &state.config.prometheus {
+        Some(text) => prometheus_response(text),
+        None => ApiError::NotFound("this process exports no metrics".into()).into_response(),
+    }
 }
 
 async fn no_route(method: Method, uri: Uri) -> ApiError {
@@ -302,7 +442,7 @@ async fn json_errors_only(response: Response) -> Response {
     }
     let (mut parts, _) = response.into_parts();
     let reason = status.canonical_reason().unwrap_or("request failed");
-    let body = json!({"error": reason}).to_string();
+    let body = serde_json::to_string(&ErrorBody::new(reason)).unwrap_or_default();
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -28,6 +28,20 @@ const MAX_BATCH_NAME_CHARS: usize = 255;
 /// together and stored before the answer leaves. 202 with [`BatchSubmitted`] when at least
 /// one job was accepted; 400 with every item's violations when none was valid; the refusal's
 /// status (429 for a full queue) when the valid ones were all refused.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/batch",
+    tag = "jobs",
+    request_body(content = distriqueue_core::api::BatchRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "At least one job was committed; each refused item's error by its index", body = BatchSubmitted),
+        (status = 400, description = "Malformed JSON, a bad body, or no valid item (the validation shape naming jobs[i].field)", body = ErrorBody),
+        (status = 413, description = "The body is larger than the batch limit", body = ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = ErrorBody),
+        (status = 429, description = "The queue of waiting jobs is full (no job was accepted)", body = ErrorBody),
+        (status = 503, description = "No orchestrator could commit the batch (nothing was recorded)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -5,14 +5,17 @@
 //! every reply to the read model before it answers, so a client reads its own writes. Lifecycle
 //! events feed the read model and SSE subscribers ([`Gateway::consume_events`]).
 //!
-//! Modules: `api` (routes), `batch` (batch submission), `error` ([`ApiError`]), `body` (JSON bodies), `query` (list
-//! parameters), `sse` (the event stream), `feed` (the event consumer), `state` ([`AppState`]).
+//! Modules: `api` (routes), `batch` (batch submission), `docs` (OpenAPI and Swagger UI),
+//! `error` ([`ApiError`]), `body` (JSON bodies), `query` (list
+//! parameters), `metrics` (its Prometheus metrics), `sse` (the event stream), `feed` (the event consumer), `state` ([`AppState`]).
 
 mod api;
 mod batch;
 mod body;
+mod docs;
 mod error;
 mod feed;
+pub mod metrics;
 mod query;
 mod sse;
 mod state;
@@ -26,11 +29,13 @@ use distriqueue_broker::EventReceiver;
 use distriqueue_core::request::JobSpec;
 use distriqueue_core::{JobId, JobResponse, Refusal};
 use distriqueue_store::Store;
+use distriqueue_util::metrics::PrometheusText;
 use distriqueue_util::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use api::router;
+pub use docs::openapi;
 pub use error::ApiError;
 pub use feed::{FeedRole, FEED_BATCH};
 pub use query::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -111,6 +116,9 @@ pub struct GatewayConfig {
     /// How often the read model is reconciled with the orchestrator's live snapshots (also
     /// once at start). Default 60 s.
     pub reconcile_every: Duration,
+    /// The process's Prometheus registry, served at `GET /api/actuator/prometheus`
+    /// (docs/metrics.md). `None` (the default): no metrics, and that route answers 404.
+    pub prometheus: Option<PrometheusText>,
 }
 
 impl Default for GatewayConfig {
@@ -122,6 +130,7 @@ impl Default for GatewayConfig {
             batch_body_limit_bytes: 16 * 1024 * 1024,
             sse_keep_alive: Duration::from_secs(15),
             reconcile_every: Duration::from_secs(60),
+            prometheus: None,
         }
     }
 }

@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::error::ApiError;
+use crate::metrics::SseClient;
 use crate::state::AppState;
 use distriqueue_util::clock;
 use distriqueue_util::error_chain;
@@ -125,11 +126,16 @@ impl SseUpdate {
 }
 
 /// The filters of the stream.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StreamFilter {
+    /// Only this job's updates (a UUID).
     #[serde(rename = "jobId")]
+    #[param(rename = "jobId", format = Uuid)]
     job_id: Option<String>,
+    /// Only updates of jobs of this type.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     job_type: Option<String>,
 }
 
@@ -137,6 +143,19 @@ pub(crate) struct StreamFilter {
 const REPLAY_PAGE: usize = 1000;
 
 /// `GET /api/jobs/stream`.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/stream",
+    tag = "jobs",
+    params(
+        StreamFilter,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event: first the current state of every job changed since")
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `connected` {clientId, message, timestamp}, then `job-update` {jobId, status, timestamp, workerId, progress?, result?, errorMessage?} per change, each with an `id:` (the event's seq); keep-alive comments", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad filter or Last-Event-ID", body = distriqueue_core::api::ErrorBody),
+    )
+)]
 pub(crate) async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -209,6 +228,11 @@ pub(crate) async fn stream(
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(|item| std::future::ready(item.ok().flatten().map(Ok::<Event, Infallible>)))
         .take_until(state.streams_closed().cancelled_owned());
+    // Counted while the stream lives: axum drops it when the client goes away.
+    let client = SseClient::open();
+    let events = events.inspect(move |_| {
+        let _ = &client;
+    });
     Ok(sse_response(events, &state))
 }
 

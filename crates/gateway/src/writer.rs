@@ -3,6 +3,7 @@
 //! instead of one transaction per request.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use distriqueue_core::JobResponse;
 use distriqueue_store::{Store, StoreError};
@@ -43,10 +44,12 @@ impl StoreWriter {
                 async move {
                     let n_requests = requests.len();
                     let jobs: Snapshots = requests.into_iter().flatten().collect();
+                    let started = Instant::now();
                     let result = store
                         .upsert_events(&jobs)
                         .await
                         .map_err(|error| WriteError::Store(Arc::new(error)));
+                    crate::metrics::record_write(jobs.len(), started);
                     vec![result; n_requests]
                 }
             },

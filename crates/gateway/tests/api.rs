@@ -693,3 +693,19 @@ async fn sse_filters_by_job_id_and_type() {
     let answer = harness.get("/api/jobs/stream?jobId=nope").await;
     check_violations(&answer, &["jobId"]);
 }
+
+/// The OpenAPI document lists exactly the routes the router serves (the router walked through
+/// its own description), and every documented answer to a route that exists is not the
+/// router's own 404 or 405.
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_the_router_serves() {
+    let harness = harness().await;
+    let served = distriqueue_testkit::router_routes(&format!("{:?}", harness.app));
+    let document = serde_json::to_value(distriqueue_gateway::openapi()).expect("JSON");
+    let documented = distriqueue_testkit::openapi_routes(&document);
+    assert_eq!(served, documented);
+    assert_eq!(document["openapi"], "3.1.0");
+    let served_document = harness.get("/api/v3/api-docs").await;
+    assert_eq!(served_document.status, StatusCode::OK);
+    assert_eq!(served_document.body, document);
+}

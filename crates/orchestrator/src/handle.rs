@@ -11,6 +11,7 @@ use distriqueue_core::time::parse_client_time;
 use distriqueue_core::{
     Command, JobId, JobResponse, JobStatus, Outcome, RetryPolicy, State, WorkerHeartbeat, WorkerId,
 };
+use distriqueue_util::metrics::PrometheusText;
 use openraft::{BasicNode, Raft};
 use tokio::sync::watch;
 
@@ -37,6 +38,8 @@ pub struct OrchestratorHandle {
     pub(crate) leading: watch::Receiver<Option<u64>>,
     /// Forwards writes to the leader and probes members (see `api`).
     pub(crate) http: reqwest::Client,
+    /// The process's metrics, which `GET /metrics` serves; `None` when none are exported.
+    pub(crate) prometheus: Option<PrometheusText>,
 }
 
 impl OrchestratorHandle {
@@ -174,6 +177,7 @@ impl OrchestratorHandle {
             && self.read(State::lease_holders).contains(&worker_id)
         {
             tracing::warn!(%worker_id, "worker restarted: its earlier attempts are lost");
+            crate::metrics::worker_lost();
             // WorkerLost is never refused. Until it commits, the new instance is not recorded,
             // so a heartbeat retried after a failure still finds the restart.
             let _ = self

@@ -11,6 +11,7 @@ mod handle;
 mod leader;
 mod liveness;
 mod log_store;
+pub mod metrics;
 mod network;
 mod node;
 mod outbox;
@@ -19,7 +20,7 @@ mod raft;
 mod state_machine;
 mod timers;
 
-pub use api::router;
+pub use api::{openapi, router};
 pub use handle::OrchestratorHandle;
 pub use leader::commit_watermark;
 pub use node::{Orchestrator, OrchestratorConfig, OrchestratorError};

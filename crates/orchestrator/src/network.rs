@@ -1,21 +1,17 @@
-//! Raft RPCs between orchestrator nodes over HTTP (issue 5, item 1): the client side
-//! ([`HttpNetwork`], openraft's `RaftNetworkFactory`) posts each RPC as JSON to the peer's
-//! `/raft/append`, `/raft/vote` or `/raft/snapshot`; the server side ([`routes`]) hands the
-//! request to the local `Raft` and answers its `Result` as JSON. A peer's address is the
-//! `addr` of its `BasicNode` in the membership: its orchestrator base URL.
+//! Raft RPCs between orchestrator nodes over HTTP (issue 5, item 1), the client side:
+//! [`HttpNetwork`] (openraft's `RaftNetworkFactory`) posts each RPC as JSON to the peer's
+//! `/raft/append`, `/raft/vote` or `/raft/snapshot` (served by `api/raft.rs`). A peer's
+//! address is the `addr` of its `BasicNode` in the membership: its orchestrator base URL.
 
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
 use openraft::network::RPCOption;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft, RaftNetwork, RaftNetworkFactory};
+use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -124,38 +120,4 @@ impl RaftNetwork<TypeConfig> for Peer {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call("/raft/vote", &rpc, &option).await
     }
-}
-
-/// The server side: `POST /raft/append`, `/raft/vote`, `/raft/snapshot`, each answering the
-/// local Raft's `Result` as JSON.
-pub fn routes(raft: Raft<TypeConfig>) -> Router {
-    Router::new()
-        .route("/raft/append", post(append))
-        .route("/raft/vote", post(vote))
-        .route("/raft/snapshot", post(snapshot))
-        // Entries and snapshot chunks are as large as openraft makes them (see `node.rs`):
-        // axum's 2 MB default would refuse a large one forever.
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(raft)
-}
-
-async fn append(
-    State(raft): State<Raft<TypeConfig>>,
-    Json(request): Json<AppendEntriesRequest<TypeConfig>>,
-) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
-    Json(raft.append_entries(request).await)
-}
-
-async fn vote(
-    State(raft): State<Raft<TypeConfig>>,
-    Json(request): Json<VoteRequest<NodeId>>,
-) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
-    Json(raft.vote(request).await)
-}
-
-async fn snapshot(
-    State(raft): State<Raft<TypeConfig>>,
-    Json(request): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
-    Json(raft.install_snapshot(request).await)
 }

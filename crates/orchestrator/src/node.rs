@@ -11,6 +11,8 @@ use std::time::Duration;
 use distriqueue_broker::Broker;
 use distriqueue_core::machine::MachineConfig;
 use distriqueue_core::RetryPolicy;
+use distriqueue_util::metrics::PrometheusText;
+use distriqueue_util::AbortOnDrop;
 use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::{BasicNode, Config, ConfigError, Raft, SnapshotPolicy};
 use tokio::net::TcpListener;
@@ -22,6 +24,7 @@ use crate::handle::OrchestratorHandle;
 use crate::leader::LeaderDuties;
 use crate::liveness::Registry;
 use crate::log_store::LogStore;
+use crate::metrics;
 use crate::network::HttpNetwork;
 use crate::proposer;
 use crate::raft::{NodeId, TypeConfig};
@@ -55,6 +58,11 @@ pub struct OrchestratorConfig {
     /// The cluster's members, node id to base URL (`http://127.0.0.1:8081`), this node
     /// included. Empty (the default): a one-node cluster at this node's own address.
     pub peers: BTreeMap<NodeId, String>,
+    /// The process's Prometheus registry, served at `GET /metrics` (docs/metrics.md); the
+    /// node then also keeps its gauges current. `None` (the default): no metrics, and
+    /// `/metrics` answers 404. One orchestrator per process exports metrics: the registry is
+    /// the process's.
+    pub prometheus: Option<PrometheusText>,
 }
 
 impl Default for OrchestratorConfig {
@@ -70,6 +78,7 @@ impl Default for OrchestratorConfig {
             snapshot_every: 20_000,
             dispatch_timeout: Duration::from_secs(60),
             peers: BTreeMap::new(),
+            prometheus: None,
         }
     }
 }
@@ -131,6 +140,8 @@ pub struct Orchestrator {
     listener: TcpListener,
     raft: Raft<TypeConfig>,
     duties: tokio::task::JoinHandle<()>,
+    /// Keeps the metrics' gauges current while the node runs.
+    _gauges: Option<AbortOnDrop>,
 }
 
 impl Orchestrator {
@@ -205,7 +216,12 @@ impl Orchestrator {
             workers: Arc::clone(&workers),
             leading,
             http: reqwest::Client::new(),
+            prometheus: config.prometheus.clone(),
         };
+        let gauges = config
+            .prometheus
+            .is_some()
+            .then(|| AbortOnDrop(tokio::spawn(metrics::run_gauges(handle.clone()))));
         let duties = LeaderDuties {
             raft: raft.clone(),
             state_machine,
@@ -234,6 +250,7 @@ impl Orchestrator {
             listener,
             raft,
             duties,
+            _gauges: gauges,
         })
     }
 
@@ -258,6 +275,7 @@ impl Orchestrator {
             listener,
             raft,
             duties,
+            _gauges,
         } = self;
         let served = axum::serve(listener, api::router(handle))
             .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -52,6 +52,7 @@ impl Outbox {
                         return;
                     }
                     self.carry_out(batch.drain(..).flatten(), &mut unstarted).await;
+                    metrics::gauge!(crate::metrics::OUTBOX_BACKLOG).set(effects.len() as f64);
                 }
                 _ = sweep.tick() => self.publish_again(&mut unstarted).await,
             }
@@ -110,6 +111,7 @@ impl Outbox {
                 self.broker.publish_events(&events)
             })
             .await;
+            crate::metrics::record_events(&events);
             self.published_upto.send_if_modified(|upto| {
                 let advanced = highest > *upto;
                 *upto = (*upto).max(highest);

@@ -96,6 +96,8 @@ pub(crate) fn start(
             async move {
                 match raft.client_write(batch).await {
                     Ok(response) => {
+                        metrics::histogram!(crate::metrics::LOG_ENTRY_COMMANDS)
+                            .record(response.data.len() as f64);
                         let log_index = response.log_id.index;
                         let mut outcomes = response.data.into_iter();
                         sizes

@@ -6,7 +6,8 @@
 //! Services come from `DQ_TEST_AMQP_URL` (such as `amqp://guest:guest@127.0.0.1:5672/%2f`) and
 //! `DQ_TEST_DATABASE_URL` (such as `postgres://root@127.0.0.1:5432/test`). Unset: the test
 //! skips, saying so. Set but unusable: the test skips, unless `DQ_REQUIRE_SERVICES=1`, which
-//! makes it fail. Vhosts are made and removed with `rabbitmqctl`, databases with `psql`.
+//! makes it fail. Vhosts are made and removed with `rabbitmqctl`, databases with `psql`. Tests
+//! that run tools ([`python_modules`], [`tool`]: schemathesis, promtool, Chromium) follow the same rule.
 
 use std::process::Command;
 
@@ -49,6 +50,30 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
 /// A name no other test uses.
 fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// True when `python3` imports every module of `modules`. Otherwise `false` (the test skips,
+/// saying so) or, when services are required, the test fails with `install` as the hint.
+pub fn python_modules(test: &str, modules: &[&str], install: &str) -> bool {
+    let import = format!("import {}", modules.join(", "));
+    tool(test, "python3", &["-c", &import], install)
+}
+
+/// True when `program args` runs and succeeds (a probe such as `promtool --version`).
+/// Otherwise `false` (the test skips, saying so) or, when services are required, the test fails
+/// with `install` as the hint.
+pub fn tool(test: &str, program: &str, args: &[&str], install: &str) -> bool {
+    let ready = Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !ready {
+        let missing = format!("`{program} {}` fails ({install})", args.join(" "));
+        return unusable::<()>(test, program, &missing).is_some();
+    }
+    true
 }
 
 /// A vhost created for one test; deleted on drop.
@@ -182,9 +207,89 @@ fn with_path(url: &str, path: &str) -> String {
     format!("{scheme}://{authority}/{path}{}", query.unwrap_or_default())
 }
 
+/// The (method, path) pairs an OpenAPI document lists.
+pub fn openapi_routes(
+    document: &serde_json::Value,
+) -> std::collections::BTreeSet<(String, String)> {
+    let methods = [
+        "get", "put", "post", "delete", "patch", "options", "head", "trace",
+    ];
+    document["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(path, item)| {
+            methods
+                .iter()
+                .filter(|method| item.get(**method).is_some())
+                .map(|method| (method.to_ascii_uppercase(), path.clone()))
+        })
+        .collect()
+}
+
+/// The (method, path) pairs an axum router serves, read from its `Debug` form (axum prints
+/// each route's path and its `Allow` methods): a walk of the router that needs no list kept
+/// beside it. `HEAD` (axum adds it to every `GET`) is left out.
+///
+/// Panics when the form holds no route (a newer axum printing differently).
+pub fn router_routes(router_debug: &str) -> std::collections::BTreeSet<(String, String)> {
+    // `Node { paths: {RouteId(2): "/api/x", ...} }` of the path router (the first one printed;
+    // the fallback router's follows).
+    let path_router = router_debug
+        .split("fallback_router")
+        .next()
+        .unwrap_or(router_debug);
+    let mut paths = std::collections::BTreeMap::new();
+    if let Some(node) = path_router.split("Node { paths: {").nth(1) {
+        for entry in node.split("RouteId(").skip(1) {
+            let Some((id, rest)) = entry.split_once("): \"") else {
+                continue;
+            };
+            let Some((path, _)) = rest.split_once('"') else {
+                continue;
+            };
+            paths.insert(id.to_string(), path.to_string());
+        }
+    }
+    let mut routes = std::collections::BTreeSet::new();
+    for entry in path_router.split("RouteId(").skip(1) {
+        let Some((id, rest)) = entry.split_once("): MethodRouter(") else {
+            continue;
+        };
+        let Some(methods) = rest
+            .split("allow_header: Bytes(b\"")
+            .nth(1)
+            .and_then(|tail| tail.split('"').next())
+        else {
+            continue;
+        };
+        let Some(path) = paths.get(id) else { continue };
+        for method in methods.split(',').filter(|method| *method != "HEAD") {
+            routes.insert((method.to_string(), path.clone()));
+        }
+    }
+    assert!(!routes.is_empty(), "no route found in {router_debug}");
+    routes
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_path;
+
+    #[test]
+    fn routes_are_read_from_a_routers_debug_form() {
+        let debug = r#"Router { path_router: PathRouter { routes: {RouteId(1): MethodRouter(MethodRouter { get: BoxedHandler, allow_header: Bytes(b"GET,HEAD") }), RouteId(2): MethodRouter(MethodRouter { post: BoxedHandler, allow_header: Bytes(b"POST,PUT") })}, node: Node { paths: {RouteId(2): "/api/x", RouteId(1): "/api/jobs/{id}"} } }, fallback_router: PathRouter { routes: {RouteId(1): Route(Route)}, node: Node { paths: {RouteId(1): "/"} } } }"#;
+        let routes: Vec<(String, String)> = super::router_routes(debug).into_iter().collect();
+        let expected = [
+            ("GET", "/api/jobs/{id}"),
+            ("POST", "/api/x"),
+            ("PUT", "/api/x"),
+        ];
+        assert_eq!(
+            routes,
+            expected.map(|(method, path)| (method.to_string(), path.to_string()))
+        );
+    }
 
     #[test]
     fn path_is_replaced_and_query_kept() {

@@ -4,6 +4,7 @@
 mod builtin;
 mod handler;
 mod ledger;
+pub mod metrics;
 mod runtime;
 
 pub use builtin::{Builtin, HandlerError};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use distriqueue_broker::{Broker, Delivery, JobConsumer};
@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::builtin::HandlerError;
 use crate::handler::{Handlers, JobContext, Progress};
 use crate::ledger::Ledger;
+use crate::metrics::{self as worker_metrics, HandlerOutcome};
 use distriqueue_util::clock;
 
 /// Why a report got no `accepted`.
@@ -213,6 +214,7 @@ impl Worker {
                 }
             }
         });
+        metrics::gauge!(worker_metrics::SLOTS).set(concurrency as f64);
         let mut slots = JoinSet::new();
         for _ in 0..concurrency {
             let slot = Arc::clone(&shared);
@@ -312,6 +314,7 @@ struct BusySlot<'a> {
 impl Drop for BusySlot<'_> {
     fn drop(&mut self) {
         self.shared.jobs.slot_freed();
+        metrics::gauge!(worker_metrics::SLOTS_BUSY).decrement(1.0);
     }
 }
 
@@ -463,6 +466,7 @@ impl Shared {
     /// slots.
     async fn occupy_slot(&self) -> BusySlot<'_> {
         self.jobs.slot_taken().await;
+        metrics::gauge!(worker_metrics::SLOTS_BUSY).increment(1.0);
         BusySlot { shared: self }
     }
 
@@ -597,6 +601,9 @@ impl Shared {
                 message.job_type
             ))));
         };
+        // A type with a handler: the label stays bounded by the handlers.
+        let type_label = message.job_type.trim().to_lowercase();
+        let started = Instant::now();
         let (progress, mut progress_updates) = Progress::channel();
         let context = JobContext {
             id: message.id,
@@ -637,6 +644,12 @@ impl Shared {
             joined = tokio::time::timeout(timeout, &mut task) => Some(joined),
             () = job_token.cancelled() => None,
         };
+        let outcome = match &finished {
+            Some(Ok(Ok(Ok(_)))) if !job_token.is_cancelled() => HandlerOutcome::Completed,
+            Some(Ok(_)) if !job_token.is_cancelled() => HandlerOutcome::Failed,
+            _ => HandlerOutcome::Stopped,
+        };
+        worker_metrics::record_handler(type_label, outcome, started);
         match finished {
             // Cancelled (or shut down) while the handler was finishing: its outcome is moot.
             Some(_) if job_token.is_cancelled() => None,

@@ -7,8 +7,9 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use distriqueue_core::api::{
-    ClusterStatus, EventMetrics, Health, Member, MemberStatus, MembershipChanged, Metrics, NewNode,
-    QueueMetrics, RaftRole, RaftStatus, WorkerMetrics, WorkersSeen, ADDED, REMOVED,
+    ClusterStatus, ErrorBody, EventMetrics, Health, Member, MemberStatus, MembershipChanged,
+    Metrics, NewNode, QueueMetrics, RaftRole, RaftStatus, WorkerMetrics, WorkersSeen, ADDED,
+    REMOVED,
 };
 use distriqueue_core::JobStatus;
 use distriqueue_util::clock;
@@ -22,6 +23,12 @@ use crate::handle::OrchestratorHandle;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// `GET /api/health`: `{status: "UP", timestamp, node}`.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "operations",
+    responses((status = 200, description = "The node answers", body = Health))
+)]
 pub(crate) async fn health(State(handle): State<OrchestratorHandle>) -> Json<Health> {
     Json(Health {
         status: "UP".to_string(),
@@ -98,12 +105,24 @@ async fn raft_status(handle: &OrchestratorHandle) -> RaftStatus {
 }
 
 /// `GET /api/raft/status`.
+#[utoipa::path(
+    get,
+    path = "/api/raft/status",
+    tag = "cluster",
+    responses((status = 200, description = "This node's Raft state, each member probed", body = RaftStatus))
+)]
 pub(crate) async fn raft(State(handle): State<OrchestratorHandle>) -> Json<RaftStatus> {
     Json(raft_status(&handle).await)
 }
 
 /// `GET /api/cluster/status`: `{node, cluster, raft, timestamp}`, the cluster part listing the
 /// workers that heartbeat to this node.
+#[utoipa::path(
+    get,
+    path = "/api/cluster/status",
+    tag = "cluster",
+    responses((status = 200, description = "This node, its workers and its Raft state", body = ClusterStatus))
+)]
 pub(crate) async fn cluster(State(handle): State<OrchestratorHandle>) -> Json<ClusterStatus> {
     let workers = handle.describe_workers();
     Json(ClusterStatus {
@@ -122,6 +141,17 @@ pub(crate) async fn cluster(State(handle): State<OrchestratorHandle>) -> Json<Cl
 /// must be running, started with `--node-id` and `--peers` that do not name itself (so it
 /// waits to be added instead of initializing a cluster of its own). 200 `{status:"added",
 /// members}`; 400 for a bad body; 503 when the change cannot commit.
+#[utoipa::path(
+    post,
+    path = "/api/cluster/nodes",
+    tag = "cluster",
+    request_body(content = NewNode),
+    responses(
+        (status = 200, description = "The node is a voter", body = MembershipChanged),
+        (status = 400, description = "A bad body", body = ErrorBody),
+        (status = 503, description = "The change could not commit (or took over a minute)", body = ErrorBody),
+    )
+)]
 pub(crate) async fn add_node(
     State(handle): State<OrchestratorHandle>,
     body: Result<Json<NewNode>, JsonRejection>,
@@ -138,16 +168,18 @@ pub(crate) async fn add_node(
     let node = BasicNode {
         addr: url.trim_end_matches('/').to_string(),
     };
-    handle
-        .raft
-        .add_learner(id, node, true)
-        .await
-        .map_err(membership_error(format!("add node {id} as a learner")))?;
-    handle
-        .raft
-        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-        .await
-        .map_err(membership_error(format!("make node {id} a voter")))?;
+    within_membership_timeout(
+        format!("add node {id} as a learner"),
+        handle.raft.add_learner(id, node, true),
+    )
+    .await?;
+    within_membership_timeout(
+        format!("make node {id} a voter"),
+        handle
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+    )
+    .await?;
     Ok(Json(MembershipChanged {
         status: ADDED.to_string(),
         members: members(&handle),
@@ -157,6 +189,18 @@ pub(crate) async fn add_node(
 /// `DELETE /api/cluster/nodes/{id}` (`distriqueue cluster remove-node`): removes a node from
 /// the membership (it stops taking part; stop its process afterwards). 200 `{status:"removed",
 /// members}`; 404 for a node that is not a member; 503 when the change cannot commit.
+#[utoipa::path(
+    delete,
+    path = "/api/cluster/nodes/{id}",
+    tag = "cluster",
+    params(("id" = String, Path, description = "The node's id")),
+    responses(
+        (status = 200, description = "The node left the membership", body = MembershipChanged),
+        (status = 404, description = "No such member", body = ErrorBody),
+        (status = 409, description = "The node is the only voter", body = ErrorBody),
+        (status = 503, description = "The change could not commit", body = ErrorBody),
+    )
+)]
 pub(crate) async fn remove_node(
     State(handle): State<OrchestratorHandle>,
     Path(id): Path<String>,
@@ -166,27 +210,49 @@ pub(crate) async fn remove_node(
     if !members(&handle).iter().any(|member| member.id == node_id) {
         return Err(not_found());
     }
-    handle
-        .raft
-        .change_membership(
+    let voters: BTreeSet<u64> = handle.metrics().membership_config.voter_ids().collect();
+    if voters.len() == 1 && voters.contains(&node_id) {
+        return Err(ApiError::Conflict(format!(
+            "node {node_id} is the cluster's only voter: removing it would leave no cluster"
+        )));
+    }
+    within_membership_timeout(
+        format!("remove node {node_id}"),
+        handle.raft.change_membership(
             ChangeMembers::RemoveVoters(BTreeSet::from([node_id])),
             false,
-        )
-        .await
-        .map_err(membership_error(format!("remove node {node_id}")))?;
+        ),
+    )
+    .await?;
     Ok(Json(MembershipChanged {
         status: REMOVED.to_string(),
         members: members(&handle),
     }))
 }
 
-/// The 503 of a membership change (`what`) that could not commit.
-fn membership_error<E: std::error::Error + Send + Sync + 'static>(
+/// How long a membership change may take (a learner that never catches up is not waited for
+/// without bound).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a membership change (`what`) for at most [`MEMBERSHIP_TIMEOUT`]; 503 when it fails or
+/// takes longer.
+async fn within_membership_timeout<T, E>(
     what: String,
-) -> impl FnOnce(E) -> ApiError {
-    move |source| ApiError::Membership {
-        what,
-        source: Box::new(source),
+    change: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ApiError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(MEMBERSHIP_TIMEOUT, change).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(ApiError::Membership {
+            what,
+            source: Box::new(source),
+        }),
+        Err(elapsed) => Err(ApiError::Membership {
+            what,
+            source: Box::new(elapsed),
+        }),
     }
 }
 
@@ -204,6 +270,12 @@ fn members(handle: &OrchestratorHandle) -> Vec<Member> {
 }
 
 /// `GET /api/metrics`: live jobs by status, the waiting queue, workers, and the event watermark.
+#[utoipa::path(
+    get,
+    path = "/api/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Jobs by status, the waiting queue, workers, the event watermark", body = Metrics))
+)]
 pub(crate) async fn metrics(State(handle): State<OrchestratorHandle>) -> Json<Metrics> {
     let (jobs, waiting, last_seq, published_up_to) = handle.read(|state| {
         let mut jobs: BTreeMap<String, u64> = JobStatus::ALL

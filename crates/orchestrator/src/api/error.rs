@@ -38,6 +38,9 @@ pub(crate) enum ApiError {
     /// 405.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 409: the change would break the cluster.
+    #[error("{0}")]
+    Conflict(String),
     /// The state machine refused the command: its own status (404, 409, 429) and message.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -59,6 +62,9 @@ pub(crate) enum ApiError {
     /// 413: a write to forward is larger than the forwarding limit.
     #[error("the body is too large to forward to the leader")]
     TooLargeToForward(#[source] axum::Error),
+    /// 500: the orchestrator failed to render an answer of its own (never for input).
+    #[error("internal error")]
+    Internal(#[source] serde_json::Error),
     /// 503: a membership change could not commit.
     #[error("cannot {what}")]
     Membership {
@@ -79,10 +85,12 @@ impl ApiError {
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Refused(refusal) => {
                 StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::CONFLICT)
             }
             ApiError::TooLargeToForward(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_)
             | ApiError::NoLeader
             | ApiError::LeaderUnreachable { .. }

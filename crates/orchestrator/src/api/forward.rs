@@ -22,6 +22,8 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The middleware: writes on a node that does not run the leader's duties go to the leader;
 /// 503 while no leader is known, or while this node was just elected and starts its duties.
+/// The Raft RPCs (`/raft/...`) are never forwarded: they are addressed to this node, and are
+/// how a leader gets elected in the first place.
 pub(crate) async fn forward_writes(
     State(handle): State<OrchestratorHandle>,
     request: axum::extract::Request,
@@ -31,7 +33,8 @@ pub(crate) async fn forward_writes(
         *request.method(),
         Method::POST | Method::PUT | Method::DELETE
     );
-    if !is_write || handle.is_live_leader() {
+    let for_this_node = request.uri().path().starts_with(super::raft::PREFIX);
+    if !is_write || for_this_node || handle.is_live_leader() {
         return next.run(request).await;
     }
     match forward(&handle, request).await {

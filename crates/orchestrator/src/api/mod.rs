@@ -7,17 +7,17 @@
 mod cluster;
 mod error;
 mod forward;
+mod raft;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use distriqueue_core::api::{
-    BatchResults, HeartbeatAnswer, ItemResult, JobChanged, LiveJob, LiveJobs, RegisterBatch,
-    Registered, Registration, ReportBatch, Snapshots, Updated, ACCEPTED, ACKNOWLEDGED, CANCELLED,
-    QUEUED,
+    BatchResults, ErrorBody, HeartbeatAnswer, ItemResult, JobChanged, LiveJob, LiveJobs,
+    RegisterBatch, RegisterRequest, Registered, Registration, ReportBatch, Snapshots, StatusReport,
+    Updated, ACCEPTED, ACKNOWLEDGED, CANCELLED, QUEUED,
 };
 use distriqueue_core::machine::Applied;
 use distriqueue_core::protocol::parse_status_report;
@@ -27,52 +27,26 @@ use distriqueue_core::{
     WorkerId,
 };
 use distriqueue_util::clock;
+use distriqueue_util::metrics::{prometheus_response, track_http, HttpMetricNames};
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::OnceLock;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::error::ApiError;
 use crate::handle::OrchestratorHandle;
+use crate::metrics;
 use crate::proposer::{Committed, SubmitError};
 
 /// The orchestrator's router, without a socket (tests call it directly): the API of
 /// CONTRACT.md (writes forwarded to the leader when this node does not lead) and the Raft RPCs
-/// between nodes under `/raft/...`.
+/// between nodes under `/raft/...`. Answers that are not routes are 404 or 405 in the contract's
+/// error shape.
 pub fn router(handle: OrchestratorHandle) -> Router {
-    let raft = handle.raft.clone();
-    api_router(handle).merge(crate::network::routes(raft))
-}
-
-/// Largest body of a batch route: a gateway's batch of up to 512 registers may carry 1 MB
-/// payloads each.
-const BATCH_BODY_LIMIT: usize = 1024 * 1024 * 1024;
-
-fn api_router(handle: OrchestratorHandle) -> Router {
-    Router::new()
-        .route("/api/health", get(cluster::health))
-        .route("/api/jobs", get(list_jobs))
-        .route("/api/jobs/{id}/cancel", post(cancel))
-        .route("/api/jobs/{id}/retry", post(retry))
-        .route(
-            "/api/jobs/status/batch",
-            post(report_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
-        )
-        .route("/api/jobs/snapshots", get(live_snapshots))
-        .route("/api/jobs/register", post(register))
-        .route(
-            "/api/jobs/register/batch",
-            post(register_batch).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
-        )
-        .route("/api/jobs/status", post(report_status))
-        .route(
-            "/api/jobs/{id}/status",
-            post(report_status_of).put(report_status_of),
-        )
-        .route("/api/workers/heartbeat", post(heartbeat))
-        .route("/api/raft/status", get(cluster::raft))
-        .route("/api/cluster/status", get(cluster::cluster))
-        .route("/api/cluster/nodes", post(cluster::add_node))
-        .route("/api/cluster/nodes/{id}", delete(cluster::remove_node))
-        .route("/api/metrics", get(cluster::metrics))
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::NotFound(format!("No route for {method} {}", uri.path()))
         })
@@ -83,7 +57,114 @@ fn api_router(handle: OrchestratorHandle) -> Router {
             handle.clone(),
             forward::forward_writes,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            HttpMetricNames {
+                requests: metrics::HTTP_REQUESTS,
+                duration: metrics::HTTP_DURATION,
+            },
+            track_http,
+        ))
         .with_state(handle)
+}
+
+/// Largest body of a batch route: a gateway's batch of up to 512 registers may carry 1 MB
+/// payloads each.
+const BATCH_BODY_LIMIT: usize = 1024 * 1024 * 1024;
+
+/// The document's frame: title, version, tags. The paths come from [`routes`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "DistriQueue orchestrator",
+        description = "The lifecycle owner's API: for people and tools (health, jobs, Raft and \
+                       cluster status, membership, metrics, cancel), for gateways (register, \
+                       retry, snapshots), for workers in any language (status reports, \
+                       heartbeats), and the Raft RPCs between nodes. A follower forwards every \
+                       write to the leader. Errors are `{\"error\": message}`, with the state \
+                       machine's `refusal` when a command was refused.",
+        license(name = "MIT")
+    ),
+    tags(
+        (name = "jobs", description = "The jobs this node holds"),
+        (name = "gateways", description = "What DistriQueue's gateways call"),
+        (name = "workers", description = "The worker protocol (docs/protocol.md)"),
+        (name = "cluster", description = "Raft status and membership"),
+        (name = "raft", description = "Raft RPCs between nodes"),
+        (name = "operations", description = "Health, documentation and metrics")
+    )
+)]
+struct OrchestratorApi;
+
+/// Every route of the orchestrator, each with its OpenAPI operation: the router serves exactly
+/// what the document ([`openapi`]) lists.
+fn routes() -> OpenApiRouter<OrchestratorHandle> {
+    let batches = OpenApiRouter::new()
+        .routes(routes!(report_batch))
+        .routes(routes!(register_batch))
+        .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT));
+    // Entries and snapshot chunks are as large as openraft makes them (see `node.rs`): axum's
+    // 2 MB default would refuse a large one forever.
+    let raft = OpenApiRouter::new()
+        .routes(routes!(raft::append))
+        .routes(routes!(raft::vote))
+        .routes(routes!(raft::snapshot))
+        .layer(DefaultBodyLimit::disable());
+    OpenApiRouter::with_openapi(OrchestratorApi::openapi())
+        .routes(routes!(cluster::health))
+        .routes(routes!(list_jobs))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
+        .routes(routes!(live_snapshots))
+        .routes(routes!(register))
+        .routes(routes!(report_status))
+        .routes(routes!(post_status_of, put_status_of))
+        .routes(routes!(heartbeat))
+        .routes(routes!(cluster::raft))
+        .routes(routes!(cluster::cluster))
+        .routes(routes!(cluster::add_node))
+        .routes(routes!(cluster::remove_node))
+        .routes(routes!(cluster::metrics))
+        .routes(routes!(api_docs))
+        .routes(routes!(prometheus))
+        .merge(batches)
+        .merge(raft)
+}
+
+/// The orchestrator's OpenAPI document, made once.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| routes().split_for_parts().1)
+}
+
+/// `GET /api/v3/api-docs`: this document, as JSON.
+#[utoipa::path(
+    get,
+    path = "/api/v3/api-docs",
+    tag = "operations",
+    responses((status = 200, description = "The orchestrator's OpenAPI 3.1 document", content_type = "application/json", body = Object))
+)]
+async fn api_docs() -> Response {
+    match openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(error) => ApiError::Internal(error).into_response(),
+    }
+}
+
+/// `GET /metrics`: the process's metrics in the Prometheus text format (docs/metrics.md).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process's metrics (docs/metrics.md)", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 404, description = "This process exports no metrics", body = ErrorBody),
+    )
+)]
+async fn prometheus(State(handle): State<OrchestratorHandle>) -> Response {
+    match &handle.prometheus {
+        Some(text) => prometheus_response(text),
+        None => ApiError::NotFound("this process exports no metrics".into()).into_response(),
+    }
 }
 
 /// A JSON body of the route's type; a 400 saying `what` the route expects otherwise.
@@ -107,6 +188,20 @@ struct LiveJobsQuery {
 
 /// `GET /api/jobs?status&limit&offset`: the jobs this node holds, live ones first, then the
 /// finished ones still held as tombstones.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    tag = "jobs",
+    params(
+        ("status" = Option<JobStatus>, Query, description = "Only jobs in this state (any case)"),
+        ("limit" = Option<usize>, Query, minimum = 0, description = "At most this many (default 100, at most 1000)"),
+        ("offset" = Option<usize>, Query, minimum = 0, description = "Skip this many first"),
+    ),
+    responses(
+        (status = 200, description = "The jobs this node holds: live ones, then finished ones still held", body = LiveJobs),
+        (status = 400, description = "A bad parameter", body = ErrorBody),
+    )
+)]
 async fn list_jobs(
     State(handle): State<OrchestratorHandle>,
     query: Result<Query<LiveJobsQuery>, QueryRejection>,
@@ -168,6 +263,18 @@ async fn list_jobs(
 }
 
 /// `POST /api/jobs/{id}/cancel`: 200 `{status:"cancelled", job}`; 404 unknown; 409 terminal.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Committed: the job, CANCELLED", body = JobChanged),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is already finished", body = ErrorBody),
+        (status = 503, description = "No leader could commit it (or none is ready): try again", body = ErrorBody),
+    )
+)]
 async fn cancel(
     State(handle): State<OrchestratorHandle>,
     Path(id): Path<String>,
@@ -185,6 +292,21 @@ async fn cancel(
 /// `POST /api/jobs/{id}/retry` (for gateways; not in CONTRACT.md's orchestrator table): the
 /// body is the read model's JobResponse of a FAILED, TIMEOUT or CANCELLED job. 200
 /// `{status:"queued", job}` with the new attempt's snapshot; 404, 409 as for cancel.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/retry",
+    tag = "gateways",
+    params(("id" = String, Path, description = "The job's id")),
+    request_body(content = JobResponse, description = "The read model's snapshot of the FAILED, TIMEOUT or CANCELLED job"),
+    responses(
+        (status = 200, description = "Committed: the new attempt's snapshot, QUEUED", body = JobChanged),
+        (status = 400, description = "A bad body, or the path's id is not the body's", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not FAILED, TIMEOUT or CANCELLED", body = ErrorBody),
+        (status = 429, description = "The queue of waiting jobs is full", body = ErrorBody),
+        (status = 503, description = "No leader could commit it (or none is ready): try again", body = ErrorBody),
+    )
+)]
 async fn retry(
     State(handle): State<OrchestratorHandle>,
     Path(id): Path<String>,
@@ -206,6 +328,12 @@ async fn retry(
 
 /// `GET /api/jobs/snapshots` (for gateways; not in CONTRACT.md): `{jobs: [JobResponse]}`, the
 /// committed snapshot of every live job, to reconcile a read model with.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/snapshots",
+    tag = "gateways",
+    responses((status = 200, description = "The committed snapshot of every live job", body = Snapshots))
+)]
 async fn live_snapshots(State(handle): State<OrchestratorHandle>) -> Json<Snapshots> {
     Json(Snapshots {
         jobs: handle.live_snapshots(),
@@ -231,6 +359,18 @@ fn registered(id: JobId, outcome: Result<Outcome, SubmitError>) -> Result<Regist
 /// `priority` 1/5/10/15 or a name, `payload`, `timeout` or `executionTimeout`, `maxRetries`, and
 /// any other field of a job request). The id is minted when absent; registering an id again is
 /// idempotent. 202 `{status:"accepted", job_id, job, created}`.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/register",
+    tag = "gateways",
+    request_body(content = RegisterRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Committed (or a repeat of the id or idempotency key: created false)", body = Registered),
+        (status = 400, description = "A bad body, or the validation shape naming each bad field", body = ErrorBody),
+        (status = 429, description = "The queue of waiting jobs is full", body = ErrorBody),
+        (status = 503, description = "No leader could commit it (or none is ready): try again", body = ErrorBody),
+    )
+)]
 async fn register(
     State(handle): State<OrchestratorHandle>,
     body: Result<Json<Value>, JsonRejection>,
@@ -273,6 +413,17 @@ fn batch_answer<T>(
 /// gateway validated, in the orchestrator's own format, committed together in one log entry.
 /// 200 `{results: [Registered | ErrorBody], logIndex}`, one per job, in order; 503 when the
 /// entry could not be committed (then none was).
+#[utoipa::path(
+    post,
+    path = "/api/jobs/register/batch",
+    tag = "gateways",
+    request_body(content = RegisterBatch),
+    responses(
+        (status = 200, description = "Committed in one log entry: one answer per job, in order", body = BatchResults<Registered>),
+        (status = 400, description = "A bad body", body = ErrorBody),
+        (status = 503, description = "No leader could commit it (or none is ready): try again", body = ErrorBody),
+    )
+)]
 async fn register_batch(
     State(handle): State<OrchestratorHandle>,
     body: Result<Json<RegisterBatch>, JsonRejection>,
@@ -297,6 +448,19 @@ async fn register_batch(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/jobs/status",
+    tag = "workers",
+    request_body(content = StatusReport, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed", body = Updated),
+        (status = 400, description = "A bad body", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Refused: the lease is another worker's, the attempt is superseded, or the job is finished", body = ErrorBody),
+        (status = 503, description = "No leader could commit it (or none is ready): try again", body = ErrorBody),
+    )
+)]
 async fn report_status(
     State(handle): State<OrchestratorHandle>,
     body: Result<Json<Value>, JsonRejection>,
@@ -304,12 +468,50 @@ async fn report_status(
     apply_report(&handle, body, None).await
 }
 
-async fn report_status_of(
+/// `POST /api/jobs/{id}/status`: a report about the path's job.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/status",
+    tag = "workers",
+    params(("id" = String, Path, description = "The job's id (wins over the body's)")),
+    request_body(content = StatusReport, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed", body = Updated),
+        (status = 400, description = "A bad body", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Refused: the lease is another worker's, the attempt is superseded, or the job is finished", body = ErrorBody),
+        (status = 503, description = "No leader could commit it (or none is ready): try again", body = ErrorBody),
+    )
+)]
+async fn post_status_of(
     State(handle): State<OrchestratorHandle>,
     Path(id): Path<String>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Updated>, ApiError> {
     apply_report(&handle, body, Some(&id)).await
+}
+
+/// `PUT /api/jobs/{id}/status`: as `POST` (the original workers used either).
+#[utoipa::path(
+    put,
+    path = "/api/jobs/{id}/status",
+    tag = "workers",
+    params(("id" = String, Path, description = "The job's id (wins over the body's)")),
+    request_body(content = StatusReport, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed", body = Updated),
+        (status = 400, description = "A bad body", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Refused: the lease is another worker's, the attempt is superseded, or the job is finished", body = ErrorBody),
+        (status = 503, description = "No leader could commit it (or none is ready): try again", body = ErrorBody),
+    )
+)]
+async fn put_status_of(
+    state: State<OrchestratorHandle>,
+    path: Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Updated>, ApiError> {
+    post_status_of(state, path, body).await
 }
 
 /// The worker protocol's status report (CONTRACT.md): 200 `{status:"updated"}`; 404 unknown
@@ -356,6 +558,17 @@ fn watch_lease_taker(handle: &OrchestratorHandle, taker: Option<WorkerId>, outco
 /// in the orchestrator's own format, committed together in one log entry. 200 `{results:
 /// [{status:"updated"} | ErrorBody], logIndex}`, one per report, in order; 503 when the entry
 /// could not be committed (then none was).
+#[utoipa::path(
+    post,
+    path = "/api/jobs/status/batch",
+    tag = "workers",
+    request_body(content = ReportBatch),
+    responses(
+        (status = 200, description = "Committed in one log entry: one answer per report, in order", body = BatchResults<Updated>),
+        (status = 400, description = "A bad body", body = ErrorBody),
+        (status = 503, description = "No leader could commit it (or none is ready): try again", body = ErrorBody),
+    )
+)]
 async fn report_batch(
     State(handle): State<OrchestratorHandle>,
     body: Result<Json<ReportBatch>, JsonRejection>,
@@ -379,6 +592,17 @@ async fn report_batch(
 
 /// `POST /api/workers/heartbeat` (snake_case or camelCase): 200 `{status:"acknowledged",
 /// cancel:[job ids this worker must stop]}`.
+#[utoipa::path(
+    post,
+    path = "/api/workers/heartbeat",
+    tag = "workers",
+    request_body(content = WorkerHeartbeat),
+    responses(
+        (status = 200, description = "Recorded: the jobs this worker must stop", body = HeartbeatAnswer),
+        (status = 400, description = "A bad body", body = ErrorBody),
+        (status = 503, description = "This node cannot confirm it leads (or no leader is ready)", body = ErrorBody),
+    )
+)]
 async fn heartbeat(
     State(handle): State<OrchestratorHandle>,
     body: Result<Json<WorkerHeartbeat>, JsonRejection>,

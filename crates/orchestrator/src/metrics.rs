@@ -1,0 +1,311 @@
+//! The orchestrator's metrics (docs/metrics.md): lifecycle counters and job histograms counted
+//! by the leader as it publishes each event, and gauges (jobs waiting and running, workers, Raft,
+//! the watermark) refreshed every second from the node's state by [`run_gauges`].
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use distriqueue_core::{JobStatus, Priority, StatusEvent};
+use openraft::ServerState;
+
+use crate::handle::OrchestratorHandle;
+
+/// Jobs registered (first version only).
+pub const JOBS_SUBMITTED: &str = "distriqueue_jobs_submitted_total";
+/// Jobs that reached COMPLETED.
+pub const JOBS_COMPLETED: &str = "distriqueue_jobs_completed_total";
+/// Jobs that reached FAILED.
+pub const JOBS_FAILED: &str = "distriqueue_jobs_failed_total";
+/// Attempts that failed with retries left.
+pub const JOBS_RETRIED: &str = "distriqueue_jobs_retried_total";
+/// Jobs that reached TIMEOUT.
+pub const JOBS_TIMED_OUT: &str = "distriqueue_jobs_timed_out_total";
+/// Jobs that reached CANCELLED.
+pub const JOBS_CANCELLED: &str = "distriqueue_jobs_cancelled_total";
+/// Jobs PENDING, QUEUED or RETRYING, by priority.
+pub const JOBS_WAITING: &str = "distriqueue_jobs_waiting";
+/// Jobs RUNNING.
+pub const JOBS_RUNNING: &str = "distriqueue_jobs_running";
+/// Creation to start, seconds.
+pub const JOB_QUEUE_SECONDS: &str = "distriqueue_job_queue_seconds";
+/// Last start to end, seconds.
+pub const JOB_EXECUTION_SECONDS: &str = "distriqueue_job_execution_seconds";
+/// Creation to end, seconds.
+pub const JOB_END_TO_END_SECONDS: &str = "distriqueue_job_end_to_end_seconds";
+/// Workers heard from within the heartbeat timeout.
+pub const WORKERS_ALIVE: &str = "distriqueue_workers_alive";
+/// Their job slots.
+pub const WORKERS_SLOTS: &str = "distriqueue_workers_slots";
+/// Jobs they run.
+pub const WORKERS_SLOTS_BUSY: &str = "distriqueue_workers_slots_busy";
+/// Workers declared lost.
+pub const WORKERS_LOST: &str = "distriqueue_workers_lost_total";
+/// This node's term.
+pub const RAFT_TERM: &str = "distriqueue_orchestrator_raft_term";
+/// 1 for this node's role.
+pub const RAFT_ROLE: &str = "distriqueue_orchestrator_raft_role";
+/// 1 while a leader is known.
+pub const RAFT_HAS_LEADER: &str = "distriqueue_orchestrator_raft_has_leader";
+/// The highest index known committed.
+pub const RAFT_COMMIT_INDEX: &str = "distriqueue_orchestrator_raft_commit_index";
+/// The highest index applied.
+pub const RAFT_APPLIED_INDEX: &str = "distriqueue_orchestrator_raft_applied_index";
+/// On the leader, entries each member is behind.
+pub const RAFT_REPLICATION_LAG: &str = "distriqueue_orchestrator_raft_replication_lag";
+/// Commands per committed entry.
+pub const LOG_ENTRY_COMMANDS: &str = "distriqueue_orchestrator_log_entry_commands";
+/// Effect batches not yet carried out.
+pub const OUTBOX_BACKLOG: &str = "distriqueue_orchestrator_outbox_backlog";
+/// Events past the committed watermark.
+pub const EVENTS_UNACKNOWLEDGED: &str = "distriqueue_orchestrator_events_unacknowledged";
+/// Requests answered, by route, method and status.
+pub const HTTP_REQUESTS: &str = "distriqueue_orchestrator_http_requests_total";
+/// Answer time, seconds, by route and method.
+pub const HTTP_DURATION: &str = "distriqueue_orchestrator_http_request_duration_seconds";
+
+/// Describes every metric of the orchestrator (the `# HELP` lines), once per process.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        JOBS_SUBMITTED,
+        "Jobs registered (a repeated id or idempotency key is not counted)."
+    );
+    describe_counter!(JOBS_COMPLETED, "Jobs that reached COMPLETED.");
+    describe_counter!(JOBS_FAILED, "Jobs that reached FAILED.");
+    describe_counter!(
+        JOBS_RETRIED,
+        "Attempts that failed with retries left (the job went RETRYING)."
+    );
+    describe_counter!(JOBS_TIMED_OUT, "Jobs that reached TIMEOUT.");
+    describe_counter!(JOBS_CANCELLED, "Jobs that reached CANCELLED.");
+    describe_gauge!(
+        JOBS_WAITING,
+        "Jobs PENDING, QUEUED or RETRYING now, by priority."
+    );
+    describe_gauge!(JOBS_RUNNING, "Jobs RUNNING now.");
+    describe_histogram!(
+        JOB_QUEUE_SECONDS,
+        Unit::Seconds,
+        "From a job's creation to the start of the attempt that started."
+    );
+    describe_histogram!(
+        JOB_EXECUTION_SECONDS,
+        Unit::Seconds,
+        "From the last attempt's start to the job's end (COMPLETED, FAILED, TIMEOUT)."
+    );
+    describe_histogram!(
+        JOB_END_TO_END_SECONDS,
+        Unit::Seconds,
+        "From a job's creation to its end (any terminal state)."
+    );
+    describe_gauge!(
+        WORKERS_ALIVE,
+        "Workers heard from within the heartbeat timeout (on the leader)."
+    );
+    describe_gauge!(WORKERS_SLOTS, "The job slots of the workers alive.");
+    describe_gauge!(WORKERS_SLOTS_BUSY, "Jobs the workers alive run now.");
+    describe_counter!(
+        WORKERS_LOST,
+        "Workers declared lost (silent past the heartbeat timeout, or restarted)."
+    );
+    describe_gauge!(RAFT_TERM, "This node's current Raft term.");
+    describe_gauge!(RAFT_ROLE, "1 for this node's Raft role, 0 for the others.");
+    describe_gauge!(RAFT_HAS_LEADER, "1 while this node knows a leader.");
+    describe_gauge!(RAFT_COMMIT_INDEX, "The highest log index known committed.");
+    describe_gauge!(
+        RAFT_APPLIED_INDEX,
+        "The highest log index applied to the state machine."
+    );
+    describe_gauge!(
+        RAFT_REPLICATION_LAG,
+        "On the leader: log entries each member is behind."
+    );
+    describe_histogram!(
+        LOG_ENTRY_COMMANDS,
+        "Commands per committed log entry (group commit)."
+    );
+    describe_gauge!(
+        OUTBOX_BACKLOG,
+        "Committed effect batches not yet carried out."
+    );
+    describe_gauge!(
+        EVENTS_UNACKNOWLEDGED,
+        "Lifecycle events past the committed watermark."
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "Orchestrator API requests answered, by route, method and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time to answer an orchestrator API request, by route and method."
+    );
+}
+
+/// Most distinct job types that get their own `type` label; the types seen after them count
+/// under `type="other"`. Job types come from clients: without a cap, a client inventing types
+/// would grow the registry (and every scrape) without bound.
+pub const MAX_TYPE_LABELS: usize = 100;
+
+/// The `type` label of `job_type`: itself while fewer than [`MAX_TYPE_LABELS`] types have been
+/// labelled (or it is one of them), `other` past that.
+fn type_label(job_type: &str) -> String {
+    static LABELLED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let mut labelled = LABELLED.lock();
+    if labelled.contains(job_type) {
+        return job_type.to_string();
+    }
+    if labelled.len() < MAX_TYPE_LABELS {
+        labelled.insert(job_type.to_string());
+        return job_type.to_string();
+    }
+    "other".to_string()
+}
+
+/// Counts a worker declared lost ([`WORKERS_LOST`]).
+pub fn worker_lost() {
+    metrics::counter!(WORKERS_LOST).increment(1);
+}
+
+/// Counts what published events say: submissions, outcomes and retries by type and priority,
+/// and the job's times by type. A leader publishing again the events past the watermark (after
+/// a change of leader) counts them again: the counters are at-least-once, like the events.
+pub(crate) fn record_events(events: &[StatusEvent]) {
+    let seconds = |ms: i64| ms.max(0) as f64 / 1000.0;
+    for event in events {
+        let job = &event.job;
+        let job_type = type_label(&job.job_type);
+        let labels = [
+            ("type", job_type.clone()),
+            ("priority", job.priority.as_str().to_string()),
+        ];
+        if event.version == 1 {
+            metrics::counter!(JOBS_SUBMITTED, &labels).increment(1);
+        }
+        let counter = match event.status {
+            JobStatus::Completed => Some(JOBS_COMPLETED),
+            JobStatus::Failed => Some(JOBS_FAILED),
+            JobStatus::Retrying => Some(JOBS_RETRIED),
+            JobStatus::Timeout => Some(JOBS_TIMED_OUT),
+            JobStatus::Cancelled => Some(JOBS_CANCELLED),
+            _ => None,
+        };
+        if let Some(name) = counter {
+            metrics::counter!(name, &labels).increment(1);
+        }
+        let by_type = [("type", job_type)];
+        // An attempt's start is its first RUNNING event; progress reports follow it.
+        if event.status == JobStatus::Running && event.progress.is_none() {
+            metrics::histogram!(JOB_QUEUE_SECONDS, &by_type).record(seconds(job.queue_time_ms));
+        }
+        if matches!(
+            event.status,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Timeout
+        ) {
+            metrics::histogram!(JOB_EXECUTION_SECONDS, &by_type)
+                .record(seconds(job.execution_time_ms));
+        }
+        if let Some(total) = job.total_duration_ms {
+            metrics::histogram!(JOB_END_TO_END_SECONDS, &by_type).record(seconds(total));
+        }
+    }
+}
+
+/// How often the gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Refreshes the gauges from the node's state every second, until aborted.
+pub(crate) async fn run_gauges(handle: OrchestratorHandle) {
+    let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+    loop {
+        tick.tick().await;
+        refresh(&handle);
+    }
+}
+
+/// Sets every gauge from the node's state now.
+fn refresh(handle: &OrchestratorHandle) {
+    let (waiting, running, unacknowledged) = handle.read(|state| {
+        let mut waiting = [0u64; 4];
+        let mut running = 0u64;
+        for job in state.jobs() {
+            match job.status {
+                JobStatus::Pending | JobStatus::Queued | JobStatus::Retrying => {
+                    waiting[priority_index(job.spec.priority)] += 1;
+                }
+                JobStatus::Running => running += 1,
+                _ => {}
+            }
+        }
+        (
+            waiting,
+            running,
+            state.last_seq().saturating_sub(state.published_upto()),
+        )
+    });
+    for priority in Priority::HIGHEST_FIRST {
+        metrics::gauge!(JOBS_WAITING, "priority" => priority.as_str())
+            .set(waiting[priority_index(priority)] as f64);
+    }
+    metrics::gauge!(JOBS_RUNNING).set(running as f64);
+    metrics::gauge!(EVENTS_UNACKNOWLEDGED).set(unacknowledged as f64);
+
+    let workers = if handle.is_live_leader() {
+        handle.describe_workers()
+    } else {
+        Vec::new()
+    };
+    let alive = workers
+        .iter()
+        .filter(|worker| worker.status == "alive")
+        .count();
+    metrics::gauge!(WORKERS_ALIVE).set(alive as f64);
+    metrics::gauge!(WORKERS_SLOTS).set(workers.iter().map(|w| f64::from(w.capacity)).sum::<f64>());
+    metrics::gauge!(WORKERS_SLOTS_BUSY).set(
+        workers
+            .iter()
+            .map(|w| f64::from(w.current_load))
+            .sum::<f64>(),
+    );
+
+    let raft = handle.metrics();
+    metrics::gauge!(RAFT_TERM).set(raft.current_term as f64);
+    for (state, name) in [
+        (ServerState::Leader, "leader"),
+        (ServerState::Follower, "follower"),
+        (ServerState::Candidate, "candidate"),
+        (ServerState::Learner, "learner"),
+        (ServerState::Shutdown, "shutdown"),
+    ] {
+        let value = if raft.state == state { 1.0 } else { 0.0 };
+        metrics::gauge!(RAFT_ROLE, "role" => name).set(value);
+    }
+    metrics::gauge!(RAFT_HAS_LEADER).set(if raft.current_leader.is_some() {
+        1.0
+    } else {
+        0.0
+    });
+    let applied = raft.last_applied.map_or(0, |log_id| log_id.index);
+    // openraft 0.9 reports the applied index; every committed entry is applied before a write
+    // is answered.
+    metrics::gauge!(RAFT_COMMIT_INDEX).set(applied as f64);
+    metrics::gauge!(RAFT_APPLIED_INDEX).set(applied as f64);
+    let last_log = raft.last_log_index.unwrap_or(0);
+    for (member, matched) in raft.replication.iter().flatten() {
+        let lag = last_log.saturating_sub(matched.map_or(0, |log_id| log_id.index));
+        metrics::gauge!(RAFT_REPLICATION_LAG, "follower" => member.to_string()).set(lag as f64);
+    }
+}
+
+/// `priority`'s place in [`Priority::HIGHEST_FIRST`].
+fn priority_index(priority: Priority) -> usize {
+    match priority {
+        Priority::Critical => 0,
+        Priority::High => 1,
+        Priority::Medium => 2,
+        Priority::Low => 3,
+    }
+}
