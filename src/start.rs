@@ -370,13 +370,13 @@ async fn release_previous_leases(handle: &OrchestratorHandle) -> anyhow::Result<
     let holders = handle.read(|state| state.lease_holders());
     for worker_id in holders {
         tracing::info!(%worker_id, "worker of an earlier run is gone; dispatching its jobs again");
-        distriqueue_orchestrator::metrics::worker_lost();
         handle
             .submit(Command::WorkerLost {
                 worker_id: worker_id.clone(),
             })
             .await?
             .map_err(anyhow::Error::from)?;
+        distriqueue_orchestrator::metrics::worker_lost();
         handle.forget_worker(&worker_id);
     }
     Ok(())

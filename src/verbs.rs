@@ -198,8 +198,9 @@ pub async fn submit(server: &str, args: SubmitArgs) -> anyhow::Result<()> {
 /// `submit --file`: every line of `file` (a JobRequest as JSON; blank lines skipped) through
 /// `POST /api/jobs/batch`, `batch_size` lines a request, with a progress bar on stderr. Prints
 /// `{totalJobs, successful, failed, jobIds, errors}` as pretty JSON, where `jobIds` has the id
-/// of each job line in order (`null` when refused) and `errors` each refused line's error body
-/// keyed by its line number. Returns an error (exit code 1) when any line was refused, or when
+/// of each non-blank line in order (`null` when refused) and `errors` each refused line's error
+/// body keyed by its line number in the file (from 1), its violations naming the job's own
+/// fields (`type`, not the batch request's `jobs[3].type`). Returns an error (exit code 1) when any line was refused, or when
 /// a request failed (then the summary says how far it got).
 async fn submit_file(
     server: &str,
@@ -248,25 +249,15 @@ async fn submit_file(
                             ids[*slot] = Value::from(id.to_string());
                         }
                         if let Some(error) = answer.errors.get(&position) {
-                            errors.insert(number.to_string(), serde_json::to_value(error)?);
+                            let body = serde_json::to_value(error)?;
+                            errors.insert(number.to_string(), own_violations(&body, position));
                         }
                     }
                 }
                 Err(ClientError::Status { status: 400, body }) => {
-                    // No line of this request was valid: each violation names `jobs[i].field`.
-                    let violations = body.get("violations").and_then(Value::as_object);
+                    // No line of this request was valid: one body names every `jobs[i].field`.
                     for (position, (_, number)) in sent.iter().enumerate() {
-                        let prefix = format!("jobs[{position}].");
-                        let own: Map<String, Value> = violations
-                            .into_iter()
-                            .flatten()
-                            .filter(|(field, _)| field.starts_with(&prefix))
-                            .map(|(field, message)| (field.clone(), message.clone()))
-                            .collect();
-                        errors.insert(
-                            number.to_string(),
-                            serde_json::json!({"error": "Validation failed", "violations": own}),
-                        );
+                        errors.insert(number.to_string(), own_violations(&body, position));
                     }
                 }
                 Err(error) => {
@@ -299,6 +290,25 @@ async fn submit_file(
         bail!("{} of {} lines were refused", errors.len(), lines.len());
     }
     Ok(())
+}
+
+/// The error body of the job at `position` of a batch request: `body` with only the violations
+/// of that job (`jobs[position].field`), each named by its field alone.
+fn own_violations(body: &Value, position: usize) -> Value {
+    let prefix = format!("jobs[{position}].");
+    let mut own = body.clone();
+    if let Some(violations) = body.get("violations").and_then(Value::as_object) {
+        let fields: Map<String, Value> = violations
+            .iter()
+            .filter_map(|(field, message)| {
+                field
+                    .strip_prefix(&prefix)
+                    .map(|field| (field.to_string(), message.clone()))
+            })
+            .collect();
+        own["violations"] = Value::Object(fields);
+    }
+    own
 }
 
 /// `stats`: `GET /api/jobs/statistics`, printed as pretty JSON.

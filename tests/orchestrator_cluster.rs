@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::cluster::{Cluster, Spec};
-use common::metrics::wait_metric;
+use common::metrics::{families, metrics_named_in, scrape, wait_metric, CLUSTER_ONLY};
 use common::*;
 use serde_json::Value;
 
@@ -352,6 +352,16 @@ async fn an_isolated_leader_commits_nothing_the_majority_goes_on_and_healing_lea
         |value| value == 1.0,
     )
     .await;
+    // The metrics only a cluster has, which the dashboard names, exist here.
+    let leader_families = families(&scrape(&client, &leader_metrics).await);
+    let dashboard = metrics_named_in("deploy/monitoring/grafana-dashboard.json");
+    for name in CLUSTER_ONLY {
+        assert!(
+            dashboard.contains(name),
+            "the dashboard does not show {name}"
+        );
+        assert!(leader_families.contains(name), "no {name} on the leader");
+    }
 
     cluster.heal();
     // One history: every node ends with the same jobs at the same versions, with what the

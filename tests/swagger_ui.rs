@@ -53,7 +53,9 @@ async fn swagger_ui_renders_every_route_with_nothing_from_outside() {
         let profile = dir.path().join("profile");
         let net_log = net_log.clone();
         move || {
-            Command::new("chromium")
+            // Killed after 2 minutes: a hung browser fails the test instead of hanging CI.
+            Command::new("timeout")
+                .args(["--kill-after=10", "120", "chromium"])
                 .args([
                     "--headless",
                     "--no-sandbox",

@@ -139,7 +139,7 @@ macro_rules! from_str_text {
 from_str_text!(
     u64 => "a whole number",
     usize => "a whole number",
-    SocketAddr => "an address such as 127.0.0.1:8082",
+    SocketAddr => "an IP address and port (127.0.0.1:9100)",
 );
 
 impl FromText for String {

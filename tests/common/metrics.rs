@@ -1,5 +1,6 @@
 //! Reading Prometheus text in tests: fetch a metrics route and read a series' value.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// One scrape of a metrics route.
@@ -78,4 +79,39 @@ pub async fn wait_metric(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Metrics that only a cluster has (a one-node `serve` replicates to nobody): the partition test
+/// of `orchestrator_cluster.rs` checks that they exist.
+pub const CLUSTER_ONLY: [&str; 1] = ["distriqueue_orchestrator_raft_replication_lag"];
+
+/// Every `distriqueue_*` metric a file of the repository (`deploy/monitoring/...`) names,
+/// without the `_bucket`/`_sum`/`_count` of a histogram's series.
+pub fn metrics_named_in(file: &str) -> BTreeSet<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let text = std::fs::read_to_string(&path).expect("read a monitoring file");
+    let mut names = BTreeSet::new();
+    for (start, _) in text.match_indices("distriqueue_") {
+        let name: String = text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        names.insert(base.to_string());
+    }
+    names
+}
+
+/// The metric families of a scrape (its `# TYPE` lines).
+pub fn families(scrape: &Scrape) -> BTreeSet<String> {
+    scrape
+        .0
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }

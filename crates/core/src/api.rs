@@ -345,6 +345,28 @@ pub enum RaftRole {
     Shutdown,
 }
 
+impl RaftRole {
+    /// Every role.
+    pub const ALL: [RaftRole; 5] = [
+        RaftRole::Leader,
+        RaftRole::Follower,
+        RaftRole::Candidate,
+        RaftRole::Learner,
+        RaftRole::Shutdown,
+    ];
+
+    /// The role's name as on the wire (`leader`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RaftRole::Leader => "leader",
+            RaftRole::Follower => "follower",
+            RaftRole::Candidate => "candidate",
+            RaftRole::Learner => "learner",
+            RaftRole::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// `GET /api/raft/status`: this node's Raft state, from openraft's metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -23,9 +23,9 @@ use crate::error::ApiError;
 use crate::query::{parse_list_query, parse_stats_query};
 use crate::sse;
 use crate::state::AppState;
-use distriqueue_util::clock;
 use distriqueue_util::error_chain;
 use distriqueue_util::metrics::{prometheus_response, track_http, HttpMetricNames};
+use distriqueue_util::{clock, http};
 
 /// The header of idempotent submission (CONTRACT.md).
 const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
@@ -40,7 +40,7 @@ pub fn router(state: AppState) -> Router {
     routes
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(middleware::map_response(json_errors_only))
+        .layer(middleware::map_response(http::json_errors_only))
         .layer(middleware::from_fn_with_state(
             HttpMetricNames {
                 requests: crate::metrics::HTTP_REQUESTS,
@@ -426,29 +426,6 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
 
 async fn wrong_method(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("Method {method} is not allowed on {}", uri.path()))
-}
-
-/// Last resort: an error answer that is not JSON (from an axum layer, never from a handler)
-/// becomes `{"error": "<reason>"}` with the same status and headers.
-async fn json_errors_only(response: Response) -> Response {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|text| text.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
-    let (mut parts, _) = response.into_parts();
-    let reason = status.canonical_reason().unwrap_or("request failed");
-    let body = serde_json::to_string(&ErrorBody::new(reason)).unwrap_or_default();
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body))
 }
 
 fn job_id_of(path: Result<Path<String>, PathRejection>) -> Result<JobId, ApiError> {

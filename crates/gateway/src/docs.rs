@@ -35,7 +35,11 @@ pub(crate) struct GatewayApi;
 /// The gateway's OpenAPI document, made once.
 pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOCUMENT.get_or_init(|| crate::api::routes().split_for_parts().1)
+    DOCUMENT.get_or_init(|| {
+        let mut document = crate::api::routes().split_for_parts().1;
+        distriqueue_util::http::document_common_errors(&mut document);
+        document
+    })
 }
 
 /// The query parameters of `GET /api/jobs` (CONTRACT.md), for the document; the route reads

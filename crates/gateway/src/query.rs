@@ -27,23 +27,14 @@ fn time_parameter(text: Option<&str>, name: &str, violations: &mut Violations) -
 /// Reads the parameters of `GET /api/jobs/statistics`: `from` and `to` (times, inclusive) and
 /// `type`. Unknown parameters are ignored; an empty value reads as absent.
 pub(crate) fn parse_stats_query(pairs: &[(String, String)]) -> Result<StatsQuery, Violations> {
-    let value = |name: &str| {
-        pairs
-            .iter()
-            .find(|(key, value)| key == name && !value.trim().is_empty())
-            .map(|(_, value)| value.trim())
-    };
+    let value = |name: &str| value_of(pairs, name);
     let mut violations = Violations::new();
+    let (from, to) = time_range(value("from"), value("to"), ["from", "to"], &mut violations);
     let query = StatsQuery {
-        from: time_parameter(value("from"), "from", &mut violations),
-        to: time_parameter(value("to"), "to", &mut violations),
+        from,
+        to,
         job_type: value("type").map(str::to_string),
     };
-    if let (Some(from), Some(to)) = (query.from, query.to) {
-        if from > to {
-            violations.insert("to".to_string(), "must not be before from".to_string());
-        }
-    }
     if violations.is_empty() {
         Ok(query)
     } else {
@@ -51,16 +42,40 @@ pub(crate) fn parse_stats_query(pairs: &[(String, String)]) -> Result<StatsQuery
     }
 }
 
+/// The first non-blank value of parameter `name`, trimmed.
+fn value_of<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(key, value)| key == name && !value.trim().is_empty())
+        .map(|(_, value)| value.trim())
+}
+
+/// A time range from its two parameters (`names`: the start's and the end's), either open; an
+/// end before the start is a violation of the end.
+fn time_range(
+    start: Option<&str>,
+    end: Option<&str>,
+    names: [&str; 2],
+    violations: &mut Violations,
+) -> (Option<Millis>, Option<Millis>) {
+    let start = time_parameter(start, names[0], violations);
+    let end = time_parameter(end, names[1], violations);
+    if let (Some(start), Some(end)) = (start, end) {
+        if start > end {
+            violations.insert(
+                names[1].to_string(),
+                format!("must not be before {}", names[0]),
+            );
+        }
+    }
+    (start, end)
+}
+
 /// Reads the list parameters. Unknown parameters are ignored; an empty value reads as absent.
 /// Where the contract accepts two spellings (`jobPriority|priority`, `jobStatus|status`) the
 /// first wins when both are given, and a violation names the spelling the client used.
 pub(crate) fn parse_list_query(pairs: &[(String, String)]) -> Result<JobQuery, Violations> {
-    let value = |name: &str| {
-        pairs
-            .iter()
-            .find(|(key, value)| key == name && !value.trim().is_empty())
-            .map(|(_, value)| value.trim())
-    };
+    let value = |name: &str| value_of(pairs, name);
     let first_of = |names: [&'static str; 2]| {
         names
             .into_iter()
@@ -99,13 +114,20 @@ pub(crate) fn parse_list_query(pairs: &[(String, String)]) -> Result<JobQuery, V
             }
         }
     }
-    query.created_from = time_parameter(value("createdFrom"), "createdFrom", &mut violations);
-    query.created_to = time_parameter(value("createdTo"), "createdTo", &mut violations);
+    (query.created_from, query.created_to) = time_range(
+        value("createdFrom"),
+        value("createdTo"),
+        ["createdFrom", "createdTo"],
+        &mut violations,
+    );
     if let Some(text) = value("page") {
         match text.parse::<u32>() {
             Ok(page) => query.page = page,
             Err(_) => {
-                violations.insert("page".to_string(), "must be an integer >= 0".to_string());
+                violations.insert(
+                    "page".to_string(),
+                    format!("must be an integer between 0 and {}", u32::MAX),
+                );
             }
         }
     }
@@ -226,6 +248,13 @@ mod tests {
         check_err(&[("status", "DONE")], &["status"]);
         check_err(&[("jobPriority", "URGENT")], &["jobPriority"]);
         check_err(&[("createdFrom", "yesterday")], &["createdFrom"]);
+        check_err(
+            &[
+                ("createdFrom", "2026-12-04T00:00:00Z"),
+                ("createdTo", "2026-12-01T00:00:00Z"),
+            ],
+            &["createdTo"],
+        );
         check_err(
             &[("createdTo", "soon"), ("size", "-5"), ("sortBy", "x")],
             &["createdTo", "size", "sortBy"],

@@ -1,6 +1,7 @@
 //! [`OrchestratorHandle`]: the cheap handle other roles and the HTTP API use to submit
 //! commands to a node and read its state.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct OrchestratorHandle {
     pub(crate) http: reqwest::Client,
     /// The process's metrics, which `GET /metrics` serves; `None` when none are exported.
     pub(crate) prometheus: Option<PrometheusText>,
+    /// Effect batches the leader's outbox has not carried out yet (0 on other nodes).
+    pub(crate) outbox_backlog: Arc<AtomicUsize>,
 }
 
 impl OrchestratorHandle {
@@ -177,7 +180,6 @@ impl OrchestratorHandle {
             && self.read(State::lease_holders).contains(&worker_id)
         {
             tracing::warn!(%worker_id, "worker restarted: its earlier attempts are lost");
-            crate::metrics::worker_lost();
             // WorkerLost is never refused. Until it commits, the new instance is not recorded,
             // so a heartbeat retried after a failure still finds the restart.
             let _ = self
@@ -185,6 +187,7 @@ impl OrchestratorHandle {
                     worker_id: worker_id.clone(),
                 })
                 .await?;
+            crate::metrics::worker_lost();
         }
         let (cancels, restarted) = self.workers.heartbeat(heartbeat);
         if restarted {

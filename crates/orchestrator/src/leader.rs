@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::handle::OrchestratorHandle;
 use crate::liveness::{run_liveness, Registry};
-use crate::outbox::Outbox;
+use crate::outbox::{self, Outbox};
 use crate::proposer::Proposer;
 use crate::raft::{NodeId, TypeConfig};
 use crate::state_machine::StateMachineStore;
@@ -55,6 +55,10 @@ impl LeaderDuties {
                         task.abort();
                     }
                     self.state_machine.go_offline();
+                    // What the stopped outbox held is derived again by the next leader.
+                    self.handle
+                        .outbox_backlog
+                        .store(0, std::sync::atomic::Ordering::Release);
                     self.leading.send_replace(None);
                     tracing::info!(
                         term = old_term,
@@ -103,7 +107,8 @@ impl LeaderDuties {
         for worker_id in self.state_machine.read(State::lease_holders) {
             self.workers.grant_grace(&worker_id);
         }
-        let (effects_sender, effects) = mpsc::unbounded_channel();
+        let backlog = Arc::clone(&self.handle.outbox_backlog);
+        let (effects_sender, effects) = outbox::channel(Arc::clone(&backlog));
         let (timer_sender, timer_receiver) = mpsc::unbounded_channel();
         let (published_upto, published) = watch::channel(0);
         let outbox = Outbox {
@@ -113,6 +118,7 @@ impl LeaderDuties {
             state_machine: self.state_machine.clone(),
             dispatch_timeout: self.dispatch_timeout,
             published_upto,
+            backlog,
         };
         let mut tasks = vec![
             tokio::spawn(outbox.run(effects)),

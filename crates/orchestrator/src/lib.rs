@@ -17,6 +17,7 @@ mod node;
 mod outbox;
 mod proposer;
 mod raft;
+mod raft_view;
 mod state_machine;
 mod timers;
 

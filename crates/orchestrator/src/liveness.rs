@@ -173,7 +173,6 @@ pub(crate) async fn run_liveness(workers: Arc<Registry>, proposer: Proposer, tim
         tick.tick().await;
         for worker_id in workers.take_lost() {
             tracing::warn!(%worker_id, "worker silent past the heartbeat timeout: declared lost");
-            crate::metrics::worker_lost();
             if proposer
                 .submit(vec![Command::WorkerLost { worker_id }])
                 .await
@@ -181,6 +180,7 @@ pub(crate) async fn run_liveness(workers: Arc<Registry>, proposer: Proposer, tim
             {
                 return;
             }
+            crate::metrics::worker_lost();
         }
     }
 }

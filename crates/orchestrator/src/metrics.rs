@@ -3,14 +3,17 @@
 //! the watermark) refreshed every second from the node's state by [`run_gauges`].
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use distriqueue_core::api::RaftRole;
 use distriqueue_core::{JobStatus, Priority, StatusEvent};
-use openraft::ServerState;
 
 use crate::handle::OrchestratorHandle;
+use crate::raft::NodeId;
+use crate::raft_view::RaftView;
 
 /// Jobs registered (first version only).
 pub const JOBS_SUBMITTED: &str = "distriqueue_jobs_submitted_total";
@@ -65,9 +68,12 @@ pub const HTTP_REQUESTS: &str = "distriqueue_orchestrator_http_requests_total";
 /// Answer time, seconds, by route and method.
 pub const HTTP_DURATION: &str = "distriqueue_orchestrator_http_request_duration_seconds";
 
-/// Describes every metric of the orchestrator (the `# HELP` lines), once per process.
+/// Describes every metric of the orchestrator (the `# HELP` lines), once per process, and
+/// registers the counters that have no per-type labels at 0 (so their first increase shows).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    metrics::counter!(WORKERS_LOST).increment(0);
+    zero_counters("other");
     describe_counter!(
         JOBS_SUBMITTED,
         "Jobs registered (a repeated id or idempotency key is not counted)."
@@ -150,19 +156,62 @@ pub fn describe() {
 /// would grow the registry (and every scrape) without bound.
 pub const MAX_TYPE_LABELS: usize = 100;
 
-/// The `type` label of `job_type`: itself while fewer than [`MAX_TYPE_LABELS`] types have been
-/// labelled (or it is one of them), `other` past that.
+/// Longest job type that gets its own label, in bytes; longer ones count as `other`.
+pub const MAX_TYPE_LABEL_BYTES: usize = 128;
+
+/// The job types labelled so far (first come, kept for the process's life).
+struct TypeLabels(BTreeSet<String>);
+
+impl TypeLabels {
+    /// The `type` label of `job_type`: itself when it is one of the labelled types, or short,
+    /// printable and fewer than [`MAX_TYPE_LABELS`] are labelled; `other` otherwise.
+    fn label(&mut self, job_type: &str) -> String {
+        if self.0.contains(job_type) {
+            return job_type.to_string();
+        }
+        let fits = job_type.len() <= MAX_TYPE_LABEL_BYTES
+            && !job_type.chars().any(char::is_control)
+            && self.0.len() < MAX_TYPE_LABELS;
+        if fits {
+            self.0.insert(job_type.to_string());
+            return job_type.to_string();
+        }
+        "other".to_string()
+    }
+}
+
+/// The process's [`TypeLabels`]: the label of `job_type`. A type labelled for the first time
+/// gets its lifecycle counters at 0 for every priority, so that its first failure is an
+/// increase (`increase()` sees nothing in a series that appears at 1).
 fn type_label(job_type: &str) -> String {
-    static LABELLED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    static LABELLED: Mutex<TypeLabels> = Mutex::new(TypeLabels(BTreeSet::new()));
     let mut labelled = LABELLED.lock();
-    if labelled.contains(job_type) {
-        return job_type.to_string();
+    let known = labelled.0.len();
+    let label = labelled.label(job_type);
+    if labelled.0.len() > known {
+        zero_counters(&label);
     }
-    if labelled.len() < MAX_TYPE_LABELS {
-        labelled.insert(job_type.to_string());
-        return job_type.to_string();
+    label
+}
+
+/// Registers the lifecycle counters of job type label `job_type` at 0, for every priority.
+fn zero_counters(job_type: &str) {
+    for priority in Priority::HIGHEST_FIRST {
+        let labels = [
+            ("type", job_type.to_string()),
+            ("priority", priority.as_str().to_string()),
+        ];
+        for name in [
+            JOBS_SUBMITTED,
+            JOBS_COMPLETED,
+            JOBS_FAILED,
+            JOBS_RETRIED,
+            JOBS_TIMED_OUT,
+            JOBS_CANCELLED,
+        ] {
+            metrics::counter!(name, &labels).increment(0);
+        }
     }
-    "other".to_string()
 }
 
 /// Counts a worker declared lost ([`WORKERS_LOST`]).
@@ -220,14 +269,15 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Refreshes the gauges from the node's state every second, until aborted.
 pub(crate) async fn run_gauges(handle: OrchestratorHandle) {
     let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+    let mut reported_followers = BTreeSet::new();
     loop {
         tick.tick().await;
-        refresh(&handle);
+        refresh(&handle, &mut reported_followers);
     }
 }
 
 /// Sets every gauge from the node's state now.
-fn refresh(handle: &OrchestratorHandle) {
+fn refresh(handle: &OrchestratorHandle, reported_followers: &mut BTreeSet<NodeId>) {
     let (waiting, running, unacknowledged) = handle.read(|state| {
         let mut waiting = [0u64; 4];
         let mut running = 0u64;
@@ -271,32 +321,29 @@ fn refresh(handle: &OrchestratorHandle) {
             .sum::<f64>(),
     );
 
-    let raft = handle.metrics();
-    metrics::gauge!(RAFT_TERM).set(raft.current_term as f64);
-    for (state, name) in [
-        (ServerState::Leader, "leader"),
-        (ServerState::Follower, "follower"),
-        (ServerState::Candidate, "candidate"),
-        (ServerState::Learner, "learner"),
-        (ServerState::Shutdown, "shutdown"),
-    ] {
-        let value = if raft.state == state { 1.0 } else { 0.0 };
-        metrics::gauge!(RAFT_ROLE, "role" => name).set(value);
+    metrics::gauge!(OUTBOX_BACKLOG).set(handle.outbox_backlog.load(Ordering::Acquire) as f64);
+
+    let raft = RaftView::new(handle.metrics());
+    metrics::gauge!(RAFT_TERM).set(raft.metrics.current_term as f64);
+    let role = raft.role();
+    for each in RaftRole::ALL {
+        let value = if each == role { 1.0 } else { 0.0 };
+        metrics::gauge!(RAFT_ROLE, "role" => each.as_str()).set(value);
     }
-    metrics::gauge!(RAFT_HAS_LEADER).set(if raft.current_leader.is_some() {
-        1.0
-    } else {
-        0.0
-    });
-    let applied = raft.last_applied.map_or(0, |log_id| log_id.index);
-    // openraft 0.9 reports the applied index; every committed entry is applied before a write
-    // is answered.
-    metrics::gauge!(RAFT_COMMIT_INDEX).set(applied as f64);
-    metrics::gauge!(RAFT_APPLIED_INDEX).set(applied as f64);
-    let last_log = raft.last_log_index.unwrap_or(0);
-    for (member, matched) in raft.replication.iter().flatten() {
-        let lag = last_log.saturating_sub(matched.map_or(0, |log_id| log_id.index));
-        metrics::gauge!(RAFT_REPLICATION_LAG, "follower" => member.to_string()).set(lag as f64);
+    let has_leader = raft.metrics.current_leader.is_some();
+    metrics::gauge!(RAFT_HAS_LEADER).set(if has_leader { 1.0 } else { 0.0 });
+    metrics::gauge!(RAFT_COMMIT_INDEX).set(raft.commit_index().unwrap_or(0) as f64);
+    metrics::gauge!(RAFT_APPLIED_INDEX).set(raft.applied_index().unwrap_or(0) as f64);
+    // A member no longer replicated to (this node stopped leading, or it left) reads 0.
+    let followers = raft.followers();
+    for gone in reported_followers.difference(&followers.iter().map(|(id, _)| *id).collect()) {
+        metrics::gauge!(RAFT_REPLICATION_LAG, "follower" => gone.to_string()).set(0.0);
+    }
+    reported_followers.clear();
+    for (member, matched) in followers {
+        metrics::gauge!(RAFT_REPLICATION_LAG, "follower" => member.to_string())
+            .set(raft.lag(matched) as f64);
+        reported_followers.insert(member);
     }
 }
 
@@ -307,5 +354,33 @@ fn priority_index(priority: Priority) -> usize {
         Priority::High => 1,
         Priority::Medium => 2,
         Priority::Low => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_types_past_the_cap_or_too_long_count_as_other() {
+        let mut labels = TypeLabels(BTreeSet::new());
+        for n in 0..MAX_TYPE_LABELS {
+            assert_eq!(labels.label(&format!("type-{n}")), format!("type-{n}"));
+        }
+        assert_eq!(labels.label("one-too-many"), "other");
+        // A labelled type keeps its label.
+        assert_eq!(labels.label("type-7"), "type-7");
+
+        let mut labels = TypeLabels(BTreeSet::new());
+        assert_eq!(labels.label(&"x".repeat(MAX_TYPE_LABEL_BYTES + 1)), "other");
+        assert_eq!(labels.label("bad\u{0}type"), "other");
+        assert_eq!(labels.label("fine"), "fine");
+    }
+
+    #[test]
+    fn priorities_have_their_place_highest_first() {
+        for (place, priority) in Priority::HIGHEST_FIRST.into_iter().enumerate() {
+            assert_eq!(priority_index(priority), place);
+        }
     }
 }

@@ -217,6 +217,7 @@ impl Orchestrator {
             leading,
             http: reqwest::Client::new(),
             prometheus: config.prometheus.clone(),
+            outbox_backlog: Arc::default(),
         };
         let gauges = config
             .prometheus

@@ -5,6 +5,7 @@
 //! timeout is published again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,36 @@ const EFFECT_BATCHES: usize = 256;
 /// Published attempts not yet started: job -> (attempt, when published).
 type Unstarted = HashMap<JobId, (u32, tokio::time::Instant)>;
 
+/// The state machine's end of the channel to the outbox: counts each batch of effects sent until
+/// the outbox has carried it out (the backlog gauge of docs/metrics.md).
+#[derive(Clone)]
+pub(crate) struct EffectSender {
+    sender: mpsc::UnboundedSender<Vec<Effect>>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl EffectSender {
+    /// Hands one applied entry's effects to the outbox (dropped when the outbox is gone: the
+    /// node stopped leading, and the next leader derives what is pending from the state).
+    pub(crate) fn send(&self, effects: Vec<Effect>) {
+        // Counted before the send, so the outbox never takes away more than was counted.
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        if self.sender.send(effects).is_err() {
+            self.backlog.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A channel from the state machine to an outbox, counting into `backlog` (reset to 0: a new
+/// term's outbox starts empty).
+pub(crate) fn channel(
+    backlog: Arc<AtomicUsize>,
+) -> (EffectSender, mpsc::UnboundedReceiver<Vec<Effect>>) {
+    backlog.store(0, Ordering::Release);
+    let (sender, receiver) = mpsc::unbounded_channel();
+    (EffectSender { sender, backlog }, receiver)
+}
+
 /// The outbox of one leadership term.
 pub(crate) struct Outbox {
     pub(crate) broker: Broker,
@@ -36,6 +67,8 @@ pub(crate) struct Outbox {
     pub(crate) dispatch_timeout: Duration,
     /// The highest `seq` the transport confirmed.
     pub(crate) published_upto: watch::Sender<u64>,
+    /// Effect batches sent and not yet carried out (see [`EffectSender`]).
+    pub(crate) backlog: Arc<AtomicUsize>,
 }
 
 impl Outbox {
@@ -52,7 +85,7 @@ impl Outbox {
                         return;
                     }
                     self.carry_out(batch.drain(..).flatten(), &mut unstarted).await;
-                    metrics::gauge!(crate::metrics::OUTBOX_BACKLOG).set(effects.len() as f64);
+                    self.backlog.fetch_sub(received, Ordering::AcqRel);
                 }
                 _ = sweep.tick() => self.publish_again(&mut unstarted).await,
             }

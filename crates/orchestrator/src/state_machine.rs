@@ -18,8 +18,8 @@ use openraft::{
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
+use crate::outbox::EffectSender;
 use crate::raft::{NodeId, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -42,7 +42,7 @@ struct Inner {
     last_membership: StoredMembership<NodeId, BasicNode>,
     /// Where effects go once the node is live; `None` while replaying the log at start-up, whose
     /// effects the recovery scan of [`StateMachineStore::go_live`] replaces.
-    effects: Option<mpsc::UnboundedSender<Vec<Effect>>>,
+    effects: Option<EffectSender>,
     /// The metadata of the snapshot file on disk, if one was written.
     current_snapshot: Option<SnapshotMeta<NodeId, BasicNode>>,
 }
@@ -118,7 +118,7 @@ impl StateMachineStore {
     /// First, in the same critical section, it sends what a restarted node must carry out again:
     /// every event past the committed watermark (DESIGN.md, rule 6), every QUEUED attempt, and
     /// every timer a live job waits on.
-    pub fn go_live(&self, effects: mpsc::UnboundedSender<Vec<Effect>>) {
+    pub(crate) fn go_live(&self, effects: EffectSender) {
         let mut inner = self.lock();
         let mut recovery: Vec<Effect> = inner
             .state
@@ -153,7 +153,7 @@ impl StateMachineStore {
                 n_effects = recovery.len(),
                 "resuming dispatches and events after start"
             );
-            let _ = effects.send(recovery);
+            effects.send(recovery);
         }
         inner.effects = Some(effects);
     }
@@ -247,7 +247,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     let (outcomes, effects) = inner.state.apply(&batch);
                     if let (Some(sender), false) = (&inner.effects, effects.is_empty()) {
                         // The outbox lives as long as the node; after shutdown nothing needs effects.
-                        let _ = sender.send(effects);
+                        sender.send(effects);
                     }
                     responses.push(outcomes);
                 }

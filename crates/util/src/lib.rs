@@ -1,13 +1,14 @@
 //! Async building blocks DistriQueue's roles share, so each lives in one place: gathering
 //! concurrent calls into one write ([`Batcher`]), retrying with backoff ([`retry`]), the wall
-//! clock and random ids that only the edges may read ([`clock`]), the HTTP roles' metrics
-//! helpers ([`metrics`]), and a task aborted when its owner goes away ([`AbortOnDrop`]).
+//! clock and random ids that only the edges may read ([`clock`]), the HTTP roles' shared
+//! answers ([`http`]) and metrics helpers ([`metrics`]), and a task aborted when its owner goes away ([`AbortOnDrop`]).
 //!
 //! `distriqueue-core` stays pure (DESIGN.md "Who owns what"): it reads no clock and draws no
 //! random number. Whatever does lives here, and the hosts stamp it into commands.
 
 mod batch;
 pub mod clock;
+pub mod http;
 pub mod metrics;
 pub mod retry;
 

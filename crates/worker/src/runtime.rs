@@ -596,6 +596,11 @@ impl Shared {
         job_token: &CancellationToken,
     ) -> Option<Result<serde_json::Value, HandlerError>> {
         let Some(handler) = self.handlers.find(&message.job_type) else {
+            worker_metrics::record_handler(
+                "unhandled".to_string(),
+                HandlerOutcome::Failed,
+                Instant::now(),
+            );
             return Some(Err(HandlerError::Permanent(format!(
                 "No handler for job type '{}'",
                 message.job_type

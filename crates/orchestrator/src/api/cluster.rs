@@ -8,16 +8,16 @@ use axum::extract::{Path, State};
 use axum::Json;
 use distriqueue_core::api::{
     ClusterStatus, ErrorBody, EventMetrics, Health, Member, MemberStatus, MembershipChanged,
-    Metrics, NewNode, QueueMetrics, RaftRole, RaftStatus, WorkerMetrics, WorkersSeen, ADDED,
-    REMOVED,
+    Metrics, NewNode, QueueMetrics, RaftStatus, WorkerMetrics, WorkersSeen, ADDED, REMOVED,
 };
 use distriqueue_core::JobStatus;
 use distriqueue_util::clock;
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{BasicNode, ChangeMembers};
 
 use super::error::ApiError;
 use super::read_body;
 use crate::handle::OrchestratorHandle;
+use crate::raft_view::RaftView;
 
 /// How long a member's health route may take to answer the reachability probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
@@ -40,16 +40,9 @@ pub(crate) async fn health(State(handle): State<OrchestratorHandle>) -> Json<Hea
 /// This node's Raft state: real values from openraft's metrics, each other member probed for
 /// reachability (its health route) at once.
 async fn raft_status(handle: &OrchestratorHandle) -> RaftStatus {
-    let metrics = handle.metrics();
-    let role = match metrics.state {
-        ServerState::Leader => RaftRole::Leader,
-        ServerState::Follower => RaftRole::Follower,
-        ServerState::Candidate => RaftRole::Candidate,
-        ServerState::Learner => RaftRole::Learner,
-        ServerState::Shutdown => RaftRole::Shutdown,
-    };
-    let last_log = metrics.last_log_index.unwrap_or(0);
-    let nodes: Vec<(u64, String)> = metrics
+    let view = RaftView::new(handle.metrics());
+    let nodes: Vec<(u64, String)> = view
+        .metrics
         .membership_config
         .nodes()
         .map(|(id, node)| (*id, node.addr.clone()))
@@ -68,34 +61,37 @@ async fn raft_status(handle: &OrchestratorHandle) -> RaftStatus {
         }
     }))
     .await;
+    let followers = view.followers();
     let members = nodes
         .into_iter()
         .zip(probes)
         .map(|((id, addr), reachable)| {
             // On the leader: how far each member's log matches, and how far behind it is.
-            let matched = metrics
-                .replication
-                .as_ref()
-                .and_then(|replication| replication.get(&id))
-                .map(|matched| matched.map_or(0, |log_id| log_id.index));
+            let matched = if id == handle.node_id() && view.metrics.replication.is_some() {
+                Some(view.metrics.last_log_index)
+            } else {
+                followers
+                    .iter()
+                    .find(|(member, _)| *member == id)
+                    .map(|(_, matched)| *matched)
+            };
             MemberStatus {
                 id,
                 addr,
                 reachable,
-                matched_index: matched,
-                replication_lag: matched.map(|index| last_log.saturating_sub(index)),
+                matched_index: matched.map(|matched| matched.unwrap_or(0)),
+                replication_lag: matched.map(|matched| view.lag(matched)),
             }
         })
         .collect();
+    let metrics = &view.metrics;
     RaftStatus {
-        role,
+        role: view.role(),
         term: metrics.current_term,
         leader: metrics.current_leader,
-        // openraft 0.9 reports the applied index; on this node every committed entry is applied
-        // before it answers a write.
-        commit_index: metrics.last_applied.map(|log_id| log_id.index),
+        commit_index: view.commit_index(),
         millis_since_quorum_ack: metrics.millis_since_quorum_ack,
-        last_applied: metrics.last_applied.map(|log_id| log_id.index),
+        last_applied: view.applied_index(),
         last_log_index: metrics.last_log_index,
         snapshot: metrics.snapshot.map(|log_id| log_id.index),
         purged: metrics.purged.map(|log_id| log_id.index),

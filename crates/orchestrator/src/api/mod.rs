@@ -26,8 +26,8 @@ use distriqueue_core::{
     Command, JobId, JobResponse, JobStatus, Millis, Outcome, Report, ReportKind, WorkerHeartbeat,
     WorkerId,
 };
-use distriqueue_util::clock;
 use distriqueue_util::metrics::{prometheus_response, track_http, HttpMetricNames};
+use distriqueue_util::{clock, http};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -57,6 +57,7 @@ pub fn router(handle: OrchestratorHandle) -> Router {
             handle.clone(),
             forward::forward_writes,
         ))
+        .layer(axum::middleware::map_response(http::json_errors_only))
         .layer(axum::middleware::from_fn_with_state(
             HttpMetricNames {
                 requests: metrics::HTTP_REQUESTS,
@@ -133,7 +134,11 @@ fn routes() -> OpenApiRouter<OrchestratorHandle> {
 /// The orchestrator's OpenAPI document, made once.
 pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    DOCUMENT.get_or_init(|| routes().split_for_parts().1)
+    DOCUMENT.get_or_init(|| {
+        let mut document = routes().split_for_parts().1;
+        http::document_common_errors(&mut document);
+        document
+    })
 }
 
 /// `GET /api/v3/api-docs`: this document, as JSON.

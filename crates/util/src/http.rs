@@ -1,0 +1,81 @@
+//! What the HTTP roles share about their answers: every error in the contract's JSON shape
+//! ([`json_errors_only`]), and the responses every operation of their OpenAPI documents may
+//! give besides its own ([`document_common_errors`]).
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use distriqueue_core::api::ErrorBody;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
+
+/// Last resort (`axum::middleware::map_response`): an error answer that is not JSON (from an
+/// axum extractor or layer, never from a handler) becomes `{"error": "<reason>"}` with the same
+/// status and headers (CONTRACT.md: every error has that shape).
+pub async fn json_errors_only(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|text| text.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let reason = status.canonical_reason().unwrap_or("request failed");
+    let body = serde_json::to_string(&ErrorBody::new(reason)).unwrap_or_default();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Adds to every operation of `document` the error answers any route may give that its own
+/// annotation does not list: 413 on every operation that takes a body (the body limits), 400
+/// on every operation with a path parameter (a path that does not decode). Each is the
+/// contract's `ErrorBody`.
+pub fn document_common_errors(document: &mut OpenApi) {
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if operation.request_body.is_some() {
+                add_error(operation, "413", "The body is larger than this route takes");
+            }
+            let has_path_parameter = operation.parameters.iter().flatten().any(|parameter| {
+                matches!(parameter, RefOr::T(parameter) if matches!(parameter.parameter_in, ParameterIn::Path))
+            });
+            if has_path_parameter {
+                add_error(operation, "400", "A path that does not decode");
+            }
+        }
+    }
+}
+
+/// Adds an `ErrorBody` answer for `status` to `operation` unless it lists one.
+fn add_error(operation: &mut Operation, status: &str, description: &str) {
+    operation
+        .responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+                .into()
+        });
+}
