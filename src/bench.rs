@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use distriqueue::config::ClientSettings;
 use distriqueue_client::{ClientError, GatewayClient, SseEvent};
 use distriqueue_core::{JobId, JobStatus, Priority};
 use futures::{Stream, StreamExt};
@@ -63,7 +64,8 @@ pub struct BenchArgs {
 /// # Errors
 /// Bad arguments, a gateway that cannot be reached or refuses the event stream, or no job
 /// accepted at all. Jobs that fail or do not finish in time are counted, not errors.
-pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(target: &ClientSettings, args: BenchArgs) -> anyhow::Result<()> {
+    let server = target.server.as_str();
     let request = Arc::new(job_request(&args)?);
     anyhow::ensure!(args.timeout > 0, "--timeout must be at least 1 second");
     if let Some(rate) = args.rate {
@@ -82,7 +84,7 @@ pub async fn run(server: &str, args: BenchArgs) -> anyhow::Result<()> {
             "--jobs and --clients must be > 0"
         );
     }
-    let client = GatewayClient::new(server).context("invalid --server")?;
+    let client = crate::verbs::client(target)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut tracker = Tracker::connect(&client, server).await?;
     let figures = match args.rate {

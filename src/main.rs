@@ -188,6 +188,10 @@ async fn cluster(config: &Config, command: ClusterVerb) -> anyhow::Result<()> {
     let client =
         distriqueue_client::OrchestratorClient::new(&config.client.orchestrator, CLUSTER_PATIENCE)
             .context("bad --orchestrator URL")?;
+    let client = match &config.client.api_key {
+        Some(key) => client.with_api_key(key),
+        None => client,
+    };
     let answer = match command {
         ClusterVerb::Status => serde_json::to_value(client.cluster_status().await?),
         ClusterVerb::AddNode { id, url } => serde_json::to_value(client.add_node(id, &url).await?),
@@ -310,31 +314,31 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Verb::Submit { client, args }) => {
-            verbs::submit(&load(file, &client)?.config.client.server, args).await
+            verbs::submit(&load(file, &client)?.config.client, args).await
         }
         Some(Verb::Stats { client, args }) => {
-            verbs::stats(&load(file, &client)?.config.client.server, args).await
+            verbs::stats(&load(file, &client)?.config.client, args).await
         }
         Some(Verb::Get { client, args }) => {
-            verbs::get(&load(file, &client)?.config.client.server, args).await
+            verbs::get(&load(file, &client)?.config.client, args).await
         }
         Some(Verb::List { client, args }) => {
-            verbs::list(&load(file, &client)?.config.client.server, args).await
+            verbs::list(&load(file, &client)?.config.client, args).await
         }
         Some(Verb::Cancel { client, args }) => {
-            verbs::cancel(&load(file, &client)?.config.client.server, args).await
+            verbs::cancel(&load(file, &client)?.config.client, args).await
         }
         Some(Verb::Retry { client, args }) => {
-            verbs::retry(&load(file, &client)?.config.client.server, args).await
+            verbs::retry(&load(file, &client)?.config.client, args).await
         }
         Some(Verb::Attempts { client, args }) => {
-            verbs::attempts(&load(file, &client)?.config.client.server, args).await
+            verbs::attempts(&load(file, &client)?.config.client, args).await
         }
         Some(Verb::Watch { client, args }) => {
-            verbs::watch(&load(file, &client)?.config.client.server, args).await
+            verbs::watch(&load(file, &client)?.config.client, args).await
         }
         Some(Verb::Bench { client, args }) => {
-            bench::run(&load(file, &client)?.config.client.server, args).await
+            bench::run(&load(file, &client)?.config.client, args).await
         }
         Some(Verb::Cluster { flags, command }) => {
             cluster(&load(file, &flags)?.config, command).await

@@ -8,9 +8,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::http::StatusCode;
 use axum::routing::get;
+use axum::Json;
 use axum::Router;
+use distriqueue_core::api::ErrorBody;
 use distriqueue_util::metrics::{prometheus_response, PrometheusText};
+use distriqueue_util::{auth, http};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -76,23 +80,36 @@ pub fn registry() -> anyhow::Result<PrometheusText> {
     }
 }
 
-/// Binds the worker's metrics server at `addr` (`GET /metrics`; anything else is 404) and
-/// serves `prometheus` on it until `shutdown`. Returns the bound address and the server's task.
+/// Binds the worker's metrics server at `addr` (`GET /metrics`, behind `guard`'s keys; anything
+/// else is 404) and serves `prometheus` on it until `shutdown`. Returns the bound address and the server's task.
 ///
 /// Errors: the address cannot be bound.
 pub(crate) async fn serve_worker_metrics(
     addr: SocketAddr,
     prometheus: PrometheusText,
+    guard: auth::Guard,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<std::io::Result<()>>)> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for the worker's metrics"))?;
     let local_addr = listener.local_addr()?;
-    let router = Router::new().route(
-        "/metrics",
-        get(move || std::future::ready(prometheus_response(&prometheus))),
-    );
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prometheus_response(&prometheus))),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(ErrorBody::new("This server has only GET /metrics")),
+            )
+        })
+        .layer(axum::middleware::map_response(http::json_errors_only))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            auth::require_key,
+        ));
     let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
     Ok((local_addr, tokio::spawn(async move { served.await })))
 }

@@ -13,11 +13,11 @@ use anyhow::Context;
 use distriqueue_broker::{AmqpBroker, Broker, EventQueue, InProcessBroker};
 use distriqueue_client::OrchestratorClient;
 use distriqueue_core::{Command, WorkerId};
-use distriqueue_gateway::{FeedRole, Gateway};
+use distriqueue_gateway::{FeedRole, Gateway, GatewayConfig};
 use distriqueue_orchestrator::{Orchestrator, OrchestratorHandle};
 use distriqueue_store::Store;
+use distriqueue_util::auth::{self, Access, ApiKeys};
 use distriqueue_util::clock;
-use distriqueue_util::metrics::PrometheusText;
 use distriqueue_worker::{Handlers, Reporter, Worker, WorkerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +76,8 @@ pub async fn start(
     handlers: Handlers,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Started> {
+    let api_keys = config.api_keys()?;
+    check_exposure(config, &api_keys, &shutdown)?;
     let connection_name = config
         .roles
         .iter()
@@ -91,7 +93,7 @@ pub async fn start(
         None => Broker::InProcess(InProcessBroker::new()),
     };
     let mut tasks = RoleTasks::default();
-    match start_roles(config, handlers, &shutdown, &broker, &mut tasks).await {
+    match start_roles(config, &api_keys, handlers, &shutdown, &broker, &mut tasks).await {
         Ok(addresses) => Ok(Started {
             gateway_addr: addresses.gateway,
             orchestrator_addr: addresses.orchestrator,
@@ -120,6 +122,7 @@ struct Addresses {
 /// once), then the gateway and the worker, which are built before either runs.
 async fn start_roles(
     config: &Config,
+    api_keys: &ApiKeys,
     handlers: Handlers,
     shutdown: &CancellationToken,
     broker: &Broker,
@@ -131,6 +134,7 @@ async fn start_roles(
     if config.runs(Role::Orchestrator) {
         let mut orchestrator_config = config.orchestrator_config();
         orchestrator_config.prometheus = Some(prometheus.clone());
+        orchestrator_config.api_keys = api_keys.clone();
         if config.data_dir.join("raft-log.redb").exists() {
             // `orchestrator --data-dir DIR` used to keep its log in DIR itself.
             tracing::warn!(
@@ -156,7 +160,12 @@ async fn start_roles(
         handle = Some(local);
     }
     let gateway = match config.runs(Role::Gateway) {
-        true => Some(start_gateway(config, broker, handle.clone(), prometheus.clone()).await?),
+        true => {
+            let mut gateway_config = config.gateway_config();
+            gateway_config.prometheus = Some(prometheus.clone());
+            gateway_config.api_keys = api_keys.clone();
+            Some(start_gateway(config, gateway_config, broker, handle.clone()).await?)
+        }
         false => None,
     };
     let worker = match config.runs(Role::Worker) {
@@ -177,8 +186,13 @@ async fn start_roles(
     });
     let metrics = match (&worker, config.worker.metrics_addr) {
         (Some(_), Some(addr)) => {
+            let guard = auth::Guard {
+                keys: api_keys.clone(),
+                access: |_, _| Access::Read,
+            };
             let (bound, task) =
-                crate::metrics::serve_worker_metrics(addr, prometheus, shutdown.clone()).await?;
+                crate::metrics::serve_worker_metrics(addr, prometheus, guard, shutdown.clone())
+                    .await?;
             tasks.metrics = Some(task);
             Some(bound)
         }
@@ -282,9 +296,9 @@ impl RoleTasks {
 /// read model and a private queue for SSE.
 async fn start_gateway(
     config: &Config,
+    gateway_config: GatewayConfig,
     broker: &Broker,
     handle: Option<OrchestratorHandle>,
-    prometheus: PrometheusText,
 ) -> anyhow::Result<Gateway> {
     let database = config.database_url();
     tracing::info!(database = %redact_url(&database), "opening the read model");
@@ -303,8 +317,6 @@ async fn start_gateway(
         Some(handle) => Arc::new(Local(handle.clone())),
         None => Arc::new(Remote::new(orchestrator_client(config, GATEWAY_PATIENCE)?)),
     };
-    let mut gateway_config = config.gateway_config();
-    gateway_config.prometheus = Some(prometheus);
     let gateway = Gateway::bind(gateway_config, store, orchestrator).await?;
     match (broker.confirms_events(), handle) {
         (false, Some(handle)) => {
@@ -332,10 +344,68 @@ async fn start_gateway(
     Ok(gateway)
 }
 
+/// Refuses a server of this process on an address other than loopback when no API key is
+/// configured (SECURITY.md: safe by default), unless `security.allow_unauthenticated`, which
+/// is then logged as a warning every minute until `shutdown`.
+///
+/// Errors: a non-loopback address without keys, said with how to add keys.
+fn check_exposure(
+    config: &Config,
+    api_keys: &ApiKeys,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    if !api_keys.is_empty() {
+        return Ok(());
+    }
+    let mut servers = Vec::new();
+    if config.runs(Role::Gateway) {
+        servers.push(("gateway", config.gateway.addr));
+    }
+    if config.runs(Role::Orchestrator) {
+        servers.push(("orchestrator", config.orchestrator.addr));
+    }
+    if let (true, Some(addr)) = (config.runs(Role::Worker), config.worker.metrics_addr) {
+        servers.push(("worker metrics", addr));
+    }
+    let exposed: Vec<String> = servers
+        .into_iter()
+        .filter(|(_, addr)| !addr.ip().is_loopback())
+        .map(|(name, addr)| format!("the {name} on {addr}"))
+        .collect();
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    let exposed = exposed.join(" and ");
+    anyhow::ensure!(
+        config.security.allow_unauthenticated,
+        "refusing to serve {exposed} without API keys: anyone who reaches it could submit, \
+         cancel and forge jobs. Add keys (--api-keys KEY:client,KEY:worker,KEY:admin or \
+         DQ_API_KEYS; see SECURITY.md), listen on 127.0.0.1, or pass --allow-unauthenticated"
+    );
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = every_minute.tick() => tracing::warn!(
+                    "serving {exposed} without API keys (--allow-unauthenticated): anyone who \
+                     reaches it may do anything"
+                ),
+                () = shutdown.cancelled() => return,
+            }
+        }
+    });
+    Ok(())
+}
+
 /// A client of `client.orchestrator` trying each URL for up to `patience` per call.
 fn orchestrator_client(config: &Config, patience: Duration) -> anyhow::Result<OrchestratorClient> {
-    OrchestratorClient::new(&config.client.orchestrator, patience)
-        .context("bad client.orchestrator URL")
+    let client = OrchestratorClient::new(&config.client.orchestrator, patience)
+        .context("bad client.orchestrator URL")?;
+    Ok(match &config.client.api_key {
+        Some(key) => client.with_api_key(key),
+        None => client,
+    })
 }
 
 /// The worker's settings. Its id is `worker.worker_id`, else, beside an orchestrator in this

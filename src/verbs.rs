@@ -1,6 +1,7 @@
 //! CLI verbs that talk to a gateway: submit, get, list, cancel, watch.
 //!
-//! Each verb takes the gateway's base URL (`--server`) and its parsed arguments, prints JSON on
+//! Each verb takes the client settings (the gateway's base URL `--server`, the `--api-key` it
+//! sends) and its parsed arguments, prints JSON on
 //! stdout, and returns an error whose message carries the server's error body
 //! (`400 Bad Request: {"error":"Validation failed",...}`).
 
@@ -8,6 +9,7 @@ use std::io::{ErrorKind, Write};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use distriqueue::config::ClientSettings;
 use distriqueue_client::{ClientError, GatewayClient};
 use distriqueue_core::{JobStatus, Priority};
 use futures::StreamExt;
@@ -160,12 +162,13 @@ pub struct WatchArgs {
 /// until the job is terminal and prints its final JobResponse instead. A job that ends FAILED,
 /// TIMEOUT or CANCELLED is printed and returns an error (exit code 1), as does a job still not
 /// terminal after `--wait-timeout`.
-pub async fn submit(server: &str, args: SubmitArgs) -> anyhow::Result<()> {
+pub async fn submit(target: &ClientSettings, args: SubmitArgs) -> anyhow::Result<()> {
+    let server = target.server.as_str();
     if let Some(file) = &args.file {
-        return submit_file(server, file, args.batch_size as usize).await;
+        return submit_file(target, file, args.batch_size as usize).await;
     }
     let request = submit_request(&args)?;
-    let client = client(server)?;
+    let client = client(target)?;
     let job = client
         .submit(&request)
         .await
@@ -203,10 +206,11 @@ pub async fn submit(server: &str, args: SubmitArgs) -> anyhow::Result<()> {
 /// fields (`type`, not the batch request's `jobs[3].type`). Returns an error (exit code 1) when any line was refused, or when
 /// a request failed (then the summary says how far it got).
 async fn submit_file(
-    server: &str,
+    target: &ClientSettings,
     file: &std::path::Path,
     batch_size: usize,
 ) -> anyhow::Result<()> {
+    let server = target.server.as_str();
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let lines: Vec<(usize, &str)> = text
@@ -215,7 +219,7 @@ async fn submit_file(
         .map(|(index, line)| (index + 1, line.trim()))
         .filter(|(_, line)| !line.is_empty())
         .collect();
-    let client = client(server)?;
+    let client = client(target)?;
     let progress = indicatif::ProgressBar::new(lines.len() as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} jobs ({per_sec}, {eta})")
@@ -312,7 +316,8 @@ fn own_violations(body: &Value, position: usize) -> Value {
 }
 
 /// `stats`: `GET /api/jobs/statistics`, printed as pretty JSON.
-pub async fn stats(server: &str, args: StatsArgs) -> anyhow::Result<()> {
+pub async fn stats(target: &ClientSettings, args: StatsArgs) -> anyhow::Result<()> {
+    let server = target.server.as_str();
     let query: Vec<(String, String)> = [
         ("from", args.from),
         ("to", args.to),
@@ -321,43 +326,49 @@ pub async fn stats(server: &str, args: StatsArgs) -> anyhow::Result<()> {
     .into_iter()
     .filter_map(|(name, value)| value.map(|value| (name.to_string(), value)))
     .collect();
-    print_answer(server, client(server)?.statistics(&query).await)
+    print_answer(server, client(target)?.statistics(&query).await)
 }
 
 /// `get`: `GET /api/jobs/{id}`, printed as pretty JSON.
-pub async fn get(server: &str, args: GetArgs) -> anyhow::Result<()> {
-    print_answer(server, client(server)?.get(&args.id).await)
+pub async fn get(target: &ClientSettings, args: GetArgs) -> anyhow::Result<()> {
+    let server = target.server.as_str();
+    print_answer(server, client(target)?.get(&args.id).await)
 }
 
 /// `list`: `GET /api/jobs` with the given filters; prints the page
 /// `{"content":[...],"page":{...}}` as pretty JSON.
-pub async fn list(server: &str, args: ListArgs) -> anyhow::Result<()> {
-    print_answer(server, client(server)?.list(&args.query()).await)
+pub async fn list(target: &ClientSettings, args: ListArgs) -> anyhow::Result<()> {
+    let server = target.server.as_str();
+    print_answer(server, client(target)?.list(&args.query()).await)
 }
 
 /// `cancel`: `POST /api/jobs/{id}/cancel`; prints the CANCELLED JobResponse as pretty JSON
 /// (a job already terminal is an error: `409 Conflict: {...}`).
-pub async fn cancel(server: &str, args: CancelArgs) -> anyhow::Result<()> {
-    print_answer(server, client(server)?.cancel(&args.id).await)
+pub async fn cancel(target: &ClientSettings, args: CancelArgs) -> anyhow::Result<()> {
+    let server = target.server.as_str();
+    print_answer(server, client(target)?.cancel(&args.id).await)
 }
 
 /// `retry`: `POST /api/jobs/{id}/retry`; prints the job's new QUEUED state.
-pub async fn retry(server: &str, args: GetArgs) -> anyhow::Result<()> {
-    print_answer(server, client(server)?.retry(&args.id).await)
+pub async fn retry(target: &ClientSettings, args: GetArgs) -> anyhow::Result<()> {
+    let server = target.server.as_str();
+    print_answer(server, client(target)?.retry(&args.id).await)
 }
 
 /// `attempts`: `GET /api/jobs/{id}/attempts`; prints each attempt's worker, state, error and
 /// times.
-pub async fn attempts(server: &str, args: GetArgs) -> anyhow::Result<()> {
-    print_answer(server, client(server)?.attempts(&args.id).await)
+pub async fn attempts(target: &ClientSettings, args: GetArgs) -> anyhow::Result<()> {
+    let server = target.server.as_str();
+    print_answer(server, client(target)?.attempts(&args.id).await)
 }
 
 /// `watch`: `GET /api/jobs/stream` (`?jobId=` with an id); prints each event's `data` JSON on
 /// its own line as received (the `connected` event first), until the server closes the stream
 /// (`Ok`), the connection breaks (error) or Ctrl-C (`Ok`). With an id it first prints the job's
 /// current state and stops once the job is terminal.
-pub async fn watch(server: &str, args: WatchArgs) -> anyhow::Result<()> {
-    let client = client(server)?;
+pub async fn watch(target: &ClientSettings, args: WatchArgs) -> anyhow::Result<()> {
+    let server = target.server.as_str();
+    let client = client(target)?;
     let stream = client
         .watch(args.id.as_deref())
         .await
@@ -453,9 +464,13 @@ fn submit_request(args: &SubmitArgs) -> anyhow::Result<Value> {
     Ok(Value::Object(request))
 }
 
-/// The client of the gateway at `--server`.
-fn client(server: &str) -> anyhow::Result<GatewayClient> {
-    GatewayClient::new(server).context("invalid --server")
+/// The client of the gateway at `--server`, sending `--api-key` when given.
+pub fn client(target: &ClientSettings) -> anyhow::Result<GatewayClient> {
+    let client = GatewayClient::new(&target.server).context("invalid --server")?;
+    Ok(match &target.api_key {
+        Some(key) => client.with_api_key(key.as_str()),
+        None => client,
+    })
 }
 
 /// A client error as the user should read it: the server's own answer for a status

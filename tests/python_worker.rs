@@ -11,7 +11,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, Spec, WORKER_KEY};
 use common::*;
 use serde_json::json;
 
@@ -30,7 +30,14 @@ impl Drop for PythonWorker {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_python_worker_processes_jobs_submitted_through_the_gateway() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(cluster) = Cluster::start("python_worker", dir.path(), 0, 1, 10) else {
+    // With API keys: the gateway, the orchestrator and the Python worker all use theirs.
+    let spec = Spec {
+        workers: 0,
+        concurrency: 1,
+        api_keys: true,
+        ..Spec::default()
+    };
+    let Some(cluster) = Cluster::start_spec("python_worker", dir.path(), spec) else {
         return;
     };
     if !distriqueue_testkit::python_modules(
@@ -51,14 +58,18 @@ async fn the_example_python_worker_processes_jobs_submitted_through_the_gateway(
             .env("RABBITMQ_VHOST", cluster.vhost.name())
             .env("ORCHESTRATOR_URL", cluster.orchestrator_url())
             .env("WORKER_ID", "py-1")
+            .env("DQ_API_KEY", WORKER_KEY)
             .env("HEARTBEAT_INTERVAL_S", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start the Python worker"),
     );
-    let client = http();
+    let client = cluster.http();
     let gateway = cluster.gateway_url();
+    // Without the key, nothing.
+    let (status, _) = submit(&http(), &gateway, &json!({"type": "echo"})).await;
+    assert_eq!(status, 401);
     let cases = [
         (
             json!({"type": "echo", "jobPriority": "HIGH", "payload": {"hello": "python"}}),

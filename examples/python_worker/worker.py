@@ -136,7 +136,14 @@ def config_from_env():
         "heartbeat_interval": float(os.environ.get("HEARTBEAT_INTERVAL_S", "10")),
         "worker_id": os.environ.get("WORKER_ID", f"python-{socket.gethostname()}-{os.getpid()}"),
         "capacity": int(os.environ.get("WORKER_CAPACITY", "1")),
+        # A key with the worker role, when the orchestrators have API keys (SECURITY.md).
+        "headers": auth_headers(os.environ.get("DQ_API_KEY")),
     }
+
+
+def auth_headers(api_key):
+    """The headers every call to the orchestrator carries: its API key, when one is set."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def decode_job(body):
@@ -334,7 +341,8 @@ class Worker:
         if attempt is not None:
             body["attempt"] = attempt
         try:
-            answer = requests.post(self.config["status_url"], json=body, timeout=HTTP_TIMEOUT)
+            answer = requests.post(self.config["status_url"], json=body,
+                                   headers=self.config["headers"], timeout=HTTP_TIMEOUT)
         except requests.RequestException as error:
             log.warning("job %s: %s report not delivered: %s", job_id, fields["status"], error)
             return None
@@ -395,7 +403,8 @@ class Worker:
                 "timestamp": int(time.time() * 1000),
             }
         try:
-            answer = requests.post(self.config["heartbeat_url"], json=body, timeout=HTTP_TIMEOUT)
+            answer = requests.post(self.config["heartbeat_url"], json=body,
+                                   headers=self.config["headers"], timeout=HTTP_TIMEOUT)
             answer.raise_for_status()
             cancel = answer.json().get("cancel") or []
         except (requests.RequestException, ValueError, AttributeError) as error:

@@ -89,7 +89,7 @@ fn arg(setting: &'static Setting, flag: &'static str) -> Arg {
         setting.env.join(", "),
         setting.path,
     );
-    Arg::new(setting.path)
+    let arg = Arg::new(setting.path)
         .long(flag)
         .value_name(value_name(setting))
         .help(setting.summary().to_string())
@@ -99,7 +99,15 @@ fn arg(setting: &'static Setting, flag: &'static str) -> Arg {
         } else {
             ArgAction::Set
         })
-        .value_parser(move |text: &str| check(text).map(|_| text.to_string()))
+        .value_parser(move |text: &str| check(text).map(|_| text.to_string()));
+    if setting.switch {
+        // `--public-reads` alone is true; only `--public-reads=false` takes a value.
+        arg.num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true")
+    } else {
+        arg
+    }
 }
 
 /// The placeholder in `--help`: the key in capitals (`--node-id <NODE_ID>`).

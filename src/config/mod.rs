@@ -27,6 +27,7 @@ use distriqueue_core::machine::Jitter;
 use distriqueue_core::RetryPolicy;
 use distriqueue_gateway::GatewayConfig;
 use distriqueue_orchestrator::OrchestratorConfig;
+use distriqueue_util::auth::{check_key, ApiKeys, KeySpec};
 use serde::{Deserialize, Serialize};
 
 pub use self::flags::{
@@ -105,6 +106,7 @@ macro_rules! settings {
                     flags: &[$((Cmd::$cmd, $flag)),*],
                     redact: Redact::$redact,
                     list: <$ty as FromText>::LIST,
+                    switch: <$ty as FromText>::SWITCH,
                     parse: parse_value::<$ty>,
                     kind: <$ty as FromText>::KIND,
                 },
@@ -119,6 +121,7 @@ macro_rules! settings {
                     flags: &[$((Cmd::$scmd, $sflag)),*],
                     redact: Redact::$sredact,
                     list: <$sty as FromText>::LIST,
+                    switch: <$sty as FromText>::SWITCH,
                     parse: parse_value::<$sty>,
                     kind: <$sty as FromText>::KIND,
                 },
@@ -297,6 +300,61 @@ settings! {
             redact No;
     }
 
+    /// Who may call this process's servers (SECURITY.md): API keys with roles, checked on
+    /// every route but health. With no key, the servers listen on loopback addresses only.
+    [security] SecuritySettings {
+        /// The API keys the gateway and the orchestrator accept, as `KEY` (every role) or
+        /// `KEY:role+role` items; the roles are `client` (submit, read, cancel, retry),
+        /// `worker` (the worker protocol) and `admin` (membership, everything). Keys are 16 to
+        /// 256 characters of letters, digits and `-._~+/=`. Clients send one as
+        /// `Authorization: Bearer KEY` or `X-API-Key: KEY`.
+        api_keys: Vec<KeySpec> = Vec::new();
+            env ["DQ_API_KEYS"]
+            flags [
+                Serve "api-keys",
+                Run "api-keys",
+                Gateway "api-keys",
+                Orchestrator "api-keys",
+                Worker "api-keys"
+            ]
+            redact Secret;
+        /// A file of more API keys: one `KEY` or `KEY role role` a line; `#` starts a comment.
+        api_key_file: Option<PathBuf> = None;
+            env ["DQ_API_KEY_FILE"]
+            flags [
+                Serve "api-key-file",
+                Run "api-key-file",
+                Gateway "api-key-file",
+                Orchestrator "api-key-file",
+                Worker "api-key-file"
+            ]
+            redact No;
+        /// Lets anyone read (jobs, statistics, status, metrics, the API documents) without a
+        /// key; changes still need one.
+        public_reads: bool = false;
+            env ["DQ_PUBLIC_READS"]
+            flags [
+                Serve "public-reads",
+                Run "public-reads",
+                Gateway "public-reads",
+                Orchestrator "public-reads",
+                Worker "public-reads"
+            ]
+            redact No;
+        /// Lets a server without API keys listen on an address other than loopback (anyone
+        /// who reaches it may do anything; a warning is logged every minute).
+        allow_unauthenticated: bool = false;
+            env ["DQ_ALLOW_UNAUTHENTICATED"]
+            flags [
+                Serve "allow-unauthenticated",
+                Run "allow-unauthenticated",
+                Gateway "allow-unauthenticated",
+                Orchestrator "allow-unauthenticated",
+                Worker "allow-unauthenticated"
+            ]
+            redact No;
+    }
+
     /// How this process reaches the other roles: the gateway (client verbs) and the
     /// orchestrators (gateways, workers, `distriqueue cluster`).
     [client] ClientSettings {
@@ -315,6 +373,19 @@ settings! {
                 Cluster "orchestrator"
             ]
             redact UrlPassword;
+        /// The API key this process sends to the gateway (client verbs: a `client` key) or the
+        /// orchestrators (a gateway: `client`; a worker: `worker`; `distriqueue cluster`:
+        /// `admin`).
+        api_key: Option<String> = None;
+            env ["DQ_API_KEY"]
+            flags [
+                Client "api-key",
+                Run "api-key",
+                Gateway "api-key",
+                Worker "api-key",
+                Cluster "api-key"
+            ]
+            redact Secret;
     }
 }
 
@@ -524,7 +595,43 @@ impl Config {
             sse_keep_alive: Duration::from_secs(settings.sse_keep_alive),
             reconcile_every: Duration::from_secs(settings.reconcile_every),
             prometheus: None,
+            api_keys: ApiKeys::default(),
         }
+    }
+
+    /// The API keys the servers accept: `security.api_keys` and the lines of
+    /// `security.api_key_file` (`KEY` or `KEY role role`; `#` starts a comment), with
+    /// `security.public_reads`.
+    ///
+    /// Errors: [`ConfigError::Invalid`] when the file cannot be read or a line is not a key.
+    pub fn api_keys(&self) -> Result<ApiKeys, ConfigError> {
+        let mut specs = self.security.api_keys.clone();
+        if let Some(path) = &self.security.api_key_file {
+            let invalid = |problem: String| ConfigError::Invalid {
+                key: "security.api_key_file".to_string(),
+                problem,
+            };
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| invalid(format!("cannot read {}: {error}", path.display())))?;
+            for (number, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or_default().trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let mut words = line.split_whitespace();
+                let key = words.next().unwrap_or_default();
+                let roles: Vec<&str> = words.collect();
+                let text = match roles.is_empty() {
+                    true => key.to_string(),
+                    false => format!("{key}:{}", roles.join("+")),
+                };
+                let spec = KeySpec::parse(&text).map_err(|problem| {
+                    invalid(format!("{} line {}: {problem}", path.display(), number + 1))
+                })?;
+                specs.push(spec);
+            }
+        }
+        Ok(ApiKeys::new(&specs, self.security.public_reads))
     }
 
     /// The heartbeat timeout the orchestrator enforces and the workers keep to.
@@ -620,6 +727,11 @@ impl Config {
         }
         if self.client.orchestrator.is_empty() {
             return invalid("client.orchestrator", "name at least one URL".into());
+        }
+        if let Some(key) = &self.client.api_key {
+            if let Err(problem) = check_key(key) {
+                return invalid("client.api_key", problem);
+            }
         }
         for url in self.client.orchestrator.iter().chain([&self.client.server]) {
             if !(url.starts_with("http://") || url.starts_with("https://") || !url.contains("://"))

@@ -105,17 +105,21 @@ fn value_of(figment: &figment::Figment, setting: &Setting) -> Option<String> {
         return None;
     }
     let mut value = toml::Value::try_from(&value).ok()?;
-    if setting.redact == Redact::UrlPassword {
-        redact_strings(&mut value);
+    match setting.redact {
+        Redact::No => {}
+        Redact::UrlPassword => redact_strings(&mut value, &redact_url),
+        Redact::Secret => redact_strings(&mut value, &|_| "***".to_string()),
     }
     Some(value.to_string())
 }
 
-/// Replaces the password of every URL in `value`.
-fn redact_strings(value: &mut toml::Value) {
+/// Replaces every string of `value` by what `redact` makes of it.
+fn redact_strings(value: &mut toml::Value, redact: &dyn Fn(&str) -> String) {
     match value {
-        toml::Value::String(text) => *text = redact_url(text),
-        toml::Value::Array(items) => items.iter_mut().for_each(redact_strings),
+        toml::Value::String(text) => *text = redact(text),
+        toml::Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| redact_strings(item, redact)),
         _ => {}
     }
 }

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use distriqueue_util::auth::KeySpec;
 use figment::value::Value;
 
 /// The subcommands that take setting flags (each may take a setting under its own flag name).
@@ -60,6 +61,8 @@ pub enum Redact {
     No,
     /// A URL (or URLs) whose password is replaced by `***`.
     UrlPassword,
+    /// A secret (or secrets) shown as `***`.
+    Secret,
 }
 
 /// One declared setting.
@@ -81,6 +84,8 @@ pub struct Setting {
     pub redact: Redact,
     /// True for a list (a flag may repeat; text is comma-separated).
     pub list: bool,
+    /// True for a switch: its flag alone means `true` (`--flag=false` says otherwise).
+    pub switch: bool,
     /// Reads the setting's text (a flag's or a variable's) as the value figment merges.
     pub parse: fn(&str) -> Result<Value, String>,
     /// The type as `distriqueue config --example` names it.
@@ -108,6 +113,8 @@ pub trait FromText: Sized + serde::Serialize {
     const KIND: &'static str;
     /// True for lists.
     const LIST: bool = false;
+    /// True for switches (`bool`).
+    const SWITCH: bool = false;
 
     /// Reads `text`; `Err` says what is wrong with it.
     fn from_text(text: &str) -> Result<Self, String>;
@@ -141,6 +148,27 @@ from_str_text!(
     usize => "a whole number",
     SocketAddr => "an IP address and port (127.0.0.1:9100)",
 );
+
+impl FromText for bool {
+    const KIND: &'static str = "true or false";
+    const SWITCH: bool = true;
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok(true),
+            "false" | "no" | "0" | "off" => Ok(false),
+            _ => Err(format!("{text:?} is not true or false")),
+        }
+    }
+}
+
+impl FromText for KeySpec {
+    const KIND: &'static str = "an API key, KEY or KEY:role+role (roles client, worker, admin)";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        KeySpec::parse(text)
+    }
+}
 
 impl FromText for String {
     const KIND: &'static str = "text";

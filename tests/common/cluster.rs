@@ -124,6 +124,8 @@ pub struct Cluster {
     pub proxies: Vec<super::proxy::Proxy>,
     gateway_port: u16,
     heartbeat_timeout_s: u64,
+    /// See [`Spec::api_keys`].
+    api_keys: bool,
     // Dropped last: the processes first.
     pub database: Option<TestDatabase>,
     pub vhost: TestVhost,
@@ -144,7 +146,18 @@ pub struct Spec {
     pub partitionable: bool,
     /// More flags for every orchestrator node.
     pub orchestrator_flags: Vec<String>,
+    /// API keys on: the orchestrators and the gateway take [`CLIENT_KEY`], [`WORKER_KEY`] and
+    /// [`ADMIN_KEY`], the gateway calls the orchestrators with the client key and the workers
+    /// with the worker key ([`Cluster::http`] is a client that sends the client key).
+    pub api_keys: bool,
 }
+
+/// The `client` key of a cluster with API keys.
+pub const CLIENT_KEY: &str = "cluster-client-key-0123456789";
+/// The `worker` key of a cluster with API keys.
+pub const WORKER_KEY: &str = "cluster-worker-key-0123456789";
+/// The `admin` key of a cluster with API keys.
+pub const ADMIN_KEY: &str = "cluster-admin-key-0123456789";
 
 impl Default for Spec {
     fn default() -> Spec {
@@ -155,6 +168,7 @@ impl Default for Spec {
             heartbeat_timeout_s: 10,
             partitionable: false,
             orchestrator_flags: Vec::new(),
+            api_keys: false,
         }
     }
 }
@@ -189,6 +203,7 @@ impl Cluster {
             heartbeat_timeout_s,
             partitionable,
             orchestrator_flags,
+            api_keys,
         } = spec;
         let vhost = TestVhost::create(test)?;
         let database = TestDatabase::create(test);
@@ -208,6 +223,7 @@ impl Cluster {
             orchestrator_flags,
             gateway_port: free_port(),
             heartbeat_timeout_s,
+            api_keys,
             database,
             vhost,
         };
@@ -347,6 +363,7 @@ impl Cluster {
             ]);
         }
         args.extend(self.orchestrator_flags.iter().cloned());
+        args.extend(self.key_flags(None));
         let log = self.next_log(&format!("orchestrator-{}", index + 1));
         Proc::start(&args, log, "orchestrator")
     }
@@ -374,6 +391,7 @@ impl Cluster {
             "--orchestrator".into(),
             self.orchestrator_urls(),
         ];
+        let args = [args, self.key_flags(Some(CLIENT_KEY))].concat();
         Proc::start(&args, self.next_log("gateway"), "gateway")
     }
 
@@ -396,7 +414,39 @@ impl Cluster {
             "--shutdown-grace".into(),
             "10".into(),
         ];
+        let args = [args, self.key_flags(Some(WORKER_KEY))].concat();
         Proc::start(&args, self.next_log(&format!("worker-{id}")), "worker")
+    }
+
+    /// With API keys: `--api-keys` (every key) and, for a process that calls the orchestrators,
+    /// `--api-key` with `own`. Nothing without.
+    fn key_flags(&self, own: Option<&str>) -> Vec<String> {
+        if !self.api_keys {
+            return Vec::new();
+        }
+        let mut flags = vec![
+            "--api-keys".to_string(),
+            format!("{CLIENT_KEY}:client,{WORKER_KEY}:worker,{ADMIN_KEY}:admin"),
+        ];
+        if let Some(key) = own {
+            flags.extend(["--api-key".to_string(), key.to_string()]);
+        }
+        flags
+    }
+
+    /// An HTTP client for the test that sends the client key when the cluster has keys.
+    pub fn http(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if self.api_keys {
+            let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {CLIENT_KEY}"))
+                .expect("a header");
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .default_headers(headers)
+            .build()
+            .expect("client")
     }
 
     /// The ledger of worker `id`.

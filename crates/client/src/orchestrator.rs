@@ -90,6 +90,19 @@ impl OrchestratorClient {
         })
     }
 
+    /// The same client, sending `Authorization: Bearer <key>` to every orchestrator (a gateway's
+    /// `client` key, a worker's `worker` key, an operator's `admin` key).
+    pub fn with_api_key(self, key: &str) -> OrchestratorClient {
+        OrchestratorClient {
+            endpoints: self
+                .endpoints
+                .into_iter()
+                .map(|endpoint| endpoint.with_api_key(key))
+                .collect(),
+            ..self
+        }
+    }
+
     /// After a failure of the endpoint at `index`, the next call starts at the one after it
     /// (unless another call moved on already).
     fn move_on_from(&self, index: usize) {

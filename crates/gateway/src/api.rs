@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::query::{parse_list_query, parse_stats_query};
 use crate::sse;
 use crate::state::AppState;
+use distriqueue_util::auth::{self, Access};
 use distriqueue_util::error_chain;
 use distriqueue_util::metrics::{prometheus_response, track_http, HttpMetricNames};
 use distriqueue_util::{clock, http};
@@ -37,10 +38,15 @@ const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 /// might produce is rewritten into `{"error": ...}` by a last-resort mapper.
 pub fn router(state: AppState) -> Router {
     let (routes, _) = routes().split_for_parts();
+    let guard = auth::Guard {
+        keys: state.config.api_keys.clone(),
+        access,
+    };
     routes
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::map_response(http::json_errors_only))
+        .layer(middleware::from_fn_with_state(guard, auth::require_key))
         .layer(middleware::from_fn_with_state(
             HttpMetricNames {
                 requests: crate::metrics::HTTP_REQUESTS,
@@ -49,6 +55,23 @@ pub fn router(state: AppState) -> Router {
             track_http,
         ))
         .with_state(state)
+}
+
+/// What each route asks of the caller's API key (SECURITY.md): health nothing, every read
+/// `Read`, submit, batch, cancel and retry `Client`; anything else (no route) `Admin`.
+pub fn access(method: &Method, route: Option<&str>) -> Access {
+    let reads = *method == Method::GET || *method == Method::HEAD;
+    match (route, reads) {
+        (Some("/api/actuator/health"), _) => Access::Public,
+        (Some(_), true) => Access::Read,
+        (
+            Some(
+                "/api/jobs" | "/api/jobs/batch" | "/api/jobs/{id}/cancel" | "/api/jobs/{id}/retry",
+            ),
+            false,
+        ) if *method == Method::POST => Access::Client,
+        _ => Access::Admin,
+    }
 }
 
 /// Every route of the gateway, each with its OpenAPI operation: the router serves exactly what

@@ -38,6 +38,7 @@ pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     DOCUMENT.get_or_init(|| {
         let mut document = crate::api::routes().split_for_parts().1;
         distriqueue_util::http::document_common_errors(&mut document);
+        distriqueue_util::http::document_security(&mut document, crate::api::access);
         document
     })
 }

@@ -29,12 +29,13 @@ use distriqueue_broker::EventReceiver;
 use distriqueue_core::request::JobSpec;
 use distriqueue_core::{JobId, JobResponse, Refusal};
 use distriqueue_store::Store;
+use distriqueue_util::auth::ApiKeys;
 use distriqueue_util::metrics::PrometheusText;
 use distriqueue_util::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use api::router;
+pub use api::{access, router};
 pub use docs::openapi;
 pub use error::ApiError;
 pub use feed::{FeedRole, FEED_BATCH};
@@ -119,6 +120,9 @@ pub struct GatewayConfig {
     /// The process's Prometheus registry, served at `GET /api/actuator/prometheus`
     /// (docs/metrics.md). `None` (the default): no metrics, and that route answers 404.
     pub prometheus: Option<PrometheusText>,
+    /// The API keys every route but health asks for (SECURITY.md); none (the default): every
+    /// request is let through.
+    pub api_keys: ApiKeys,
 }
 
 impl Default for GatewayConfig {
@@ -131,6 +135,7 @@ impl Default for GatewayConfig {
             sse_keep_alive: Duration::from_secs(15),
             reconcile_every: Duration::from_secs(60),
             prometheus: None,
+            api_keys: ApiKeys::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use distriqueue_core::time::parse_client_time;
 use distriqueue_core::{
     Command, JobId, JobResponse, JobStatus, Outcome, RetryPolicy, State, WorkerHeartbeat, WorkerId,
 };
+use distriqueue_util::auth::ApiKeys;
 use distriqueue_util::metrics::PrometheusText;
 use openraft::{BasicNode, Raft};
 use tokio::sync::watch;
@@ -41,6 +42,8 @@ pub struct OrchestratorHandle {
     pub(crate) http: reqwest::Client,
     /// The process's metrics, which `GET /metrics` serves; `None` when none are exported.
     pub(crate) prometheus: Option<PrometheusText>,
+    /// The API keys the HTTP API asks for.
+    pub(crate) api_keys: ApiKeys,
     /// Effect batches the leader's outbox has not carried out yet (0 on other nodes).
     pub(crate) outbox_backlog: Arc<AtomicUsize>,
 }

@@ -21,7 +21,7 @@ mod raft_view;
 mod state_machine;
 mod timers;
 
-pub use api::{openapi, router};
+pub use api::{access, openapi, router};
 pub use handle::OrchestratorHandle;
 pub use leader::commit_watermark;
 pub use node::{Orchestrator, OrchestratorConfig, OrchestratorError};

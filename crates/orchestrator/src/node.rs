@@ -11,6 +11,7 @@ use std::time::Duration;
 use distriqueue_broker::Broker;
 use distriqueue_core::machine::MachineConfig;
 use distriqueue_core::RetryPolicy;
+use distriqueue_util::auth::ApiKeys;
 use distriqueue_util::metrics::PrometheusText;
 use distriqueue_util::AbortOnDrop;
 use openraft::error::{Fatal, InitializeError, RaftError};
@@ -63,6 +64,9 @@ pub struct OrchestratorConfig {
     /// `/metrics` answers 404. One orchestrator per process exports metrics: the registry is
     /// the process's.
     pub prometheus: Option<PrometheusText>,
+    /// The API keys every route but health asks for (SECURITY.md); none (the default): every
+    /// request is let through.
+    pub api_keys: ApiKeys,
 }
 
 impl Default for OrchestratorConfig {
@@ -79,6 +83,7 @@ impl Default for OrchestratorConfig {
             dispatch_timeout: Duration::from_secs(60),
             peers: BTreeMap::new(),
             prometheus: None,
+            api_keys: ApiKeys::default(),
         }
     }
 }
@@ -217,6 +222,7 @@ impl Orchestrator {
             leading,
             http: reqwest::Client::new(),
             prometheus: config.prometheus.clone(),
+            api_keys: config.api_keys.clone(),
             outbox_backlog: Arc::default(),
         };
         let gauges = config

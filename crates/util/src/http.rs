@@ -1,12 +1,19 @@
 //! What the HTTP roles share about their answers: every error in the contract's JSON shape
-//! ([`json_errors_only`]), and the responses every operation of their OpenAPI documents may
-//! give besides its own ([`document_common_errors`]).
+//! ([`json_errors_only`]), the responses every operation of their OpenAPI documents may give
+//! besides its own ([`document_common_errors`]), and their API keys in those documents
+//! ([`document_security`]).
 
 use axum::body::Body;
+use axum::http::Method;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use distriqueue_core::api::ErrorBody;
 use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+
+use crate::auth::Access;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 
 /// Last resort (`axum::middleware::map_response`): an error answer that is not JSON (from an
@@ -56,6 +63,55 @@ pub fn document_common_errors(document: &mut OpenApi) {
             if has_path_parameter {
                 add_error(operation, "400", "A path that does not decode");
             }
+        }
+    }
+}
+
+/// Declares the API keys in `document` (SECURITY.md): the `bearer` and `apiKey` schemes, and
+/// on every operation whose route asks for a key (`access`, the role's own map) the
+/// requirement of either, with its 401 and 403 answers.
+pub fn document_security(document: &mut OpenApi, access: fn(&Method, Option<&str>) -> Access) {
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("An API key: Authorization: Bearer <key>"))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "apiKey",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-API-Key",
+            "An API key: X-API-Key: <key>",
+        ))),
+    );
+    for (path, item) in document.paths.paths.iter_mut() {
+        let operations = [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::PATCH, &mut item.patch),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let needs = access(&method, Some(path));
+            if needs == Access::Public {
+                continue;
+            }
+            operation.security = Some(vec![
+                SecurityRequirement::new("bearer", Vec::<String>::new()),
+                SecurityRequirement::new("apiKey", Vec::<String>::new()),
+            ]);
+            add_error(operation, "401", "No API key, or one nobody configured");
+            add_error(
+                operation,
+                "403",
+                "An API key without the role this route asks for",
+            );
         }
     }
 }

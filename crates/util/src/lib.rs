@@ -6,6 +6,7 @@
 //! `distriqueue-core` stays pure (DESIGN.md "Who owns what"): it reads no clock and draws no
 //! random number. Whatever does lives here, and the hosts stamp it into commands.
 
+pub mod auth;
 mod batch;
 pub mod clock;
 pub mod http;

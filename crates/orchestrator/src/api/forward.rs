@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use distriqueue_core::api::LEADER_HEADER;
+use distriqueue_util::auth::API_KEY_HEADER;
 
 use super::error::ApiError;
 use crate::handle::OrchestratorHandle;
@@ -61,8 +62,15 @@ async fn forward(
         .request(parts.method.clone(), format!("{leader}{path}"))
         .timeout(FORWARD_TIMEOUT)
         .body(bytes);
-    if let Some(kind) = parts.headers.get(header::CONTENT_TYPE) {
-        forwarded = forwarded.header(header::CONTENT_TYPE, kind.clone());
+    // The body's type and the caller's key: the leader checks the key again.
+    for name in [
+        header::CONTENT_TYPE,
+        header::AUTHORIZATION,
+        header::HeaderName::from_static(API_KEY_HEADER),
+    ] {
+        if let Some(value) = parts.headers.get(&name) {
+            forwarded = forwarded.header(name, value.clone());
+        }
     }
     let unreachable = |source| ApiError::LeaderUnreachable {
         leader: leader.clone(),

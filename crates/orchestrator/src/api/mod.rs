@@ -26,6 +26,7 @@ use distriqueue_core::{
     Command, JobId, JobResponse, JobStatus, Millis, Outcome, Report, ReportKind, WorkerHeartbeat,
     WorkerId,
 };
+use distriqueue_util::auth::{self, Access};
 use distriqueue_util::metrics::{prometheus_response, track_http, HttpMetricNames};
 use distriqueue_util::{clock, http};
 use serde::Deserialize;
@@ -59,6 +60,13 @@ pub fn router(handle: OrchestratorHandle) -> Router {
         ))
         .layer(axum::middleware::map_response(http::json_errors_only))
         .layer(axum::middleware::from_fn_with_state(
+            auth::Guard {
+                keys: handle.api_keys.clone(),
+                access,
+            },
+            auth::require_key,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             HttpMetricNames {
                 requests: metrics::HTTP_REQUESTS,
                 duration: metrics::HTTP_DURATION,
@@ -66,6 +74,48 @@ pub fn router(handle: OrchestratorHandle) -> Router {
             track_http,
         ))
         .with_state(handle)
+}
+
+/// What each route asks of the caller's API key (SECURITY.md): health nothing; reads `Read`;
+/// what gateways call to change jobs `Client`; the worker protocol `Worker`; membership and
+/// anything else `Admin`. The Raft RPCs are the peers' (see `raft.rs`).
+pub fn access(method: &Method, route: Option<&str>) -> Access {
+    let reads = *method == Method::GET || *method == Method::HEAD;
+    match (route, reads) {
+        (Some("/api/health"), _) => Access::Public,
+        (Some(route), _) if route.starts_with(raft::PREFIX) => Access::Public,
+        (
+            Some(
+                "/api/jobs"
+                | "/api/jobs/snapshots"
+                | "/api/raft/status"
+                | "/api/cluster/status"
+                | "/api/metrics"
+                | "/metrics"
+                | "/api/v3/api-docs",
+            ),
+            true,
+        ) => Access::Read,
+        (
+            Some(
+                "/api/jobs/register"
+                | "/api/jobs/register/batch"
+                | "/api/jobs/{id}/cancel"
+                | "/api/jobs/{id}/retry",
+            ),
+            false,
+        ) => Access::Client,
+        (
+            Some(
+                "/api/jobs/status"
+                | "/api/jobs/status/batch"
+                | "/api/jobs/{id}/status"
+                | "/api/workers/heartbeat",
+            ),
+            false,
+        ) => Access::Worker,
+        _ => Access::Admin,
+    }
 }
 
 /// Largest body of a batch route: a gateway's batch of up to 512 registers may carry 1 MB
@@ -137,6 +187,7 @@ pub fn openapi() -> &'static utoipa::openapi::OpenApi {
     DOCUMENT.get_or_init(|| {
         let mut document = routes().split_for_parts().1;
         http::document_common_errors(&mut document);
+        http::document_security(&mut document, access);
         document
     })
 }
