@@ -18,12 +18,15 @@ cargo build --release --quiet
 rabbitmqctl add_vhost "$vhost" >/dev/null
 rabbitmqctl set_permissions -p "$vhost" guest ".*" ".*" ".*" >/dev/null
 amqp="amqp://guest:guest@127.0.0.1:5672/$vhost"
-peers="1=http://127.0.0.1:${ports[0]},2=http://127.0.0.1:${ports[1]},3=http://127.0.0.1:${ports[2]}"
+peer_ports=(18185 18195 18205)
+peers="1=http://127.0.0.1:${peer_ports[0]},2=http://127.0.0.1:${peer_ports[1]},3=http://127.0.0.1:${peer_ports[2]}"
+export DQ_CLUSTER_SECRET=failover-bench-cluster-secret
 
 pids=(0 0 0)
 start_node() { # index
   local i=$1
   "$bin" orchestrator --node-id $((i + 1)) --peers "$peers" --addr "127.0.0.1:${ports[$i]}" \
+    --peer-addr "127.0.0.1:${peer_ports[$i]}" \
     --data-dir "$dir/node-$((i + 1))" --amqp "$amqp" >>"$dir/node-$((i + 1)).out" 2>>"$dir/node-$((i + 1)).log" &
   pids[$i]=$!
 }

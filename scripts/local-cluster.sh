@@ -6,14 +6,15 @@
 #
 # Usage: scripts/local-cluster.sh [--sqlite] [--nodes 3]
 #   --sqlite    keep the read model in ./local-cluster/readmodel.db instead of PostgreSQL
-#   --nodes 3   a three-node orchestrator cluster (127.0.0.1:8081, :8091, :8101)
+#   --nodes 3   a three-node orchestrator cluster (APIs on 127.0.0.1:8081, :8091, :8101; Raft
+#               on peer ports :8085, :8095, :8105, signed with a secret made per run)
 #
 # Environment: DQ_AMQP_ADMIN_URL (default amqp://guest:guest@127.0.0.1:5672),
 # DQ_PG_ADMIN_URL (default postgres://root@127.0.0.1:5432/test), DQ_CONCURRENCY (8 per worker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
 sqlite=no
 nodes=1
@@ -86,16 +87,20 @@ if [ "$nodes" = 1 ]; then
   orchestrators=http://127.0.0.1:8081
   start orchestrator orchestrator --addr 127.0.0.1:8081 --data-dir "$dir/orchestrator" --amqp "$amqp"
 else
+  # Node i: API on 8071+10i (8081, 8091, ...), Raft on its peer port 8075+10i (8085, ...),
+  # signed with a secret made for this run.
+  DQ_CLUSTER_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  export DQ_CLUSTER_SECRET
   peers=""
   orchestrators=""
   for i in $(seq "$nodes"); do
-    url="http://127.0.0.1:$((8071 + 10 * i))"
-    peers="$peers${peers:+,}$i=$url"
-    orchestrators="$orchestrators${orchestrators:+,}$url"
+    peers="$peers${peers:+,}$i=http://127.0.0.1:$((8075 + 10 * i))"
+    orchestrators="$orchestrators${orchestrators:+,}http://127.0.0.1:$((8071 + 10 * i))"
   done
   for i in $(seq "$nodes"); do
-    start "orchestrator-$i" orchestrator --node-id "$i" --peers "$peers" \
-      --addr "127.0.0.1:$((8071 + 10 * i))" --data-dir "$dir/orchestrator-$i" --amqp "$amqp"
+    start "orchestrator-$i" orchestrator --node-id "$i" \
+      --peers "$peers" --addr "127.0.0.1:$((8071 + 10 * i))" \
+      --peer-addr "127.0.0.1:$((8075 + 10 * i))" --data-dir "$dir/orchestrator-$i" --amqp "$amqp"
   done
 fi
 start gateway gateway --addr 127.0.0.1:8082 --database "$readmodel" --amqp "$amqp" \

@@ -30,6 +30,16 @@ pub const WORKER_PATIENCE: Duration = Duration::from_secs(2);
 /// Most registers or reports in one request.
 const BATCH: usize = 512;
 
+/// Encoded bytes that weigh as much as one register or report: a request carries at most
+/// [`BATCH`] of them and at most 8 MiB of them (unless one alone is larger), well within the
+/// orchestrator's batch routes' limit.
+const BYTES_PER_ITEM: usize = 8 * 1024 * 1024 / BATCH;
+
+/// An item's weight in a batch: 1, plus 1 per [`BYTES_PER_ITEM`] of its JSON.
+fn weight<T: serde::Serialize>(item: &T) -> usize {
+    1 + distriqueue_util::encoded_len(item) / BYTES_PER_ITEM
+}
+
 /// Registers or reports waiting for a request at most.
 const WAITING: usize = 16 * 1024;
 
@@ -140,35 +150,39 @@ impl Remote {
     pub fn new(client: OrchestratorClient) -> Remote {
         let client = Arc::new(client);
         let register_client = Arc::clone(&client);
-        let registers = Batcher::start(BATCH, WAITING, move |jobs: Vec<Registration>| {
-            let client = Arc::clone(&register_client);
-            async move {
-                let n = jobs.len();
-                let answers = client
-                    .register_batch(&RegisterBatch { jobs })
-                    .await
-                    .map(|batch| batch.results);
-                per_item(answers, n)
-                    .into_iter()
-                    .map(|answer| answer.and_then(|answer| answer))
-                    .collect()
-            }
-        });
+        let registers =
+            Batcher::start_weighted(BATCH, WAITING, weight, move |jobs: Vec<Registration>| {
+                let client = Arc::clone(&register_client);
+                async move {
+                    let n = jobs.len();
+                    let answers = client
+                        .register_batch(&RegisterBatch { jobs })
+                        .await
+                        .map(|batch| batch.results);
+                    per_item(answers, n)
+                        .into_iter()
+                        .map(|answer| answer.and_then(|answer| answer))
+                        .collect()
+                }
+            });
         let report_client = Arc::clone(&client);
-        let reports = Batcher::start(BATCH, WAITING, move |reports: Vec<Report>| {
-            let client = Arc::clone(&report_client);
-            async move {
-                let n = reports.len();
-                let answers = client
-                    .report_batch(&ReportBatch { reports })
-                    .await
-                    .map_err(|error| ReportError::Unavailable(Arc::new(error)));
-                per_item(answers, n)
-                    .into_iter()
-                    .map(|answer| answer.and_then(|answer| answer.map_err(ReportError::Refused)))
-                    .collect()
-            }
-        });
+        let reports =
+            Batcher::start_weighted(BATCH, WAITING, weight, move |reports: Vec<Report>| {
+                let client = Arc::clone(&report_client);
+                async move {
+                    let n = reports.len();
+                    let answers = client
+                        .report_batch(&ReportBatch { reports })
+                        .await
+                        .map_err(|error| ReportError::Unavailable(Arc::new(error)));
+                    per_item(answers, n)
+                        .into_iter()
+                        .map(|answer| {
+                            answer.and_then(|answer| answer.map_err(ReportError::Refused))
+                        })
+                        .collect()
+                }
+            });
         Remote {
             client,
             registers,

@@ -168,7 +168,7 @@ enum ClusterVerb {
         /// The new node's id.
         #[arg(long)]
         id: u64,
-        /// The new node's base URL, as its peers reach it.
+        /// The new node's peer URL (its --peer-addr), as the other nodes reach it.
         #[arg(long)]
         url: String,
     },

@@ -121,6 +121,90 @@ async fn three_nodes_elect_one_leader_agree_on_it_and_replicate_writes() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "acknowledged");
+
+    // Forged Raft RPCs change nothing: the public ports do not serve them, the peer ports refuse
+    // them without the secret, before reading their bodies.
+    let (term, members) = {
+        let (_, status) = get(
+            &client,
+            &format!("{}/api/raft/status", cluster.node_url(leader)),
+        )
+        .await;
+        (status["term"].clone(), member_ids(&status))
+    };
+    let forged_vote = serde_json::json!({
+        "vote": {"leader_id": {"term": 1_000_000, "node_id": 9}, "committed": false},
+        "last_log_id": null
+    });
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for index in 0..3 {
+        for path in ["/raft/vote", "/raft/append", "/raft/snapshot"] {
+            let (status, _) = post_json(
+                &client,
+                &format!("{}{path}", cluster.node_url(index)),
+                &forged_vote,
+            )
+            .await;
+            assert_eq!(
+                status,
+                404,
+                "{path} on the public port of node {}",
+                index + 1
+            );
+            let peer = format!("{}{path}", cluster.peer_url(index));
+            let (status, body) = post_json(&client, &peer, &forged_vote).await;
+            assert_eq!(status, 401, "{path} unsigned on node {}: {body}", index + 1);
+            for (signature, expected) in [
+                // A member's id with a made-up MAC: the signature is wrong.
+                (format!("v1 1 {now_ms} {}", "ab".repeat(32)), 401),
+                // A node that is not a member.
+                (format!("v1 99 {now_ms} {}", "ab".repeat(32)), 403),
+            ] {
+                let response = client
+                    .post(&peer)
+                    .header("x-distriqueue-peer", signature)
+                    .json(&forged_vote)
+                    .send()
+                    .await
+                    .expect("a forged RPC");
+                assert_eq!(
+                    response.status().as_u16(),
+                    expected,
+                    "{path} forged on node {}",
+                    index + 1
+                );
+            }
+        }
+        // A body far past any limit is refused without being read.
+        let huge = vec![b' '; 80 * 1024 * 1024];
+        let response = client
+            .post(format!("{}/raft/append", cluster.peer_url(index)))
+            .body(huge)
+            .send()
+            .await;
+        assert!(
+            response.map_or(true, |answer| answer.status() == 401),
+            "a huge unsigned append"
+        );
+    }
+    let (_, status) = get(
+        &client,
+        &format!("{}/api/raft/status", cluster.node_url(leader)),
+    )
+    .await;
+    assert_eq!(status["term"], term, "{status}");
+    assert_eq!(member_ids(&status), members, "{status}");
+    assert_eq!(status["role"], "leader", "{status}");
+}
+
+/// The (id, peer URL) of each member a Raft status lists.
+fn member_ids(status: &Value) -> Vec<(Value, Value)> {
+    status["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|member| (member["id"].clone(), member["addr"].clone()))
+        .collect()
 }
 
 async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
@@ -429,7 +513,7 @@ async fn a_node_is_added_and_another_removed_at_run_time_with_the_cli() {
         "--id".into(),
         (joining + 1).to_string(),
         "--url".into(),
-        cluster.node_url(joining),
+        cluster.peer_url(joining),
     ]);
     assert_eq!(
         added["members"].as_array().map(Vec::len),

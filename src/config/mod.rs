@@ -210,11 +210,26 @@ settings! {
         /// This node's id in the orchestrator cluster.
         node_id: u64 = OrchestratorConfig::default().node_id;
             env ["DQ_NODE_ID"] flags [Run "node-id", Orchestrator "node-id"] redact No;
-        /// The cluster's members, this node included, as `ID=URL` items
-        /// (`1=http://10.0.0.1:8081,2=http://10.0.0.2:8081,3=http://10.0.0.3:8081`). Empty: a
+        /// The cluster's members, this node included, as `ID=PEER_URL` items, each node's peer
+        /// URL being where its `peer_addr` is reached
+        /// (`1=http://10.0.0.1:8091,2=http://10.0.0.2:8091,3=http://10.0.0.3:8091`). Empty: a
         /// one-node cluster. The cluster initializes once, whichever node starts first.
         peers: Vec<Peer> = Vec::new();
             env ["DQ_PEERS"] flags [Run "peers", Orchestrator "peers"] redact No;
+        /// Where this node's Raft traffic listens (the peer port), apart from the public API:
+        /// needed by every node of a cluster, and reached only by the other nodes.
+        peer_addr: Option<SocketAddr> = None;
+            env ["DQ_PEER_ADDR"] flags [Run "peer-addr", Orchestrator "peer-addr"] redact No;
+        /// The secret that signs every Raft request between the nodes (at least 16 bytes, the
+        /// same on every node): needed by every node of a cluster.
+        cluster_secret: Option<String> = None;
+            env ["DQ_CLUSTER_SECRET"]
+            flags [Run "cluster-secret", Orchestrator "cluster-secret"]
+            redact Secret;
+        /// This node's API URL as the other nodes and the clients reach it (followers forward
+        /// writes to the leader's). Unset: `http://<addr>` with the bound address.
+        api_url: Option<String> = None;
+            env ["DQ_API_URL"] flags [Run "api-url", Orchestrator "api-url"] redact No;
         /// Log entries between two snapshots; the log before a snapshot is purged (all but the
         /// last 500 entries), so disk and memory stay bounded.
         snapshot_every: u64 = OrchestratorConfig::default().snapshot_every;
@@ -388,6 +403,10 @@ settings! {
             redact Secret;
     }
 }
+
+/// The largest request body a gateway may be set to take: whatever it takes becomes one log
+/// entry, which must fit a peer request.
+const MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
 
 /// A role a process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -580,6 +599,9 @@ impl Config {
                 .iter()
                 .map(|peer| (peer.id, peer.url.clone()))
                 .collect::<BTreeMap<_, _>>(),
+            peer_addr: settings.peer_addr,
+            cluster_secret: settings.cluster_secret.clone(),
+            api_url: settings.api_url.clone(),
             ..OrchestratorConfig::default()
         }
     }
@@ -648,7 +670,8 @@ impl Config {
 
     /// Checks what the types alone cannot: at least one role, durations and sizes within their
     /// bounds (at least 1; at most a day for most timeouts, a week for the dispatch timeout
-    /// and the backoff cap, 1 GiB for bodies, 10,000 job slots), URLs of the right schemes.
+    /// and the backoff cap, 32 MiB for bodies, 10,000 job slots and jobs in a batch), URLs of
+    /// the right schemes.
     ///
     /// Errors: [`ConfigError::Invalid`] naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -686,10 +709,21 @@ impl Config {
             ),
             ("gateway.reconcile_every", self.gateway.reconcile_every, DAY),
             ("gateway.sse_keep_alive", self.gateway.sse_keep_alive, 3_600),
+            // A body becomes one log entry, which must fit a peer request (64 MiB).
             (
                 "gateway.max_body_bytes",
                 self.gateway.max_body_bytes as u64,
-                1 << 30,
+                MAX_BODY_BYTES,
+            ),
+            (
+                "gateway.max_batch_body_bytes",
+                self.gateway.max_batch_body_bytes as u64,
+                MAX_BODY_BYTES,
+            ),
+            (
+                "gateway.max_batch_jobs",
+                self.gateway.max_batch_jobs as u64,
+                10_000,
             ),
             ("worker.shutdown_grace", self.worker.shutdown_grace, DAY),
             (

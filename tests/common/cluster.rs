@@ -115,6 +115,8 @@ pub struct Cluster {
     pub gateway: Proc,
     pub workers: Vec<Proc>,
     orchestrator_ports: Vec<u16>,
+    /// Node `i + 1`'s peer port (its `--peer-addr`), in a cluster of more than one node.
+    peer_ports: Vec<u16>,
     /// The nodes the cluster was started with (`--peers`); later ones join with `add-node`.
     initial_members: usize,
     /// More flags for every orchestrator node.
@@ -151,6 +153,9 @@ pub struct Spec {
     /// with the worker key ([`Cluster::http`] is a client that sends the client key).
     pub api_keys: bool,
 }
+
+/// The cluster secret of a test cluster of more than one node.
+pub const CLUSTER_SECRET: &str = "the-test-cluster-secret";
 
 /// The `client` key of a cluster with API keys.
 pub const CLIENT_KEY: &str = "cluster-client-key-0123456789";
@@ -218,6 +223,7 @@ impl Cluster {
             gateway: not_started(),
             workers: Vec::new(),
             orchestrator_ports: (0..n_nodes).map(|_| free_port()).collect(),
+            peer_ports: (0..n_nodes).map(|_| free_port()).collect(),
             proxies: Vec::new(),
             initial_members: n_nodes,
             orchestrator_flags,
@@ -230,10 +236,8 @@ impl Cluster {
         if partitionable {
             cluster.proxies = (0..n_nodes)
                 .map(|node| {
-                    let target = std::net::SocketAddr::new(
-                        cluster_ip(node),
-                        cluster.orchestrator_ports[node],
-                    );
+                    let target =
+                        std::net::SocketAddr::new(cluster_ip(node), cluster.peer_ports[node]);
                     super::proxy::Proxy::start(target)
                 })
                 .collect();
@@ -268,6 +272,7 @@ impl Cluster {
     /// `--peers` are the initial members, without itself. Returns its index.
     pub fn start_joining_node(&mut self) -> usize {
         self.orchestrator_ports.push(free_port());
+        self.peer_ports.push(free_port());
         let index = self.orchestrator_ports.len() - 1;
         let node = self.start_orchestrator(index);
         self.orchestrators.push(node);
@@ -310,11 +315,12 @@ impl Cluster {
         )
     }
 
-    /// The URL the other nodes reach node `index + 1` at: its proxy, if any.
-    fn peer_url(&self, index: usize) -> String {
+    /// The peer URL the other nodes reach node `index + 1` at: its proxy, if any, else its peer
+    /// port.
+    pub fn peer_url(&self, index: usize) -> String {
         match self.proxies.get(index) {
             Some(proxy) => format!("http://{}", proxy.addr),
-            None => self.node_url(index),
+            None => format!("http://{}:{}", self.node_ip(index), self.peer_ports[index]),
         }
     }
 
@@ -360,6 +366,10 @@ impl Cluster {
                 (index + 1).to_string(),
                 "--peers".into(),
                 peers.join(","),
+                "--peer-addr".into(),
+                format!("{}:{}", self.node_ip(index), self.peer_ports[index]),
+                "--cluster-secret".into(),
+                CLUSTER_SECRET.into(),
             ]);
         }
         args.extend(self.orchestrator_flags.iter().cloned());

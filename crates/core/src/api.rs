@@ -307,7 +307,7 @@ pub struct HeartbeatAnswer {
 pub struct NewNode {
     /// The new node's id.
     pub id: u64,
-    /// Its base URL as the other members reach it (`http://10.0.0.3:8081`).
+    /// Its peer URL as the other members reach it (`http://10.0.0.3:8091`: its `--peer-addr`).
     pub url: String,
 }
 
@@ -316,7 +316,7 @@ pub struct NewNode {
 pub struct Member {
     /// The node's id.
     pub id: u64,
-    /// Its base URL.
+    /// Its peer URL.
     pub addr: String,
 }
 
@@ -402,9 +402,10 @@ pub struct RaftStatus {
 pub struct MemberStatus {
     /// The node's id.
     pub id: u64,
-    /// Its base URL.
+    /// Its peer URL (where its Raft traffic goes).
     pub addr: String,
-    /// Whether this node reached it just now (this node itself always is).
+    /// Whether this node heard from it, or was answered by it, over the peer port in the last
+    /// few seconds (this node itself always is). Nothing is probed to tell.
     pub reachable: bool,
     /// On the leader: the highest log index known replicated on it.
     pub matched_index: Option<u64>,

@@ -1,6 +1,7 @@
 //! [`OrchestratorHandle`]: the cheap handle other roles and the HTTP API use to submit
 //! commands to a node and read its state.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,12 @@ use distriqueue_core::{
 use distriqueue_util::auth::ApiKeys;
 use distriqueue_util::metrics::PrometheusText;
 use openraft::{BasicNode, Raft};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::liveness::Registry;
+use crate::network::HttpNetwork;
+use crate::peer::PeerContact;
 use crate::proposer::{Committed, Proposer, SubmitError};
 use crate::raft::{NodeId, TypeConfig};
 use crate::state_machine::StateMachineStore;
@@ -44,6 +48,14 @@ pub struct OrchestratorHandle {
     pub(crate) prometheus: Option<PrometheusText>,
     /// The API keys the HTTP API asks for.
     pub(crate) api_keys: ApiKeys,
+    /// This node's API URL, as peers and clients reach it.
+    pub(crate) api_url: String,
+    /// When each peer was last in contact (the Raft status's `reachable`).
+    pub(crate) peer_contact: Arc<PeerContact>,
+    /// The signed peer network (asks a leader for its API URL).
+    pub(crate) network: HttpNetwork,
+    /// Each peer's API URL, by node id, as it said (`GET /raft/info`).
+    pub(crate) api_urls: Arc<Mutex<HashMap<NodeId, String>>>,
     /// Effect batches the leader's outbox has not carried out yet (0 on other nodes).
     pub(crate) outbox_backlog: Arc<AtomicUsize>,
 }
@@ -67,17 +79,46 @@ impl OrchestratorHandle {
         self.raft.metrics().borrow().current_leader == Some(self.node_id)
     }
 
-    /// The base URL of the current leader, when one is known (from the membership).
-    pub fn leader_url(&self) -> Option<String> {
-        let receiver = self.raft.metrics();
-        let metrics = receiver.borrow();
-        let leader = metrics.current_leader?;
-        let url = metrics
-            .membership_config
-            .nodes()
-            .find(|(id, _)| **id == leader)
-            .map(|(_, node)| node.addr.clone());
-        url
+    /// The API URL of the current leader, when one is known: asked of the leader over the
+    /// peer port once (`GET /raft/info`), then remembered.
+    pub async fn leader_url(&self) -> Option<String> {
+        let (leader, peer_url) = {
+            let receiver = self.raft.metrics();
+            let metrics = receiver.borrow();
+            let leader = metrics.current_leader?;
+            let peer_url = metrics
+                .membership_config
+                .nodes()
+                .find(|(id, _)| **id == leader)
+                .map(|(_, node)| node.addr.clone())?;
+            (leader, peer_url)
+        };
+        if leader == self.node_id {
+            return Some(self.api_url.clone());
+        }
+        if let Some(url) = self.api_urls.lock().get(&leader) {
+            return Some(url.clone());
+        }
+        match self.network.info(&peer_url).await {
+            Ok(info) if info.node_id == leader => {
+                let url = info.api_url.trim_end_matches('/').to_string();
+                self.api_urls.lock().insert(leader, url.clone());
+                Some(url)
+            }
+            Ok(info) => {
+                tracing::warn!(leader, answered = info.node_id, %peer_url, "a peer URL names another node");
+                None
+            }
+            Err(error) => {
+                tracing::debug!(leader, %peer_url, %error, "the leader's API URL is not known");
+                None
+            }
+        }
+    }
+
+    /// Forgets the API URL `leader` said (it did not answer there).
+    pub(crate) fn forget_api_url(&self, leader: &str) {
+        self.api_urls.lock().retain(|_, url| url != leader);
     }
 
     /// Commits `command` (batched with others into one log entry) and returns its outcome.

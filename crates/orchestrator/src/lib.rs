@@ -15,6 +15,7 @@ pub mod metrics;
 mod network;
 mod node;
 mod outbox;
+mod peer;
 mod proposer;
 mod raft;
 mod raft_view;

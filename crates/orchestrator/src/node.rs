@@ -27,6 +27,7 @@ use crate::liveness::Registry;
 use crate::log_store::LogStore;
 use crate::metrics;
 use crate::network::HttpNetwork;
+use crate::peer::{self, PeerContact, PeerKey, PeerServer, MIN_SECRET_LEN};
 use crate::proposer;
 use crate::raft::{NodeId, TypeConfig};
 use crate::state_machine::StateMachineStore;
@@ -56,9 +57,20 @@ pub struct OrchestratorConfig {
     /// A QUEUED attempt not started this long after its publish is published again (the
     /// lease fences the copies; DESIGN.md "Delivery", rule 2). Default 60 s.
     pub dispatch_timeout: Duration,
-    /// The cluster's members, node id to base URL (`http://127.0.0.1:8081`), this node
-    /// included. Empty (the default): a one-node cluster at this node's own address.
+    /// The cluster's members, node id to peer URL (`http://10.0.0.1:8091`, where each serves
+    /// its `peer_addr`), this node included (a node left out waits to be added). Empty (the
+    /// default): a one-node cluster, which needs no peer port.
     pub peers: BTreeMap<NodeId, String>,
+    /// Where the Raft RPCs listen (the peer port, SECURITY.md), apart from the public API;
+    /// needed by a node of a cluster (`peers` not empty, or to be added to one). `None` (the
+    /// default): no peer port.
+    pub peer_addr: Option<SocketAddr>,
+    /// The secret every peer request is signed with (at least 16 bytes), the same on every
+    /// node; needed with `peer_addr`.
+    pub cluster_secret: Option<String>,
+    /// The base URL of this node's API as the other nodes and clients reach it (followers
+    /// forward writes there). `None` (the default): `http://<the bound address>`.
+    pub api_url: Option<String>,
     /// The process's Prometheus registry, served at `GET /metrics` (docs/metrics.md); the
     /// node then also keeps its gauges current. `None` (the default): no metrics, and
     /// `/metrics` answers 404. One orchestrator per process exports metrics: the registry is
@@ -82,6 +94,9 @@ impl Default for OrchestratorConfig {
             snapshot_every: 20_000,
             dispatch_timeout: Duration::from_secs(60),
             peers: BTreeMap::new(),
+            peer_addr: None,
+            cluster_secret: None,
+            api_url: None,
             prometheus: None,
             api_keys: ApiKeys::default(),
         }
@@ -133,6 +148,46 @@ pub enum OrchestratorError {
     /// The HTTP server failed.
     #[error("the orchestrator's http server failed")]
     Serve(#[source] std::io::Error),
+    /// A cluster node without its peer port or cluster secret, or a secret too short.
+    #[error("{0}")]
+    Peering(String),
+}
+
+/// The key that signs this node's peer requests: from the cluster secret, which a node with a
+/// peer port (and any node of a cluster) must have. A one-node cluster without a peer port
+/// signs with a random secret nobody else has (it sends nothing).
+///
+/// Errors: what is missing, in words.
+fn peer_key(config: &OrchestratorConfig) -> Result<PeerKey, String> {
+    let clustered = config.peer_addr.is_some() || !config.peers.is_empty();
+    match (&config.cluster_secret, clustered) {
+        (Some(secret), _) if secret.len() >= MIN_SECRET_LEN => {
+            Ok(PeerKey::new(secret, config.node_id))
+        }
+        (Some(_), _) => Err(format!(
+            "the cluster secret must have at least {MIN_SECRET_LEN} bytes"
+        )),
+        (None, false) => {
+            let random = distriqueue_util::clock::random_u64;
+            let secret = format!("{:016x}{:016x}", random(), random());
+            Ok(PeerKey::new(&secret, config.node_id))
+        }
+        (None, true) => Err(
+            "a node of a cluster needs --cluster-secret (DQ_CLUSTER_SECRET): the secret, the \
+             same on every node, that signs the Raft traffic"
+                .into(),
+        ),
+    }
+    .and_then(|key| {
+        if !config.peers.is_empty() && config.peer_addr.is_none() {
+            return Err(
+                "a node of a cluster needs --peer-addr: the address its Raft traffic listens \
+                 on, apart from the public API (the URLs of --peers are the nodes' peer URLs)"
+                    .into(),
+            );
+        }
+        Ok(key)
+    })
 }
 
 /// How long a one-node cluster may take to lead after start.
@@ -145,6 +200,8 @@ pub struct Orchestrator {
     listener: TcpListener,
     raft: Raft<TypeConfig>,
     duties: tokio::task::JoinHandle<()>,
+    /// The peer port's listener and router, when this node has one.
+    peer: Option<(TcpListener, axum::Router)>,
     /// Keeps the metrics' gauges current while the node runs.
     _gauges: Option<AbortOnDrop>,
 }
@@ -179,6 +236,32 @@ impl Orchestrator {
         };
         let listener = TcpListener::bind(config.addr).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        let key = peer_key(&config).map_err(OrchestratorError::Peering)?;
+        let peer_listener = match config.peer_addr {
+            Some(addr) => {
+                let bind_error = |source| OrchestratorError::Bind { addr, source };
+                let peer_listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+                let bound = peer_listener.local_addr().map_err(bind_error)?;
+                Some((peer_listener, bound))
+            }
+            None => None,
+        };
+        // The address this node's Raft traffic comes from and goes to.
+        let raft_addr = peer_listener
+            .as_ref()
+            .map_or(local_addr, |(_, bound)| *bound);
+        let api_url = config
+            .api_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local_addr}"))
+            .trim_end_matches('/')
+            .to_string();
+        let contact = Arc::new(PeerContact::default());
+        let network = HttpNetwork::new(
+            Some(raft_addr.ip()).filter(|ip| !ip.is_unspecified()),
+            key.clone(),
+            Arc::clone(&contact),
+        );
 
         let raft_config = Config {
             cluster_name: "distriqueue".into(),
@@ -199,14 +282,14 @@ impl Orchestrator {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            HttpNetwork::new(Some(local_addr.ip()).filter(|ip| !ip.is_unspecified())),
+            network.clone(),
             log_store,
             state_machine.clone(),
         )
         .await
         .map_err(OrchestratorError::Raft)?;
         let one_node = config.peers.is_empty();
-        initialize(&raft, &config, local_addr).await?;
+        initialize(&raft, &config, raft_addr).await?;
 
         let workers = Arc::new(Registry::new(config.heartbeat_timeout));
         let proposer = proposer::start(raft.clone(), config.max_batch, state_machine.clone());
@@ -223,6 +306,10 @@ impl Orchestrator {
             http: reqwest::Client::new(),
             prometheus: config.prometheus.clone(),
             api_keys: config.api_keys.clone(),
+            api_url,
+            peer_contact: contact,
+            api_urls: Arc::default(),
+            network,
             outbox_backlog: Arc::default(),
         };
         let gauges = config
@@ -252,9 +339,19 @@ impl Orchestrator {
                 return Err(OrchestratorError::NotLeader(LEAD_WITHIN));
             }
         }
+        let peer = peer_listener.map(|(peer_listener, _)| {
+            let server = PeerServer {
+                handle: handle.clone(),
+                key,
+                configured: Arc::new(config.peers.keys().copied().collect()),
+                snapshot_offsets: Arc::default(),
+            };
+            (peer_listener, peer::router(server))
+        });
         Ok(Orchestrator {
             handle,
             listener,
+            peer,
             raft,
             duties,
             _gauges: gauges,
@@ -280,14 +377,30 @@ impl Orchestrator {
         let Orchestrator {
             handle,
             listener,
+            peer,
             raft,
             duties,
             _gauges,
         } = self;
+        // The peer port serves until the API has stopped: raft keeps running until then.
+        let peer_shutdown = CancellationToken::new();
+        let peer_server = peer.map(|(peer_listener, router)| {
+            let stop = peer_shutdown.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                if let Err(error) = axum::serve(peer_listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(%error, "the peer port's server failed");
+                }
+            }))
+        });
         let served = axum::serve(listener, api::router(handle))
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .map_err(OrchestratorError::Serve);
+        peer_shutdown.cancel();
+        drop(peer_server);
         if let Err(error) = raft.shutdown().await {
             tracing::warn!(%error, "raft did not shut down cleanly");
         }

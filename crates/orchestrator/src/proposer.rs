@@ -3,7 +3,8 @@
 //! entry's, and a fresh random seed (the state machine's only source of randomness). One entry
 //! is in flight at a time: while it commits, the next one gathers every command that arrives
 //! (group commit), which beats more, smaller entries because the log store writes one entry
-//! batch per fsync. It runs on every node; a follower's answer is "not the leader".
+//! batch per fsync. Large commands weigh more, so an entry stays a few MiB whatever its commands
+//! carry. It runs on every node; a follower's answer is "not the leader".
 
 use std::sync::Arc;
 
@@ -22,6 +23,17 @@ pub(crate) type Proposer = Batcher<Vec<Command>, Result<Committed, SubmitError>>
 
 /// Command groups waiting for an entry at most; past it, submitters wait for room.
 const WAITING_GROUPS: usize = 16 * 1024;
+
+/// Encoded bytes that weigh as much as one command: an entry holds at most `max_batch`
+/// commands, and at most `max_batch` times this many bytes of them (4 MiB with the default
+/// 1024), unless one group alone is larger (its route's body limit bounds it). So every entry
+/// fits a peer request (`peer::APPEND_LIMIT`).
+const BYTES_PER_COMMAND: usize = 4096;
+
+/// A group's weight: each command 1, plus 1 per [`BYTES_PER_COMMAND`] of its JSON.
+fn weight(group: &[Command]) -> usize {
+    group.len() + distriqueue_util::encoded_len(group) / BYTES_PER_COMMAND
+}
 
 /// A group of commands as committed: the outcome of each, in order, and the index of the log
 /// entry that holds them all.
@@ -81,7 +93,7 @@ pub(crate) fn start(
     Batcher::start_weighted(
         max_batch,
         WAITING_GROUPS,
-        Vec::len,
+        |group: &Vec<Command>| weight(group),
         move |groups: Vec<Vec<Command>>| {
             last_now = last_now
                 .max(clock::now())

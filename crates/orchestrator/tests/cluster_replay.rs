@@ -35,17 +35,19 @@ async fn three_nodes(
     dir: &std::path::Path,
     shutdown: &CancellationToken,
 ) -> Vec<OrchestratorHandle> {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let peers: BTreeMap<u64, String> = ports
         .iter()
         .enumerate()
-        .map(|(index, port)| (index as u64 + 1, format!("http://127.0.0.1:{port}")))
+        .map(|(index, (_, peer))| (index as u64 + 1, format!("http://127.0.0.1:{peer}")))
         .collect();
     let mut handles = Vec::new();
-    for (index, port) in ports.iter().enumerate() {
+    for (index, (port, peer)) in ports.iter().enumerate() {
         let config = OrchestratorConfig {
             node_id: index as u64 + 1,
             peers: peers.clone(),
+            peer_addr: Some(SocketAddr::from(([127, 0, 0, 1], *peer))),
+            cluster_secret: Some("the-test-cluster-secret".into()),
             snapshot_every: 25,
             addr: SocketAddr::from(([127, 0, 0, 1], *port)),
             data_dir: dir.join(format!("node-{}", index + 1)),

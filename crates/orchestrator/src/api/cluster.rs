@@ -19,9 +19,6 @@ use super::read_body;
 use crate::handle::OrchestratorHandle;
 use crate::raft_view::RaftView;
 
-/// How long a member's health route may take to answer the reachability probe.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
-
 /// `GET /api/health`: `{status: "UP", timestamp, node}`.
 #[utoipa::path(
     get,
@@ -37,8 +34,8 @@ pub(crate) async fn health(State(handle): State<OrchestratorHandle>) -> Json<Hea
     })
 }
 
-/// This node's Raft state: real values from openraft's metrics, each other member probed for
-/// reachability (its health route) at once.
+/// This node's Raft state: real values from openraft's metrics; each member's reachability is
+/// what the peer port saw of it lately.
 async fn raft_status(handle: &OrchestratorHandle) -> RaftStatus {
     let view = RaftView::new(handle.metrics());
     let nodes: Vec<(u64, String)> = view
@@ -47,24 +44,16 @@ async fn raft_status(handle: &OrchestratorHandle) -> RaftStatus {
         .nodes()
         .map(|(id, node)| (*id, node.addr.clone()))
         .collect();
-    let probes = futures::future::join_all(nodes.iter().map(|(id, addr)| {
-        let http = handle.http.clone();
-        let url = format!("{addr}/api/health");
-        let own = *id == handle.node_id();
-        async move {
-            own || http
-                .get(url)
-                .timeout(PROBE_TIMEOUT)
-                .send()
-                .await
-                .is_ok_and(|answer| answer.status().is_success())
-        }
-    }))
-    .await;
+    // No member is probed from here (a public route): reachable means heard from, or
+    // answered, over the peer port in the last few seconds.
+    let reachable: Vec<bool> = nodes
+        .iter()
+        .map(|(id, _)| *id == handle.node_id() || handle.peer_contact.reachable(*id))
+        .collect();
     let followers = view.followers();
     let members = nodes
         .into_iter()
-        .zip(probes)
+        .zip(reachable)
         .map(|((id, addr), reachable)| {
             // On the leader: how far each member's log matches, and how far behind it is.
             let matched = if id == handle.node_id() && view.metrics.replication.is_some() {
@@ -105,7 +94,7 @@ async fn raft_status(handle: &OrchestratorHandle) -> RaftStatus {
     get,
     path = "/api/raft/status",
     tag = "cluster",
-    responses((status = 200, description = "This node's Raft state, each member probed", body = RaftStatus))
+    responses((status = 200, description = "This node's Raft state, each member's reachability as the peer port saw it", body = RaftStatus))
 )]
 pub(crate) async fn raft(State(handle): State<OrchestratorHandle>) -> Json<RaftStatus> {
     Json(raft_status(&handle).await)

@@ -23,8 +23,6 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The middleware: writes on a node that does not run the leader's duties go to the leader;
 /// 503 while no leader is known, or while this node was just elected and starts its duties.
-/// The Raft RPCs (`/raft/...`) are never forwarded: they are addressed to this node, and are
-/// how a leader gets elected in the first place.
 pub(crate) async fn forward_writes(
     State(handle): State<OrchestratorHandle>,
     request: axum::extract::Request,
@@ -34,8 +32,7 @@ pub(crate) async fn forward_writes(
         *request.method(),
         Method::POST | Method::PUT | Method::DELETE
     );
-    let for_this_node = request.uri().path().starts_with(super::raft::PREFIX);
-    if !is_write || for_this_node || handle.is_live_leader() {
+    if !is_write || handle.is_live_leader() {
         return next.run(request).await;
     }
     match forward(&handle, request).await {
@@ -48,10 +45,11 @@ async fn forward(
     handle: &OrchestratorHandle,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let leader = handle
-        .leader_url()
-        .filter(|_| !handle.is_elected_leader())
-        .ok_or(ApiError::NoLeader)?;
+    if handle.is_elected_leader() {
+        // Elected, its duties still starting: the write waits for no one else.
+        return Err(ApiError::NoLeader);
+    }
+    let leader = handle.leader_url().await.ok_or(ApiError::NoLeader)?;
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_FORWARDED_BYTES)
         .await
@@ -72,9 +70,12 @@ async fn forward(
             forwarded = forwarded.header(name, value.clone());
         }
     }
-    let unreachable = |source| ApiError::LeaderUnreachable {
-        leader: leader.clone(),
-        source,
+    let unreachable = |source| {
+        handle.forget_api_url(&leader);
+        ApiError::LeaderUnreachable {
+            leader: leader.clone(),
+            source,
+        }
     };
     let answer = forwarded.send().await.map_err(unreachable)?;
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);

@@ -7,7 +7,6 @@
 mod cluster;
 mod error;
 mod forward;
-mod raft;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -42,9 +41,9 @@ use crate::metrics;
 use crate::proposer::{Committed, SubmitError};
 
 /// The orchestrator's router, without a socket (tests call it directly): the API of
-/// CONTRACT.md (writes forwarded to the leader when this node does not lead) and the Raft RPCs
-/// between nodes under `/raft/...`. Answers that are not routes are 404 or 405 in the contract's
-/// error shape.
+/// CONTRACT.md (writes forwarded to the leader when this node does not lead), each route behind
+/// its API key ([`access`]). Answers that are not routes are 404 or 405 in the contract's error
+/// shape. The Raft RPCs are on the peer port (`peer.rs`), never here.
 pub fn router(handle: OrchestratorHandle) -> Router {
     let (routes, _) = routes().split_for_parts();
     routes
@@ -78,12 +77,11 @@ pub fn router(handle: OrchestratorHandle) -> Router {
 
 /// What each route asks of the caller's API key (SECURITY.md): health nothing; reads `Read`;
 /// what gateways call to change jobs `Client`; the worker protocol `Worker`; membership and
-/// anything else `Admin`. The Raft RPCs are the peers' (see `raft.rs`).
+/// anything else `Admin`. The Raft RPCs are not here: they are on the peer port (`peer.rs`).
 pub fn access(method: &Method, route: Option<&str>) -> Access {
     let reads = *method == Method::GET || *method == Method::HEAD;
     match (route, reads) {
         (Some("/api/health"), _) => Access::Public,
-        (Some(route), _) if route.starts_with(raft::PREFIX) => Access::Public,
         (
             Some(
                 "/api/jobs"
@@ -118,9 +116,10 @@ pub fn access(method: &Method, route: Option<&str>) -> Access {
     }
 }
 
-/// Largest body of a batch route: a gateway's batch of up to 512 registers may carry 1 MB
-/// payloads each.
-const BATCH_BODY_LIMIT: usize = 1024 * 1024 * 1024;
+/// Largest body of a batch route: a gateway's batch (at most 32 MiB, the bound of its
+/// `max_batch_body_bytes`) and its own batches of registers (8 MiB) fit, and so does the log
+/// entry each becomes in a peer request (`peer::APPEND_LIMIT`).
+const BATCH_BODY_LIMIT: usize = 40 * 1024 * 1024;
 
 /// The document's frame: title, version, tags. The paths come from [`routes`].
 #[derive(OpenApi)]
@@ -130,8 +129,8 @@ const BATCH_BODY_LIMIT: usize = 1024 * 1024 * 1024;
         description = "The lifecycle owner's API: for people and tools (health, jobs, Raft and \
                        cluster status, membership, metrics, cancel), for gateways (register, \
                        retry, snapshots), for workers in any language (status reports, \
-                       heartbeats), and the Raft RPCs between nodes. A follower forwards every \
-                       write to the leader. Errors are `{\"error\": message}`, with the state \
+                       heartbeats). A follower forwards every write to the leader. The Raft \
+                       RPCs between nodes are on the peer port, not here. Errors are `{\"error\": message}`, with the state \
                        machine's `refusal` when a command was refused.",
         license(name = "MIT")
     ),
@@ -140,7 +139,6 @@ const BATCH_BODY_LIMIT: usize = 1024 * 1024 * 1024;
         (name = "gateways", description = "What DistriQueue's gateways call"),
         (name = "workers", description = "The worker protocol (docs/protocol.md)"),
         (name = "cluster", description = "Raft status and membership"),
-        (name = "raft", description = "Raft RPCs between nodes"),
         (name = "operations", description = "Health, documentation and metrics")
     )
 )]
@@ -153,13 +151,6 @@ fn routes() -> OpenApiRouter<OrchestratorHandle> {
         .routes(routes!(report_batch))
         .routes(routes!(register_batch))
         .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT));
-    // Entries and snapshot chunks are as large as openraft makes them (see `node.rs`): axum's
-    // 2 MB default would refuse a large one forever.
-    let raft = OpenApiRouter::new()
-        .routes(routes!(raft::append))
-        .routes(routes!(raft::vote))
-        .routes(routes!(raft::snapshot))
-        .layer(DefaultBodyLimit::disable());
     OpenApiRouter::with_openapi(OrchestratorApi::openapi())
         .routes(routes!(cluster::health))
         .routes(routes!(list_jobs))
@@ -178,7 +169,6 @@ fn routes() -> OpenApiRouter<OrchestratorHandle> {
         .routes(routes!(api_docs))
         .routes(routes!(prometheus))
         .merge(batches)
-        .merge(raft)
 }
 
 /// The orchestrator's OpenAPI document, made once.
