@@ -110,6 +110,11 @@ pub(crate) async fn serve_worker_metrics(
             guard,
             auth::require_key,
         ));
-    let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-    Ok((local_addr, tokio::spawn(async move { served.await })))
+    let served = distriqueue_util::serve::serve(
+        listener,
+        router,
+        distriqueue_util::serve::ServerLimits::default(),
+        shutdown.cancelled_owned(),
+    );
+    Ok((local_addr, tokio::spawn(served)))
 }

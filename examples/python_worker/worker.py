@@ -172,6 +172,7 @@ class Worker:
         # Main-thread state.
         self.connection = None
         self.channel = None
+        self.lease = None  # the lease token of the job being handled, sent with its reports
         self.consumer_tags = []
         self.deliveries = []  # messages delivered but not started
 
@@ -254,6 +255,8 @@ class Worker:
             self.dead_letter(method, properties, body, "not a job message (bad JSON, id or type)")
             return
         job_id, attempt = job["id"], job.get("attempt")
+        # The attempt's lease token: every report about it carries it back (one job at a time).
+        self.lease = job.get("lease")
 
         status = self.report_running(job_id, attempt)
         if status is None:  # no answer from the orchestrator: hand the message back
@@ -340,6 +343,8 @@ class Worker:
         body = {"jobId": job_id, "workerId": self.worker_id, **fields}
         if attempt is not None:
             body["attempt"] = attempt
+        if self.lease is not None:
+            body["lease"] = self.lease
         try:
             answer = requests.post(self.config["status_url"], json=body,
                                    headers=self.config["headers"], timeout=HTTP_TIMEOUT)

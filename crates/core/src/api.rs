@@ -701,6 +701,11 @@ pub struct StatusReport {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub attempt: Option<u32>,
+    /// The attempt's lease token from its job message (`lease`, 32 hex digits): required with
+    /// `attempt` when the message carried one, and on every report once the attempt was taken
+    /// with it; a wrong or missing token is 409.
+    #[serde(default)]
+    pub lease: Option<String>,
     /// A failure never to retry (bad input).
     #[serde(default)]
     pub permanent: Option<bool>,

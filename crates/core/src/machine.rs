@@ -29,6 +29,13 @@ pub struct Batch {
     pub commands: Vec<Command>,
 }
 
+/// Largest attempt floor a `Retry` takes from its caller (about a billion): the attempt number
+/// can then never overflow. The route refuses more with 400; the machine clamps to it.
+pub const MAX_ATTEMPT_FLOOR: u32 = 1 << 30;
+/// Largest version floor a `Retry` takes from its caller: 2^53, the largest integer a JSON
+/// reader in JavaScript holds exactly. The route refuses more with 400; the machine clamps to it.
+pub const MAX_VERSION_FLOOR: u64 = 1 << 53;
+
 /// A request to change the lifecycle. Every change goes through one of these, in log order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
@@ -64,10 +71,12 @@ pub enum Command {
         spec: Box<JobSpec>,
         /// The job's original creation time, kept as its `created_at`.
         created_at: Millis,
-        /// The read model's attempt number; the new attempt is numbered above it (and above the
-        /// tombstone's). With 0, a job the orchestrator does not hold is refused as not found.
+        /// The read model's attempt number, used only for a job the orchestrator holds no
+        /// tombstone of (its own numbers win): the new attempt is numbered above it. With 0,
+        /// such a job is refused as not found. Clamped to [`MAX_ATTEMPT_FLOOR`].
         attempt_floor: u32,
-        /// The read model's version of the job; the new versions continue above it.
+        /// The read model's version of the job, used as `attempt_floor` is: the new versions
+        /// continue above it. Clamped to [`MAX_VERSION_FLOOR`].
         version_floor: u64,
         /// The attempt history the read model holds, kept ahead of the new chain's attempts.
         previous_attempts: Vec<AttemptView>,
@@ -101,6 +110,11 @@ pub struct Report {
     pub worker_id: WorkerId,
     /// What happened.
     pub kind: ReportKind,
+    /// The attempt's lease token from its job message (`lease`): required when the report names
+    /// its `attempt` and the attempt has a token, and for every report once the attempt was
+    /// taken with it. `None` from workers of the original system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
 /// The reported event.
@@ -239,6 +253,14 @@ pub enum Refusal {
         attempt: u32,
         /// The worker holding the lease.
         holder: WorkerId,
+    },
+    /// The report does not carry the attempt's lease token (409; issue 11).
+    #[error("attempt {attempt} of job {id} is leased under another token")]
+    WrongLease {
+        /// The job.
+        id: JobId,
+        /// The leased attempt.
+        attempt: u32,
     },
     /// The report does not fit the job's state: `running` for a PENDING or RETRYING job, or
     /// `progress`, `completed` or `failed` for a job that is not RUNNING (409).
@@ -433,6 +455,14 @@ pub struct JobRecord {
     /// Every attempt so far, oldest first.
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
+    /// The current attempt's lease token ([`lease_token`]), sent in its job message: a report
+    /// naming the attempt must carry it (issue 11). `None` in states written before tokens.
+    #[serde(default)]
+    pub lease: Option<String>,
+    /// The running attempt was taken with its token: every report for it must then carry the
+    /// token, with or without `attempt` (a report of the original format cannot bypass it).
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 impl JobRecord {
@@ -457,6 +487,8 @@ impl JobRecord {
             policy: RetryPolicy::default(),
             due_at: None,
             attempts: Vec::new(),
+            lease: None,
+            fenced: false,
         }
     }
 
@@ -551,6 +583,7 @@ impl JobRecord {
             completed_at: None,
             metadata: self.spec.metadata.clone(),
             attempt: self.attempt,
+            lease: self.lease.clone(),
             format: WIRE_FORMAT,
         }
     }
@@ -631,6 +664,36 @@ fn draw(seed: u64, id: JobId, attempt: u32) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The lease token of attempt `attempt` of job `id` dispatched in a batch with `seed`: 32 hex
+/// digits, the first 128 bits of SHA-256 over a domain tag, the seed, the id and the attempt.
+/// Every node derives the same token from the log; a worker knowing its own token learns nothing
+/// of another job's (the hash is one-way), and guessing one takes about 2^63 tries of the
+/// leader's 64-bit random seed.
+pub fn lease_token(seed: u64, id: JobId, attempt: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"distriqueue lease v1\0")
+        .chain_update(seed.to_be_bytes())
+        .chain_update(id.0.as_bytes())
+        .chain_update(attempt.to_be_bytes())
+        .finalize();
+    digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Compares a presented lease token with the attempt's in time independent of where they first
+/// differ.
+fn same_token(presented: &str, expected: &str) -> bool {
+    presented.len() == expected.len()
+        && presented
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
+}
+
 /// Why an attempt ended without success.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -677,7 +740,7 @@ impl State {
                 spec,
                 max_queued,
                 policy,
-            } => self.register(now, *id, spec, *max_queued, *policy, effects),
+            } => self.register(batch, *id, spec, *max_queued, *policy, effects),
             Command::Report(report) => self.report(batch, report, effects),
             Command::Cancel { id } => self.cancel(now, *id, effects),
             Command::Retry {
@@ -689,7 +752,7 @@ impl State {
                 previous_attempts,
                 policy,
             } => self.retry(
-                now,
+                batch,
                 *id,
                 spec,
                 *created_at,
@@ -722,48 +785,16 @@ impl State {
 
     fn register(
         &mut self,
-        now: Millis,
+        batch: &Batch,
         id: JobId,
         spec: &JobSpec,
         max_queued: Option<u64>,
         policy: RetryPolicy,
         effects: &mut Vec<Effect>,
     ) -> Outcome {
-        let known = spec
-            .idempotency_key
-            .as_ref()
-            .and_then(|key| self.keys.get(key))
-            .map(|(first, _)| *first);
-        let existing = known.unwrap_or(id);
-        match self.find(existing) {
-            Found::Live(record) => {
-                return Ok(Applied {
-                    job: Some(Box::new(record.response())),
-                    created: false,
-                    job_id: Some(existing),
-                })
-            }
-            Found::Finished(_) => {
-                return Ok(Applied {
-                    job: None,
-                    created: false,
-                    job_id: Some(existing),
-                })
-            }
-            Found::Unknown if known.is_some() => {
-                // The first job is finished and forgotten, but the key still names it.
-                return Ok(Applied {
-                    job: None,
-                    created: false,
-                    job_id: Some(existing),
-                });
-            }
-            Found::Unknown => {}
-        }
-        if let Some(cap) = max_queued {
-            if self.n_waiting >= cap {
-                return Err(Refusal::QueueFull { cap });
-            }
+        let now = batch.now;
+        if let Some(answer) = self.register_answer(id, spec, max_queued) {
+            return answer;
         }
         let mut record = JobRecord::queued(id, spec.clone(), now);
         record.policy = policy;
@@ -790,13 +821,50 @@ impl State {
         }
         self.n_waiting += 1;
         self.jobs.insert(id, record);
-        let dispatch = due.is_none();
+        let dispatch = due.is_none().then_some(batch.seed);
         let job = self.changed(now, id, dispatch, effects);
         Ok(Applied {
             job,
             created: true,
             job_id: Some(id),
         })
+    }
+
+    /// What a `Register` of `id` with `spec` answers without creating a job: the first job for
+    /// a repeat of the id or of the idempotency key (`created: false`), or
+    /// [`Refusal::QueueFull`] when `max_queued` jobs already wait; `None` when it would create
+    /// the job. Hosts answer these before proposing (issue 11: repeats never grow the log);
+    /// `apply` decides again, in log order.
+    pub fn register_answer(
+        &self,
+        id: JobId,
+        spec: &JobSpec,
+        max_queued: Option<u64>,
+    ) -> Option<Outcome> {
+        let known = spec
+            .idempotency_key
+            .as_ref()
+            .and_then(|key| self.keys.get(key))
+            .map(|(first, _)| *first);
+        let existing = known.unwrap_or(id);
+        let repeat = |job: Option<Box<JobResponse>>| {
+            Some(Ok(Applied {
+                job,
+                created: false,
+                job_id: Some(existing),
+            }))
+        };
+        if let Some(record) = self.jobs.get(&existing) {
+            return repeat(Some(Box::new(record.response())));
+        }
+        // A finished job, or one finished and forgotten that the key still names.
+        if known.is_some() || self.tombstones.contains_key(&existing) {
+            return repeat(None);
+        }
+        match max_queued {
+            Some(cap) if self.n_waiting >= cap => Some(Err(Refusal::QueueFull { cap })),
+            _ => None,
+        }
     }
 
     fn report(&mut self, batch: &Batch, report: &Report, effects: &mut Vec<Effect>) -> Outcome {
@@ -818,6 +886,18 @@ impl State {
                     id,
                     reported,
                     current: record.attempt,
+                });
+            }
+        }
+        if let Some(expected) = &record.lease {
+            let needs_token = report.attempt.is_some() || record.fenced;
+            let carried = report.lease.as_deref();
+            if (needs_token || carried.is_some())
+                && !carried.is_some_and(|token| same_token(token, expected))
+            {
+                return Err(Refusal::WrongLease {
+                    id,
+                    attempt: record.attempt,
                 });
             }
         }
@@ -845,6 +925,7 @@ impl State {
                     return Err(lease_refusal(record));
                 }
                 record.status = JobStatus::Running;
+                record.fenced = report.lease.is_some();
                 record.worker_id = Some(report.worker_id.clone());
                 record.started_at = Some(now);
                 record.progress = None;
@@ -895,7 +976,7 @@ impl State {
                 );
             }
         }
-        let job = self.changed(now, id, false, effects);
+        let job = self.changed(now, id, None, effects);
         Ok(Applied {
             job,
             created: false,
@@ -981,7 +1062,7 @@ impl State {
             TimerKind::Retry => {
                 record.status = JobStatus::Queued;
                 record.due_at = None;
-                record.attempt += 1;
+                record.attempt = record.attempt.saturating_add(1);
                 record.worker_id = None;
                 record.started_at = None;
                 record.progress = None;
@@ -1004,7 +1085,7 @@ impl State {
                 false
             }
         };
-        let job = self.changed(now, id, dispatch, effects);
+        let job = self.changed(now, id, dispatch.then_some(batch.seed), effects);
         Ok(Applied {
             job,
             created: false,
@@ -1043,7 +1124,7 @@ impl State {
         if was_waiting {
             self.n_waiting -= 1;
         }
-        let job = self.changed(now, id, false, effects);
+        let job = self.changed(now, id, None, effects);
         Ok(Applied {
             job,
             created: false,
@@ -1054,7 +1135,7 @@ impl State {
     #[allow(clippy::too_many_arguments)] // one per field of `Command::Retry`
     fn retry(
         &mut self,
-        now: Millis,
+        batch: &Batch,
         id: JobId,
         spec: &JobSpec,
         created_at: Millis,
@@ -1076,15 +1157,19 @@ impl State {
                     status: tombstone.status,
                 })
             }
+            // What the orchestrator holds itself wins over what the caller says.
             Found::Finished(tombstone) => (tombstone.attempt, tombstone.version),
             Found::Unknown if attempt_floor == 0 => return Err(Refusal::NotFound(id)),
-            Found::Unknown => (0, 0),
+            Found::Unknown => (
+                attempt_floor.min(MAX_ATTEMPT_FLOOR),
+                version_floor.min(MAX_VERSION_FLOOR),
+            ),
         };
         self.tombstones.remove(&id);
         let mut record = JobRecord::queued(id, spec.clone(), created_at);
         record.policy = policy;
-        record.attempt = last_attempt.max(attempt_floor) + 1;
-        record.version = last_version.max(version_floor);
+        record.attempt = last_attempt.saturating_add(1);
+        record.version = last_version;
         record.attempts = previous_attempts
             .iter()
             .map(|view| AttemptRecord {
@@ -1110,7 +1195,7 @@ impl State {
             .collect();
         self.n_waiting += 1;
         self.jobs.insert(id, record);
-        let job = self.changed(now, id, true, effects);
+        let job = self.changed(batch.now, id, Some(batch.seed), effects);
         Ok(Applied {
             job,
             created: false,
@@ -1137,7 +1222,7 @@ impl State {
                 }));
                 Self::fail_attempt(batch, record, "worker lost", Failure::WorkerLost, effects);
             }
-            self.changed(batch.now, id, false, effects);
+            self.changed(batch.now, id, None, effects);
         }
     }
 
@@ -1258,21 +1343,24 @@ impl State {
             .collect()
     }
 
-    /// Records a change of job `id`: bumps its version, emits its event (and, with `dispatch`, the
-    /// dispatch of its current attempt), and turns it into a tombstone when it became terminal.
+    /// Records a change of job `id`: bumps its version, emits its event (and, with
+    /// `dispatch_seed`, the dispatch of its current attempt under a lease token drawn from that
+    /// batch seed), and turns it into a tombstone when it became terminal.
     fn changed(
         &mut self,
         now: Millis,
         id: JobId,
-        dispatch: bool,
+        dispatch_seed: Option<u64>,
         effects: &mut Vec<Effect>,
     ) -> Option<Box<JobResponse>> {
         let record = self.jobs.get_mut(&id)?;
-        record.version += 1;
+        record.version = record.version.saturating_add(1);
         self.last_seq += 1;
         let seq = self.last_seq;
-        if dispatch {
+        if let Some(seed) = dispatch_seed {
             record.queued_seq = seq;
+            record.lease = Some(lease_token(seed, id, record.attempt));
+            record.fenced = false;
             record.attempts.push(AttemptRecord {
                 number: record.attempt,
                 worker_id: None,
@@ -1301,7 +1389,7 @@ impl State {
             job: job.clone(),
             format: WIRE_FORMAT,
         };
-        if dispatch {
+        if dispatch_seed.is_some() {
             effects.push(Effect::Dispatch(Box::new(record.message())));
         }
         self.unpublished.push_back(event.clone());

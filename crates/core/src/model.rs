@@ -29,10 +29,54 @@ impl FromStr for JobId {
     }
 }
 
-/// A worker's id as it reports itself (`workerId`); any non-empty text.
+/// A worker's id as it reports itself (`workerId`): a name ([`check_name`]: 1 to 255 bytes, no
+/// control characters), since it is also the AMQP routing key of its control messages.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
 pub struct WorkerId(pub String);
+
+/// Longest name (`type`, `workerId`, tag, metadata key, idempotency key), in bytes: an AMQP
+/// short string (a routing key) holds at most 255 bytes (AMQP 0-9-1, section 4.2.5.3).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Longest label ([`check_label`]), in characters: CONTRACT.md's bound on `type`.
+pub const MAX_LABEL_CHARS: usize = 255;
+
+/// Checks a label a client gives (`type`, a tag, a metadata key, an idempotency key, a parent
+/// id): not blank, at most 255 characters (CONTRACT.md's bound on `type`), no control characters
+/// (PostgreSQL refuses NUL in text; newlines and escapes forge log lines). Errors: the message
+/// of the violation, without the field's name.
+pub fn check_label(text: &str) -> Result<(), &'static str> {
+    if text.trim().is_empty() {
+        Err("must not be blank")
+    } else if text.chars().count() > MAX_LABEL_CHARS {
+        Err("must be at most 255 characters")
+    } else if text.chars().any(char::is_control) {
+        Err("must not contain control characters")
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a name that travels as an AMQP routing key (a worker id): a label ([`check_label`])
+/// of at most [`MAX_NAME_BYTES`] bytes of UTF-8. Errors: the message of the violation.
+pub fn check_name(text: &str) -> Result<(), &'static str> {
+    check_label(text)?;
+    if text.len() > MAX_NAME_BYTES {
+        Err("must be at most 255 bytes")
+    } else {
+        Ok(())
+    }
+}
+
+impl WorkerId {
+    /// A worker id read from the network, checked by [`check_name`]. Errors: the 400 message.
+    pub fn parse(text: &str) -> Result<WorkerId, String> {
+        check_name(text)
+            .map(|()| WorkerId(text.to_string()))
+            .map_err(|message| format!("workerId {message}"))
+    }
+}
 
 impl fmt::Display for WorkerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -4,13 +4,15 @@
 use serde_json::Value;
 
 use crate::machine::{Report, ReportKind};
-use crate::model::{JobId, WorkerId};
+use crate::model::{check_name, JobId, WorkerId};
 
 /// Reads a status report (`POST /api/jobs/status`, or `PUT|POST /api/jobs/{id}/status` with
 /// `path_id`): `jobId` (accept `id`, `job_id`; the path wins), `status` (running, completed,
 /// failed; any case), `workerId` (accept `worker_id`), `result`, `errorMessage` (accept
-/// `error_message`), `progress` (0..=100), `attempt`, `permanent` (a failure never to retry;
-/// default false), `timestamp` (ignored: the leader stamps time).
+/// `error_message`), `progress` (0..=100), `attempt`, `lease` (the job message's lease token),
+/// `permanent` (a failure never to retry; default false), `timestamp` (ignored: the leader stamps
+/// time). The worker id is a name ([`check_name`](crate::model::check_name)); an error message
+/// longer than [`MAX_ERROR_BYTES`] is cut there.
 ///
 /// A `running` report with `progress` from a worker that already holds the lease is a progress
 /// report (`holds_lease` says whether it does). Errors: the message of a 400.
@@ -31,12 +33,13 @@ pub fn parse_status_report(
     let job_id: JobId = id_text
         .parse()
         .map_err(|_| format!("jobId {id_text:?} is not a UUID"))?;
-    let worker_id = WorkerId(
-        text(&["workerId", "worker_id"])
-            .filter(|worker| !worker.trim().is_empty())
-            .ok_or("workerId is required")?
-            .to_string(),
-    );
+    let worker_id =
+        WorkerId::parse(text(&["workerId", "worker_id"]).ok_or("workerId is required")?)?;
+    let lease = match fields.get("lease") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(token)) if token.len() <= MAX_LEASE_BYTES => Some(token.clone()),
+        Some(_) => return Err("lease must be the job message's lease token (a string)".into()),
+    };
     let attempt = match fields.get("attempt") {
         None | Some(Value::Null) => None,
         Some(value) => Some(
@@ -66,13 +69,15 @@ pub fn parse_status_report(
         "progress" => ReportKind::Progress {
             percent: progress.ok_or("progress is required with status progress")?,
         },
-        "completed" => ReportKind::Completed {
-            result: fields.get("result").cloned().unwrap_or(Value::Null),
-        },
+        "completed" => {
+            let result = fields.get("result").cloned().unwrap_or(Value::Null);
+            check_result(&result)?;
+            ReportKind::Completed { result }
+        }
         "failed" => ReportKind::Failed {
-            error: text(&["errorMessage", "error_message", "error"])
-                .unwrap_or("failed")
-                .to_string(),
+            error: truncate_error(
+                text(&["errorMessage", "error_message", "error"]).unwrap_or("failed"),
+            ),
             permanent: fields
                 .get("permanent")
                 .and_then(Value::as_bool)
@@ -89,7 +94,66 @@ pub fn parse_status_report(
         attempt,
         worker_id,
         kind,
+        lease,
     })
+}
+
+/// Checks a report that arrived in the orchestrator's own format (a batch of native workers'
+/// reports) as [`parse_status_report`] checks one in the contract's: the worker id is a name,
+/// the lease token is short; an error message past [`MAX_ERROR_BYTES`] is cut. Errors: the
+/// message of a 400.
+pub fn check_report(report: &mut Report) -> Result<(), String> {
+    check_name(&report.worker_id.0).map_err(|message| format!("workerId {message}"))?;
+    if report
+        .lease
+        .as_ref()
+        .is_some_and(|token| token.len() > MAX_LEASE_BYTES)
+    {
+        return Err("lease must be the job message's lease token".into());
+    }
+    match &mut report.kind {
+        ReportKind::Failed { error, .. } if error.len() > MAX_ERROR_BYTES => {
+            *error = truncate_error(error);
+        }
+        ReportKind::Completed { result } => check_result(result)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Largest result a completed attempt may report, encoded as JSON: 1 MiB. It is kept in the
+/// replicated state, its event and the read model; larger outputs belong in object storage,
+/// with their address in the result.
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
+
+/// Checks a reported result's size. Errors: the message of a 400.
+pub fn check_result(result: &Value) -> Result<(), String> {
+    let size = crate::encoded_len(result);
+    if size > MAX_RESULT_BYTES {
+        return Err(format!(
+            "result is {size} bytes of JSON; at most {MAX_RESULT_BYTES} are kept"
+        ));
+    }
+    Ok(())
+}
+
+/// Longest `lease` read from a report, in bytes (tokens are 32 hex digits).
+const MAX_LEASE_BYTES: usize = 64;
+
+/// Longest error message kept from a failed attempt, in bytes; longer ones are cut at a character
+/// boundary and end with `…`. Bounds the state, its events and the read model's rows.
+pub const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// An attempt's error message, cut to at most [`MAX_ERROR_BYTES`] bytes.
+pub fn truncate_error(message: &str) -> String {
+    if message.len() <= MAX_ERROR_BYTES {
+        return message.to_string();
+    }
+    let mut end = MAX_ERROR_BYTES - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
 }
 
 #[cfg(test)]

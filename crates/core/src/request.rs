@@ -9,15 +9,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::model::Priority;
+use crate::model::{check_label, Priority};
 use crate::time::{parse_client_time, Millis};
 
 /// Default `maxRetries` of CONTRACT.md.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// Default `executionTimeout` of CONTRACT.md, in seconds.
 pub const DEFAULT_EXECUTION_TIMEOUT_S: u64 = 300;
-/// Longest accepted `type`, in characters (CONTRACT.md).
-pub const MAX_TYPE_CHARS: usize = 255;
 /// Largest accepted `executionTimeout`: 7 days, in seconds.
 pub const MAX_EXECUTION_TIMEOUT_S: u64 = 7 * 24 * 3600;
 /// Largest accepted `maxRetries`.
@@ -27,12 +25,19 @@ pub const MAX_MAX_RETRIES: u32 = 1000;
 /// silently ignored.
 pub const NOT_YET_SUPPORTED: [&str; 1] = ["callbackUrl"];
 
-/// Longest accepted `idempotencyKey`, in characters.
-pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 /// Largest accepted `retryBackoffMs`: one day.
 pub const MAX_RETRY_BACKOFF_MS: u64 = 24 * 3600 * 1000;
 /// Largest accepted `delaySeconds`: one year.
 pub const MAX_DELAY_S: u64 = 366 * 24 * 3600;
+/// Largest `payload`, encoded as JSON: 1 MiB. The job message carries it (RabbitMQ 4 refuses
+/// messages over 16 MiB by default) and the replicated state keeps it while the job lives.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// Most `tags` on a job.
+pub const MAX_TAGS: usize = 64;
+/// Most `metadata` entries on a job.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Longest `metadata` value, in characters.
+pub const MAX_METADATA_VALUE_CHARS: usize = 4096;
 
 /// What a client asked to run: the validated, immutable part of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -146,15 +151,13 @@ pub fn parse_job_request(body: &Value, prefix: &str) -> Result<JobSpec, Violatio
     let present = |name: &str| fields.get(name).filter(|value| !value.is_null());
 
     let job_type = match present("type") {
-        Some(Value::String(text)) if text.trim().is_empty() => {
-            violation("type", "must not be blank");
-            String::new()
-        }
-        Some(Value::String(text)) if text.chars().count() > MAX_TYPE_CHARS => {
-            violation("type", "must be at most 255 characters");
-            String::new()
-        }
-        Some(Value::String(text)) => text.trim().to_string(),
+        Some(Value::String(text)) => match check_label(text) {
+            Ok(()) => text.trim().to_string(),
+            Err(message) => {
+                violation("type", message);
+                String::new()
+            }
+        },
         None => {
             violation("type", "is required");
             String::new()
@@ -188,6 +191,10 @@ pub fn parse_job_request(body: &Value, prefix: &str) -> Result<JobSpec, Violatio
 
     let payload = match present("payload") {
         None => Map::new(),
+        Some(Value::Object(object)) if crate::encoded_len(object) > MAX_PAYLOAD_BYTES => {
+            violation("payload", "must be at most 1048576 bytes of JSON");
+            Map::new()
+        }
         Some(Value::Object(object)) => object.clone(),
         Some(_) => {
             violation("payload", "must be a JSON object");
@@ -222,15 +229,36 @@ pub fn parse_job_request(body: &Value, prefix: &str) -> Result<JobSpec, Violatio
 
     let metadata = match present("metadata") {
         None => BTreeMap::new(),
+        Some(Value::Object(object)) if object.len() > MAX_METADATA_ENTRIES => {
+            violation("metadata", "must have at most 64 entries");
+            BTreeMap::new()
+        }
         Some(Value::Object(object)) => {
             let entries: Option<BTreeMap<String, String>> = object
                 .iter()
                 .map(|(key, value)| value.as_str().map(|text| (key.clone(), text.to_string())))
                 .collect();
-            entries.unwrap_or_else(|| {
-                violation("metadata", "must be an object of string to string");
-                BTreeMap::new()
-            })
+            match entries {
+                None => {
+                    violation("metadata", "must be an object of string to string");
+                    BTreeMap::new()
+                }
+                Some(entries) => {
+                    let bad_key = entries.keys().find_map(|key| check_label(key).err());
+                    let bad_value = entries.values().any(|value| {
+                        value.contains('\0') || value.chars().count() > MAX_METADATA_VALUE_CHARS
+                    });
+                    if let Some(message) = bad_key {
+                        violation("metadata", &format!("keys {message}"));
+                    } else if bad_value {
+                        violation(
+                            "metadata",
+                            "values must be at most 4096 characters, without NUL",
+                        );
+                    }
+                    entries
+                }
+            }
         }
         Some(_) => {
             violation("metadata", "must be an object of string to string");
@@ -240,7 +268,12 @@ pub fn parse_job_request(body: &Value, prefix: &str) -> Result<JobSpec, Violatio
 
     let parent_job_id = match present("parentJobId") {
         None => None,
-        Some(Value::String(text)) => Some(text.clone()),
+        Some(Value::String(text)) => {
+            if let Err(message) = check_label(text) {
+                violation("parentJobId", message);
+            }
+            Some(text.clone())
+        }
         Some(_) => {
             violation("parentJobId", "must be a string");
             None
@@ -249,15 +282,23 @@ pub fn parse_job_request(body: &Value, prefix: &str) -> Result<JobSpec, Violatio
 
     let tags = match present("tags") {
         None => Vec::new(),
+        Some(Value::Array(items)) if items.len() > MAX_TAGS => {
+            violation("tags", "must have at most 64 tags");
+            Vec::new()
+        }
         Some(Value::Array(items)) => {
             let tags: Option<Vec<String>> = items
                 .iter()
                 .map(|item| item.as_str().map(str::to_string))
                 .collect();
-            tags.unwrap_or_else(|| {
+            let tags = tags.unwrap_or_else(|| {
                 violation("tags", "must be an array of strings");
                 Vec::new()
-            })
+            });
+            if let Some(message) = tags.iter().find_map(|tag| check_label(tag).err()) {
+                violation("tags", &format!("each tag {message}"));
+            }
+            tags
         }
         Some(_) => {
             violation("tags", "must be an array of strings");
@@ -357,15 +398,19 @@ pub fn parse_job_request(body: &Value, prefix: &str) -> Result<JobSpec, Violatio
     })
 }
 
-/// Checks an idempotency key (body field or `Idempotency-Key` header): not blank, at most 255
-/// characters. Returns the key as given, or the message of the violation.
+/// Checks an idempotency key (body field or `Idempotency-Key` header): a label
+/// ([`check_label`]: not blank, at most 255 characters, no control characters). Returns the key
+/// as given, or the message of the violation.
 pub fn check_idempotency_key(key: &str) -> Result<String, &'static str> {
-    if key.trim().is_empty() {
-        Err("must not be blank")
-    } else if key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
-        Err("must be at most 255 characters")
-    } else {
-        Ok(key.to_string())
+    check_label(key).map(|()| key.to_string())
+}
+
+impl JobSpec {
+    /// Checks a spec that arrived already parsed (a gateway's batch of registrations, or a
+    /// retry's snapshot from the read model) against the bounds [`parse_job_request`] enforces,
+    /// by reading its request form back. Errors: every violated field, prefixed by `prefix`.
+    pub fn check(&self, prefix: &str) -> Result<(), Violations> {
+        parse_job_request(&self.to_request(), prefix).map(|_| ())
     }
 }
 

@@ -133,6 +133,10 @@ pub struct JobMessage {
     pub metadata: BTreeMap<String, String>,
     /// The dispatch's attempt number; reports for it must name it.
     pub attempt: u32,
+    /// The attempt's lease token (32 hex digits): reports naming the attempt carry it back as
+    /// `lease` (issue 11). Absent in messages of states written before tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
     /// Format tag, [`WIRE_FORMAT`] (read as that when absent).
     #[serde(default = "default_format")]
     pub format: u32,

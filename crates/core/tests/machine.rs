@@ -26,7 +26,21 @@ fn failed(permanent: bool) -> ReportKind {
     }
 }
 
+/// Applies a command as a well-behaved worker sends it: a report naming its attempt carries the
+/// attempt's lease token from the job message.
 fn apply(state: &mut State, now: i64, command: Command) -> (Outcome, Vec<Effect>) {
+    let command = match &command {
+        Command::Report(report) if report.attempt.is_some() && report.lease.is_none() => {
+            let current = state.job(report.job_id).and_then(|job| job.lease.clone());
+            with_token(command, Token::Current, current)
+        }
+        _ => command,
+    };
+    apply_raw(state, now, command)
+}
+
+/// Applies a command as it is.
+fn apply_raw(state: &mut State, now: i64, command: Command) -> (Outcome, Vec<Effect>) {
     let (mut outcomes, effects) = state.apply(&Batch {
         now: Millis(now),
         seed: 42,
@@ -165,8 +179,23 @@ fn lease_rule_refuses_every_other_report() {
     let (outcome, effects) = apply(&mut state, 2, report(0, Some(1), 1, ReportKind::Running));
     assert_eq!(outcome, Ok(Applied::default()));
     assert!(effects.is_empty());
-    // A report without attempt from the holder counts for the current attempt.
-    let (outcome, _) = apply(&mut state, 3, report(0, None, 1, failed(true)));
+    // The lease was taken with its token: a report without it is refused, attempt or not.
+    let (outcome, effects) = apply_raw(&mut state, 3, report(0, None, 1, failed(true)));
+    assert_eq!(
+        outcome,
+        Err(Refusal::WrongLease {
+            id: job_id(0),
+            attempt: 1
+        })
+    );
+    assert!(effects.is_empty());
+    // With the token, a report without attempt from the holder counts for the current attempt.
+    let token = state.job(job_id(0)).and_then(|job| job.lease.clone());
+    let (outcome, _) = apply_raw(
+        &mut state,
+        3,
+        with_token(report(0, None, 1, failed(true)), Token::Current, token),
+    );
     assert_eq!(status_of(&outcome), JobStatus::Failed);
     let (outcome, _) = apply(
         &mut state,
@@ -180,6 +209,68 @@ fn lease_rule_refuses_every_other_report() {
             status: JobStatus::Failed
         })
     );
+}
+
+/// The lease token of the first job message among `effects`.
+fn dispatched_lease(effects: &[Effect]) -> Option<String> {
+    effects.iter().find_map(|effect| match effect {
+        Effect::Dispatch(message) => message.lease.clone(),
+        _ => None,
+    })
+}
+
+#[test]
+fn lease_tokens_fence_reports_naming_their_attempt() {
+    let mut state = State::default();
+    let effects = step(&mut state, 0, register(0));
+    let token = dispatched_lease(&effects).expect("the job message carries a lease token");
+    assert_eq!(token.len(), 32);
+    assert_eq!(
+        state.job(job_id(0)).and_then(|job| job.lease.clone()),
+        Some(token.clone())
+    );
+    // Naming the attempt without the token, or with another one, is refused and changes nothing.
+    for forged in [Token::Absent, Token::Forged] {
+        let before = state.job(job_id(0)).cloned();
+        let command = with_token(report(0, Some(1), 1, ReportKind::Running), forged, None);
+        let (outcome, effects) = apply_raw(&mut state, 1, command);
+        let refusal = outcome.expect_err("refused");
+        assert_eq!(refusal.http_status(), 409);
+        assert!(matches!(refusal, Refusal::WrongLease { attempt: 1, .. }));
+        assert!(effects.is_empty());
+        assert_eq!(state.job(job_id(0)).cloned(), before);
+    }
+    // The token is not part of what clients see.
+    let view =
+        serde_json::to_string(&state.job(job_id(0)).map(|job| job.response())).expect("json");
+    assert!(!view.contains(&token));
+    // The next attempt has its own token.
+    let command = with_token(
+        report(0, Some(1), 1, ReportKind::Running),
+        Token::Current,
+        Some(token.clone()),
+    );
+    assert!(apply_raw(&mut state, 1, command).0.is_ok());
+    let (_, effects) = apply(&mut state, 2, report(0, Some(1), 1, failed(false)));
+    let retry = timers(&effects)[0];
+    let (_, effects) = apply(&mut state, retry.at.0, Command::TimerFired(retry));
+    let next = dispatched_lease(&effects).expect("the retry's job message carries a lease token");
+    assert_ne!(next, token);
+}
+
+#[test]
+fn original_workers_without_attempt_or_token_keep_the_worker_id_rule() {
+    let mut state = State::default();
+    step(&mut state, 0, register(0));
+    step(&mut state, 1, report(0, None, 1, ReportKind::Running));
+    let (outcome, _) = apply(&mut state, 2, report(0, None, 2, failed(true)));
+    assert!(matches!(outcome, Err(Refusal::LeaseHeld { .. })));
+    let (outcome, _) = apply(
+        &mut state,
+        2,
+        report(0, None, 1, ReportKind::Completed { result: json!({}) }),
+    );
+    assert_eq!(status_of(&outcome), JobStatus::Completed);
 }
 
 #[test]
@@ -674,8 +765,17 @@ proptest! {
         let mut oracle = Oracle::default();
         for (step, advance) in steps {
             now += advance;
+            let mut forged = false;
             let commands: Vec<Command> = match step {
                 Step::Command(command) => vec![command],
+                Step::Report(command, token) => {
+                    let current = match &command {
+                        Command::Report(r) => state.job(r.job_id).and_then(|j| j.lease.clone()),
+                        _ => None,
+                    };
+                    forged = token == Token::Forged;
+                    vec![with_token(command, token, current)]
+                }
                 Step::FireDueTimers => {
                     let due: Vec<Timer> = oracle.armed.iter().filter(|timer| timer.at.0 <= now).copied().collect();
                     due.into_iter().map(|timer| { oracle.armed.remove(&timer); Command::TimerFired(timer) }).collect()
@@ -698,7 +798,8 @@ proptest! {
                     Command::Report(r) => state.job(r.job_id).map(|j| j.attempt),
                     _ => None,
                 };
-                let (outcome, effects) = apply(&mut state, now, command.clone());
+                let (outcome, effects) = apply_raw(&mut state, now, command.clone());
+                prop_assert!(!(forged && outcome.is_ok()), "a forged lease token was accepted");
                 if let (Command::Report(r), Ok(_), Some(attempt)) = (&command, &outcome, before) {
                     match r.kind {
                         ReportKind::Running => {

@@ -40,6 +40,9 @@ pub enum ApiError {
     /// 415 `{"error": message}`: the body is not declared as JSON.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 429 `{"error": message}`: a bounded resource is full (SSE streams).
+    #[error("{0}")]
+    TooMany(String),
     /// The orchestrator refused the command: its own status (404, 409, 429) and message.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Refused(refusal) => {
                 StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::CONFLICT)
             }

@@ -31,6 +31,7 @@ use distriqueue_core::{JobId, JobResponse, Refusal};
 use distriqueue_store::Store;
 use distriqueue_util::auth::ApiKeys;
 use distriqueue_util::metrics::PrometheusText;
+use distriqueue_util::serve::ServerLimits;
 use distriqueue_util::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -222,11 +223,11 @@ impl Gateway {
         let streams_closed = self.state.streams_closed();
         let app = router(self.state);
         tracing::info!(addr = %self.local_addr, "gateway listening");
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.cancelled().await;
-                streams_closed.cancel();
-            })
+        let stop = async move {
+            shutdown.cancelled().await;
+            streams_closed.cancel();
+        };
+        distriqueue_util::serve::serve(self.listener, app, ServerLimits::default(), stop)
             .await
             .map_err(GatewayError::Serve)
     }

@@ -154,6 +154,7 @@ const REPLAY_PAGE: usize = 1000;
     responses(
         (status = 200, description = "Server-Sent Events: `connected` {clientId, message, timestamp}, then `job-update` {jobId, status, timestamp, workerId, progress?, result?, errorMessage?} per change, each with an `id:` (the event's seq); keep-alive comments", content_type = "text/event-stream", body = String),
         (status = 400, description = "A bad filter or Last-Event-ID", body = distriqueue_core::api::ErrorBody),
+        (status = 429, description = "The gateway serves as many streams as it takes (512)", body = distriqueue_core::api::ErrorBody),
     )
 )]
 pub(crate) async fn stream(
@@ -194,6 +195,14 @@ pub(crate) async fn stream(
             && job_type.as_ref().is_none_or(|t| &update.job_type == t)
     };
 
+    let slot = std::sync::Arc::clone(&state.sse_slots)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::TooMany(format!(
+                "this gateway serves {} streams already; try again later",
+                crate::state::MAX_SSE_CLIENTS
+            ))
+        })?;
     // Subscribe before reading the position (and the read model), so the `connected` id
     // never claims an event this stream will not see, and no change falls between the replay
     // and the live events.
@@ -229,7 +238,7 @@ pub(crate) async fn stream(
         .filter_map(|item| std::future::ready(item.ok().flatten().map(Ok::<Event, Infallible>)))
         .take_until(state.streams_closed().cancelled_owned());
     // Counted while the stream lives: axum drops it when the client goes away.
-    let client = SseClient::open();
+    let client = (SseClient::open(), slot);
     let events = events.inspect(move |_| {
         let _ = &client;
     });

@@ -28,7 +28,13 @@ pub struct AppState {
     pub(crate) recent_seqs: Arc<parking_lot::Mutex<RecentSeqs>>,
     /// Cancelled at shutdown: every open SSE stream ends.
     streams_closed: CancellationToken,
+    /// One permit per open SSE stream, [`MAX_SSE_CLIENTS`] in all.
+    pub(crate) sse_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most SSE streams one gateway serves at once (issue 11): each holds a connection and a
+/// subscription; the next gets 429 until one closes.
+pub const MAX_SSE_CLIENTS: usize = 512;
 
 impl AppState {
     /// State over a read model and an orchestrator. `config.addr` is not used here.
@@ -47,6 +53,7 @@ impl AppState {
             last_broadcast_seq: Arc::new(AtomicU64::new(0)),
             recent_seqs: Arc::default(),
             streams_closed: CancellationToken::new(),
+            sse_slots: Arc::new(tokio::sync::Semaphore::new(MAX_SSE_CLIENTS)),
         }
     }
 

@@ -146,16 +146,44 @@ impl OrchestratorHandle {
 
     /// Commits `Register` for every job of `jobs` in one log entry (a batch submission), with
     /// this node's admission cap and retry policy; each is answered as by
-    /// [`OrchestratorHandle::register`].
+    /// [`OrchestratorHandle::register`]. When every job is a repeat (or the queue is full),
+    /// nothing is proposed and `log_index` is the last applied entry's.
     pub async fn register_all(
         &self,
         jobs: Vec<(JobId, JobSpec)>,
     ) -> Result<Committed, SubmitError> {
-        let commands = jobs
+        let early: Vec<Option<Outcome>> = self.read(|state| {
+            jobs.iter()
+                .map(|(id, spec)| state.register_answer(*id, spec, self.max_queued))
+                .collect()
+        });
+        let commands: Vec<Command> = jobs
             .into_iter()
-            .map(|(id, spec)| self.register_command(id, spec))
+            .zip(&early)
+            .filter(|(_, answer)| answer.is_none())
+            .map(|((id, spec), _)| self.register_command(id, spec))
             .collect();
-        self.submit_all(commands).await
+        let committed = if commands.is_empty() {
+            Committed {
+                outcomes: Vec::new(),
+                log_index: self.metrics().last_applied.map_or(0, |log_id| log_id.index),
+            }
+        } else {
+            self.submit_all(commands).await?
+        };
+        let mut proposed = committed.outcomes.into_iter();
+        let outcomes = early
+            .into_iter()
+            .map(|answer| {
+                answer
+                    .or_else(|| proposed.next())
+                    .ok_or(SubmitError::ShuttingDown)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Committed {
+            outcomes,
+            log_index: committed.log_index,
+        })
     }
 
     fn register_command(&self, id: JobId, spec: JobSpec) -> Command {
@@ -167,9 +195,13 @@ impl OrchestratorHandle {
         }
     }
 
-    /// Commits `Register` for `id` with this node's admission cap and retry policy (a repeat
-    /// of the id or of the idempotency key answers with the first job).
+    /// Commits `Register` for `id` with this node's admission cap and retry policy. A repeat
+    /// of the id or of the idempotency key answers with the first job, and a full queue with
+    /// 429, from the applied state without proposing anything (issue 11).
     pub async fn register(&self, id: JobId, spec: JobSpec) -> Result<Outcome, SubmitError> {
+        if let Some(answer) = self.read(|state| state.register_answer(id, &spec, self.max_queued)) {
+            return Ok(answer);
+        }
         self.submit(self.register_command(id, spec)).await
     }
 
@@ -218,6 +250,11 @@ impl OrchestratorHandle {
     pub async fn heartbeat(&self, heartbeat: WorkerHeartbeat) -> Result<Vec<JobId>, SubmitError> {
         if !self.has_quorum().await {
             return Err(SubmitError::NoQuorum);
+        }
+        if !self.workers.has_room_for(&heartbeat.worker_id) {
+            return Err(SubmitError::TooManyWorkers {
+                cap: crate::liveness::MAX_WORKERS,
+            });
         }
         let worker_id = heartbeat.worker_id.clone();
         if self.workers.is_new_instance(&heartbeat)

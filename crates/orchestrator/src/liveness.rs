@@ -25,6 +25,10 @@ struct Entry {
     heard_from: bool,
 }
 
+/// Most workers the leader keeps heartbeats of (issue 11): a heartbeat under a new worker id
+/// past it is refused with 429 until silent workers are declared lost and forgotten.
+pub const MAX_WORKERS: usize = 4096;
+
 /// The leader's view of its workers.
 pub(crate) struct Registry {
     timeout: Duration,
@@ -115,6 +119,12 @@ impl Registry {
         if let Some(entry) = self.lock().get_mut(worker_id) {
             entry.cancels.push((job_id, attempt));
         }
+    }
+
+    /// False when `worker_id` is not known and [`MAX_WORKERS`] are.
+    pub(crate) fn has_room_for(&self, worker_id: &WorkerId) -> bool {
+        let workers = self.lock();
+        workers.len() < MAX_WORKERS || workers.contains_key(worker_id)
     }
 
     /// Removes and returns every worker silent for longer than the timeout.

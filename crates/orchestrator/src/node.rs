@@ -13,6 +13,7 @@ use distriqueue_core::machine::MachineConfig;
 use distriqueue_core::RetryPolicy;
 use distriqueue_util::auth::ApiKeys;
 use distriqueue_util::metrics::PrometheusText;
+use distriqueue_util::serve::{self, ServerLimits};
 use distriqueue_util::AbortOnDrop;
 use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::{BasicNode, Config, ConfigError, Raft, SnapshotPolicy};
@@ -387,18 +388,22 @@ impl Orchestrator {
         let peer_server = peer.map(|(peer_listener, router)| {
             let stop = peer_shutdown.clone();
             AbortOnDrop(tokio::spawn(async move {
-                if let Err(error) = axum::serve(peer_listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
+                let limits = ServerLimits::default();
+                if let Err(error) =
+                    serve::serve(peer_listener, router, limits, stop.cancelled_owned()).await
                 {
                     tracing::error!(%error, "the peer port's server failed");
                 }
             }))
         });
-        let served = axum::serve(listener, api::router(handle))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .map_err(OrchestratorError::Serve);
+        let served = serve::serve(
+            listener,
+            api::router(handle),
+            ServerLimits::default(),
+            shutdown.cancelled_owned(),
+        )
+        .await
+        .map_err(OrchestratorError::Serve);
         peer_shutdown.cancel();
         drop(peer_server);
         if let Err(error) = raft.shutdown().await {

@@ -50,6 +50,13 @@ pub struct Committed {
 /// replicating it (then a repeat is harmless: every command is idempotent or fenced).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SubmitError {
+    /// A heartbeat under a new worker id while the leader knows as many workers as it keeps
+    /// (429).
+    #[error("the leader knows {cap} workers already; a new worker id waits until silent ones are forgotten")]
+    TooManyWorkers {
+        /// [`MAX_WORKERS`](crate::liveness::MAX_WORKERS).
+        cap: usize,
+    },
     /// The node is shutting down.
     #[error("the orchestrator is shutting down")]
     ShuttingDown,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 #[path = "../../core/tests/steps/mod.rs"]
 mod steps;
 
-use steps::{job_id, retry, step_strategy, Step};
+use steps::{job_id, retry, step_strategy, with_token, Step};
 
 /// Generous: three nodes on a loaded CI machine.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -84,6 +84,15 @@ fn commands(
     let now = clock::now();
     match step {
         Step::Command(command) => vec![command],
+        Step::Report(command, token) => {
+            let current = match &command {
+                Command::Report(report) => {
+                    leader.read(|state| state.job(report.job_id).and_then(|job| job.lease.clone()))
+                }
+                _ => None,
+            };
+            vec![with_token(command, token, current)]
+        }
         Step::FireDueTimers => leader
             .read(|state| state.timers())
             .into_iter()

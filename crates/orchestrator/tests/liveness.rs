@@ -70,6 +70,7 @@ async fn silent_worker_is_declared_lost_and_its_attempt_retried() {
         attempt: Some(1),
         worker_id: worker,
         kind: ReportKind::Running,
+        lease: handle.read(|state| state.job(id).and_then(|job| job.lease.clone())),
     });
     handle
         .submit(running)

@@ -57,12 +57,14 @@ async fn restart_from_snapshot_and_log_restores_state_and_resumes_dispatches() {
     }
     let worker = WorkerId("w1".into());
     for id in &ids[..20] {
+        let lease = handle.read(|state| state.job(*id).and_then(|job| job.lease.clone()));
         let report = |kind| {
             Command::Report(Report {
                 job_id: *id,
                 attempt: Some(1),
                 worker_id: worker.clone(),
                 kind,
+                lease: lease.clone(),
             })
         };
         handle

@@ -41,9 +41,9 @@ pub async fn json_errors_only(response: Response) -> Response {
 }
 
 /// Adds to every operation of `document` the error answers any route may give that its own
-/// annotation does not list: 413 on every operation that takes a body (the body limits), 400
-/// on every operation with a path parameter (a path that does not decode). Each is the
-/// contract's `ErrorBody`.
+/// annotation does not list: 413 and 415 on every operation that takes a body (the body limits,
+/// JSON only), 400 on every operation with a path parameter (a path that does not decode), 421
+/// and 503 everywhere (the bounds of [`crate::serve`]). Each is the contract's `ErrorBody`.
 pub fn document_common_errors(document: &mut OpenApi) {
     for item in document.paths.paths.values_mut() {
         let operations = [
@@ -56,7 +56,19 @@ pub fn document_common_errors(document: &mut OpenApi) {
         for operation in operations.into_iter().flatten() {
             if operation.request_body.is_some() {
                 add_error(operation, "413", "The body is larger than this route takes");
+                add_error(
+                    operation,
+                    "415",
+                    "The body is not declared application/json",
+                );
             }
+            // What `serve::serve` answers on any route (SECURITY.md, "Bounded inputs").
+            add_error(
+                operation,
+                "421",
+                "A Host that does not name this machine, on a loopback address",
+            );
+            add_error(operation, "503", "The server answers as many requests as it takes, or this one took too long: try again");
             let has_path_parameter = operation.parameters.iter().flatten().any(|parameter| {
                 matches!(parameter, RefOr::T(parameter) if matches!(parameter.parameter_in, ParameterIn::Path))
             });

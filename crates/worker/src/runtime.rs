@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use distriqueue_broker::{Broker, Delivery, JobConsumer};
+use distriqueue_core::protocol::{check_result, truncate_error};
 use distriqueue_core::{
     ControlMessage, JobId, JobMessage, Refusal, Report, ReportKind, WorkerHeartbeat, WorkerId,
 };
@@ -110,8 +111,8 @@ struct Shared {
     abort: CancellationToken,
     /// Outcome reports still being committed.
     outcomes: TaskTracker,
-    /// The stop token of every attempt this worker holds, from its `running` report on.
-    running: Mutex<HashMap<(JobId, u32), CancellationToken>>,
+    /// Every attempt this worker holds, from its `running` report on.
+    running: Mutex<HashMap<(JobId, u32), HeldAttempt>>,
     /// Outcomes reported so far: all, completed, failed.
     n_finished: [AtomicU64; 3],
     capacity: u32,
@@ -318,6 +319,12 @@ impl Drop for BusySlot<'_> {
     }
 }
 
+/// An attempt this worker holds: what stops its handler, and the lease token its reports carry.
+struct HeldAttempt {
+    stop: CancellationToken,
+    lease: Option<String>,
+}
+
 /// Removes an attempt's stop token when its processing ends, however it ends.
 struct RunningGuard {
     shared: Arc<Shared>,
@@ -332,7 +339,7 @@ impl Drop for RunningGuard {
 }
 
 impl Shared {
-    fn lock_running(&self) -> MutexGuard<'_, HashMap<(JobId, u32), CancellationToken>> {
+    fn lock_running(&self) -> MutexGuard<'_, HashMap<(JobId, u32), HeldAttempt>> {
         self.running.lock()
     }
 
@@ -345,7 +352,13 @@ impl Shared {
         if running.contains_key(&key) {
             return None;
         }
-        running.insert(key, token.clone());
+        running.insert(
+            key,
+            HeldAttempt {
+                stop: token.clone(),
+                lease: message.lease.clone(),
+            },
+        );
         Some(RunningGuard {
             shared: Arc::clone(self),
             key,
@@ -407,11 +420,11 @@ impl Shared {
     /// when it is reachable again and has not declared this worker lost, retries it rather
     /// than leaving it RUNNING until its execution timeout.
     fn fence(&self) {
-        let running: Vec<((JobId, u32), CancellationToken)> = self
+        let running: Vec<((JobId, u32), CancellationToken, Option<String>)> = self
             .lock_running()
             .iter()
-            .filter(|(_, token)| !token.is_cancelled())
-            .map(|(key, token)| (*key, token.clone()))
+            .filter(|(_, held)| !held.stop.is_cancelled())
+            .map(|(key, held)| (*key, held.stop.clone(), held.lease.clone()))
             .collect();
         if !running.is_empty() {
             tracing::error!(
@@ -419,7 +432,7 @@ impl Shared {
                 "orchestrator out of reach: stopping every handler"
             );
         }
-        for ((job_id, attempt), token) in running {
+        for ((job_id, attempt), token, lease) in running {
             token.cancel();
             let report = Report {
                 job_id,
@@ -429,6 +442,7 @@ impl Shared {
                     error: "worker lost contact with the orchestrator".to_string(),
                     permanent: false,
                 },
+                lease,
             };
             self.outcomes.spawn(report_outcome(
                 Arc::clone(&self.reporter),
@@ -441,9 +455,9 @@ impl Shared {
 
     /// Stops every attempt of `job_id` this worker runs.
     fn stop_job(&self, job_id: JobId) {
-        for ((running_job, _), token) in self.lock_running().iter() {
+        for ((running_job, _), held) in self.lock_running().iter() {
             if *running_job == job_id {
-                token.cancel();
+                held.stop.cancel();
             }
         }
     }
@@ -454,9 +468,9 @@ impl Shared {
             ControlMessage::Cancel {
                 job_id, attempt, ..
             } => {
-                if let Some(token) = self.lock_running().get(&(*job_id, *attempt)) {
+                if let Some(held) = self.lock_running().get(&(*job_id, *attempt)) {
                     tracing::info!(job_id = %job_id, attempt, "job cancelled: stopping its handler");
-                    token.cancel();
+                    held.stop.cancel();
                 }
             }
         }
@@ -493,6 +507,7 @@ impl Shared {
             attempt: Some(message.attempt),
             worker_id: self.worker_id.clone(),
             kind,
+            lease: message.lease.clone(),
         };
         let Some(running) = self.register_running(message) else {
             // A second copy of an attempt this worker already runs: drop it.
@@ -567,14 +582,22 @@ impl Shared {
         for index in [0, counter] {
             self.n_finished[index].fetch_add(1, Ordering::Relaxed);
         }
+        // A result the orchestrator would refuse fails the attempt for good (it would be too
+        // large again); an error message is cut to what is kept.
         let kind = match outcome {
-            Ok(result) => ReportKind::Completed { result },
+            Ok(result) => match check_result(&result) {
+                Ok(()) => ReportKind::Completed { result },
+                Err(error) => ReportKind::Failed {
+                    error,
+                    permanent: true,
+                },
+            },
             Err(HandlerError::Permanent(error)) => ReportKind::Failed {
-                error,
+                error: truncate_error(&error),
                 permanent: true,
             },
             Err(HandlerError::Retryable(error)) => ReportKind::Failed {
-                error,
+                error: truncate_error(&error),
                 permanent: false,
             },
         };
@@ -621,8 +644,12 @@ impl Shared {
         // Forwards the latest progress while the handler runs (values in between may be skipped).
         let forwarder = {
             let reporter = Arc::clone(&self.reporter);
-            let (job_id, attempt, worker_id) =
-                (message.id, message.attempt, self.worker_id.clone());
+            let (job_id, attempt, worker_id, lease) = (
+                message.id,
+                message.attempt,
+                self.worker_id.clone(),
+                message.lease.clone(),
+            );
             tokio::spawn(async move {
                 while progress_updates.changed().await.is_ok() {
                     let Some(percent) = *progress_updates.borrow_and_update() else {
@@ -634,6 +661,7 @@ impl Shared {
                         attempt: Some(attempt),
                         worker_id: worker_id.clone(),
                         kind,
+                        lease: lease.clone(),
                     };
                     if let Err(error) = reporter.report(report).await {
                         tracing::debug!(%job_id, error = %error_chain(&error), "progress not recorded");

@@ -46,7 +46,29 @@ pub fn report(n: u8, attempt: Option<u32>, w: u8, kind: ReportKind) -> Command {
         attempt,
         worker_id: worker(w),
         kind,
+        lease: None,
     })
+}
+
+/// Which lease token a generated report carries: none, the job's current one (looked up when
+/// the step runs), or a forged one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token {
+    Absent,
+    Current,
+    Forged,
+}
+
+/// The report `command` carrying the token `choice` names; `current` is the job's token now.
+pub fn with_token(mut command: Command, choice: Token, current: Option<String>) -> Command {
+    if let Command::Report(report) = &mut command {
+        report.lease = match choice {
+            Token::Absent => None,
+            Token::Current => current,
+            Token::Forged => Some("0123456789abcdef0123456789abcdef".into()),
+        };
+    }
+    command
 }
 
 /// Commands over 3 jobs and 3 workers, with time passing, including timers (valid, early and
@@ -55,6 +77,7 @@ pub fn report(n: u8, attempt: Option<u32>, w: u8, kind: ReportKind) -> Command {
 #[derive(Debug, Clone)]
 pub enum Step {
     Command(Command),
+    Report(Command, Token),
     FireDueTimers,
     FireStaleTimer(u8, u32, u8),
     RetryFinished(u8),
@@ -64,6 +87,11 @@ pub enum Step {
 pub fn step_strategy() -> impl Strategy<Value = Step> {
     let job = 0u8..3;
     let attempt = prop_oneof![Just(None), (1u32..5).prop_map(Some)];
+    let token = prop_oneof![
+        1 => Just(Token::Absent),
+        4 => Just(Token::Current),
+        1 => Just(Token::Forged),
+    ];
     let kind = prop_oneof![
         Just(ReportKind::Running),
         (0u8..=100).prop_map(|percent| ReportKind::Progress { percent }),
@@ -93,7 +121,7 @@ pub fn step_strategy() -> impl Strategy<Value = Step> {
         });
     prop_oneof![
         3 => register.prop_map(Step::Command),
-        8 => (job.clone(), attempt, 0u8..3, kind).prop_map(|(n, attempt, w, kind)| Step::Command(report(n, attempt, w, kind))),
+        8 => (job.clone(), attempt, 0u8..3, kind, token).prop_map(|(n, attempt, w, kind, token)| Step::Report(report(n, attempt, w, kind), token)),
         1 => job.clone().prop_map(|n| Step::Command(Command::Cancel { id: job_id(n) })),
         1 => (0u8..3).prop_map(|w| Step::Command(Command::WorkerLost { worker_id: worker(w) })),
         1 => (0u64..60).prop_map(|upto| Step::Command(Command::AckEvents { upto })),

@@ -62,12 +62,17 @@ impl FakeOrchestrator {
 
     /// A worker runs the job to completion with `result`.
     pub fn complete(&self, id: JobId, result: Value) {
+        let lease = {
+            let machine = self.machine.lock().expect("machine lock");
+            machine.job(id).and_then(|job| job.lease.clone())
+        };
         for kind in [ReportKind::Running, ReportKind::Completed { result }] {
             self.apply(Command::Report(Report {
                 job_id: id,
                 attempt: Some(1),
                 worker_id: WorkerId("worker-1".to_string()),
                 kind,
+                lease: lease.clone(),
             }))
             .expect("report accepted");
         }

@@ -19,7 +19,8 @@ pub(crate) enum ApiError {
     /// 400: a body or parameter the route cannot use; the message says what it needs.
     #[error("{0}")]
     BadRequest(String),
-    /// 400: the body is not JSON, or not of the route's shape.
+    /// 400: the body is not JSON, or not of the route's shape; 413 when it is larger than the
+    /// route's limit, 415 when it is not declared `application/json`.
     #[error("{what}")]
     BadBody {
         /// What the route expects.
@@ -80,6 +81,14 @@ impl ApiError {
     /// The HTTP status this error answers with.
     fn status(&self) -> StatusCode {
         match self {
+            ApiError::BadBody { source, .. }
+                if matches!(
+                    source.status(),
+                    StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE
+                ) =>
+            {
+                source.status()
+            }
             ApiError::BadRequest(_) | ApiError::BadBody { .. } | ApiError::Validation(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -90,6 +99,9 @@ impl ApiError {
                 StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::CONFLICT)
             }
             ApiError::TooLargeToForward(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(SubmitError::TooManyWorkers { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_)
             | ApiError::NoLeader

@@ -19,7 +19,7 @@ use distriqueue_core::api::{
     Updated, ACCEPTED, ACKNOWLEDGED, CANCELLED, QUEUED,
 };
 use distriqueue_core::machine::Applied;
-use distriqueue_core::protocol::parse_status_report;
+use distriqueue_core::protocol::{check_report, parse_status_report};
 use distriqueue_core::request::parse_job_request;
 use distriqueue_core::{
     Command, JobId, JobResponse, JobStatus, Millis, Outcome, Report, ReportKind, WorkerHeartbeat,
@@ -365,11 +365,38 @@ async fn retry(
             stored.id
         )));
     }
+    check_retry_snapshot(&stored)?;
     let Applied { job, .. } = applied(handle.retry(&stored).await)?;
     Ok(Json(JobChanged {
         status: QUEUED.to_string(),
         job: job.map(|job| *job),
     }))
+}
+
+/// Most attempts a retry's snapshot may carry: the history of about ten chains at the largest
+/// `maxRetries`.
+const MAX_PREVIOUS_ATTEMPTS: usize = 10_000;
+
+/// Checks what a retry takes from the caller's snapshot (issue 11): its spec within the bounds
+/// of a job request, the attempt and version under the machine's floors (so no number can
+/// overflow), a bounded history. What the orchestrator holds itself (a tombstone's attempt and
+/// version) wins over the snapshot's in the state machine. Errors: 400 naming the field.
+fn check_retry_snapshot(stored: &JobResponse) -> Result<(), ApiError> {
+    use distriqueue_core::machine::{MAX_ATTEMPT_FLOOR, MAX_VERSION_FLOOR};
+    distriqueue_core::request::JobSpec::from_response(stored)
+        .check("")
+        .map_err(ApiError::Validation)?;
+    if stored.attempt > MAX_ATTEMPT_FLOOR || stored.version > MAX_VERSION_FLOOR {
+        return Err(ApiError::BadRequest(format!(
+            "attempt must be at most {MAX_ATTEMPT_FLOOR} and version at most {MAX_VERSION_FLOOR}"
+        )));
+    }
+    if stored.attempts.len() > MAX_PREVIOUS_ATTEMPTS {
+        return Err(ApiError::BadRequest(format!(
+            "attempts must list at most {MAX_PREVIOUS_ATTEMPTS} attempts"
+        )));
+    }
+    Ok(())
 }
 
 /// `GET /api/jobs/snapshots` (for gateways; not in CONTRACT.md): `{jobs: [JobResponse]}`, the
@@ -475,6 +502,15 @@ async fn register_batch(
     body: Result<Json<RegisterBatch>, JsonRejection>,
 ) -> Result<Json<BatchResults<Registered>>, ApiError> {
     let RegisterBatch { jobs } = read_body(body, "bad register batch")?;
+    let mut violations = distriqueue_core::request::Violations::new();
+    for (index, job) in jobs.iter().enumerate() {
+        if let Err(bad) = job.spec.check(&format!("jobs[{index}].")) {
+            violations.extend(bad);
+        }
+    }
+    if !violations.is_empty() {
+        return Err(ApiError::Validation(violations));
+    }
     let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
     let Committed {
         outcomes,
@@ -619,7 +655,11 @@ async fn report_batch(
     State(handle): State<OrchestratorHandle>,
     body: Result<Json<ReportBatch>, JsonRejection>,
 ) -> Result<Json<BatchResults<Updated>>, ApiError> {
-    let ReportBatch { reports } = read_body(body, "bad report batch")?;
+    let ReportBatch { mut reports } = read_body(body, "bad report batch")?;
+    for (index, report) in reports.iter_mut().enumerate() {
+        check_report(report)
+            .map_err(|message| ApiError::BadRequest(format!("reports[{index}]: {message}")))?;
+    }
     let takers: Vec<Option<WorkerId>> = reports.iter().map(lease_taker).collect();
     let Committed {
         outcomes,
@@ -646,6 +686,7 @@ async fn report_batch(
     responses(
         (status = 200, description = "Recorded: the jobs this worker must stop", body = HeartbeatAnswer),
         (status = 400, description = "A bad body", body = ErrorBody),
+        (status = 429, description = "A new worker id while the leader knows as many workers as it keeps (4096)", body = ErrorBody),
         (status = 503, description = "This node cannot confirm it leads (or no leader is ready)", body = ErrorBody),
     )
 )]
@@ -654,9 +695,7 @@ async fn heartbeat(
     body: Result<Json<WorkerHeartbeat>, JsonRejection>,
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
     let heartbeat = read_body(body, "bad heartbeat")?;
-    if heartbeat.worker_id.0.trim().is_empty() {
-        return Err(ApiError::BadRequest("worker_id must not be blank".into()));
-    }
+    WorkerId::parse(&heartbeat.worker_id.0).map_err(ApiError::BadRequest)?;
     let cancel = handle.heartbeat(heartbeat).await?;
     Ok(Json(HeartbeatAnswer {
         status: ACKNOWLEDGED.to_string(),
