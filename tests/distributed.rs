@@ -130,15 +130,25 @@ async fn kill_minus_nine_of_a_worker_reruns_its_unfinished_jobs_on_the_other() {
         let priority = ["LOW", "MEDIUM", "HIGH"][n % 3];
         ids.push(submit_ok(&client, &gateway, &sleep_job(200, priority)).await);
     }
-    // Kill w0 once it has finished a few jobs and runs others.
+    // Kill w0 once it has finished a few jobs and runs others (on a loaded machine its slots
+    // may all be waiting for lease answers at a given moment: wait for a started one).
     let killed_ledger = cluster.ledger("w0");
-    wait_until(DEADLINE, "w0 to finish some jobs", || async {
-        read_ledger(&killed_ledger)
-            .iter()
-            .filter(|line| line.event == "finish")
-            .count()
-            >= 8
-    })
+    wait_until(
+        DEADLINE,
+        "w0 to finish some jobs and run others",
+        || async {
+            let lines = read_ledger(&killed_ledger);
+            let finished: HashSet<&str> = lines
+                .iter()
+                .filter(|line| line.event == "finish")
+                .map(|line| line.job_id.as_str())
+                .collect();
+            let running = lines
+                .iter()
+                .any(|line| line.event == "start" && !finished.contains(line.job_id.as_str()));
+            finished.len() >= 8 && running
+        },
+    )
     .await;
     cluster.workers[0].kill();
     for id in &ids {
