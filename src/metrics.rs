@@ -94,6 +94,7 @@ pub(crate) async fn serve_worker_metrics(
         .await
         .with_context(|| format!("cannot listen on {addr} for the worker's metrics"))?;
     let local_addr = listener.local_addr()?;
+    let open = guard.keys.is_empty();
     let router = Router::new()
         .route(
             "/metrics",
@@ -110,11 +111,11 @@ pub(crate) async fn serve_worker_metrics(
             guard,
             auth::require_key,
         ));
-    let served = distriqueue_util::serve::serve(
-        listener,
-        router,
-        distriqueue_util::serve::ServerLimits::default(),
-        shutdown.cancelled_owned(),
-    );
+    let limits = distriqueue_util::serve::ServerLimits {
+        check_host_on_loopback: open,
+        ..distriqueue_util::serve::ServerLimits::default()
+    };
+    let served =
+        distriqueue_util::serve::serve(listener, router, limits, shutdown.cancelled_owned());
     Ok((local_addr, tokio::spawn(served)))
 }

@@ -246,6 +246,12 @@ settings! {
             env ["DQ_MAX_QUEUED_JOBS"]
             flags [Serve "max-queued-jobs", Run "max-queued-jobs", Orchestrator "max-queued-jobs"]
             redact No;
+        /// Most bytes of payload (JSON) the PENDING + QUEUED jobs may hold together (429 past
+        /// it): the replicated state keeps them in memory on every node.
+        max_queued_bytes: u64 = OrchestratorConfig::default().max_queued_bytes.unwrap_or(u64::MAX);
+            env ["DQ_MAX_QUEUED_BYTES"]
+            flags [Serve "max-queued-bytes", Run "max-queued-bytes", Orchestrator "max-queued-bytes"]
+            redact No;
         /// Backoff before the first retry, in milliseconds; it doubles with each retry (a job's
         /// `retryBackoffMs` overrides it).
         retry_backoff_base_ms: u64 = RetryPolicy::default().base_ms;
@@ -586,6 +592,7 @@ impl Config {
             data_dir: self.data_dir.join("orchestrator"),
             node_id: settings.node_id,
             max_queued: Some(settings.max_queued_jobs),
+            max_queued_bytes: Some(settings.max_queued_bytes),
             retry_policy: RetryPolicy {
                 base_ms: settings.retry_backoff_base_ms,
                 max_ms: settings.retry_backoff_max_ms,

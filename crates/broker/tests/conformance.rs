@@ -34,6 +34,7 @@ fn events(n: u128) -> Vec<StatusEvent> {
             id: JobId(uuid::Uuid::from_u128(n)),
             spec: Box::new(spec.clone()),
             max_queued: None,
+            max_queued_bytes: None,
             policy: Default::default(),
         })
         .collect();

@@ -50,6 +50,10 @@ pub enum Command {
         spec: Box<JobSpec>,
         /// Most PENDING + QUEUED jobs allowed; `None`: no cap. A full queue refuses with 429.
         max_queued: Option<u64>,
+        /// Most bytes of payload (encoded as JSON) the PENDING + QUEUED jobs may hold together;
+        /// `None`: no cap. Past it, 429 (issue 11: admission bounded in bytes as well as jobs).
+        #[serde(default)]
+        max_queued_bytes: Option<u64>,
         /// The server's retry policy, kept with the job ([`RetryPolicy::default`] when absent).
         #[serde(default)]
         policy: RetryPolicy,
@@ -277,6 +281,12 @@ pub enum Refusal {
         /// The cap: most PENDING + QUEUED jobs allowed.
         cap: u64,
     },
+    /// `Register` past the admission cap in bytes (429).
+    #[error("queue full: the waiting jobs' payloads would pass {cap_bytes} bytes")]
+    QueueFullBytes {
+        /// The cap: most bytes of payload the PENDING + QUEUED jobs may hold.
+        cap_bytes: u64,
+    },
     /// `Retry` of a job that is live or COMPLETED (409).
     #[error("job {id} is {status}; only FAILED, TIMEOUT or CANCELLED jobs can be retried")]
     NotRetryable {
@@ -292,7 +302,7 @@ impl Refusal {
     pub fn http_status(&self) -> u16 {
         match self {
             Refusal::NotFound(_) => 404,
-            Refusal::QueueFull { .. } => 429,
+            Refusal::QueueFull { .. } | Refusal::QueueFullBytes { .. } => 429,
             _ => 409,
         }
     }
@@ -455,6 +465,10 @@ pub struct JobRecord {
     /// Every attempt so far, oldest first.
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
+    /// The payload's size encoded as JSON, in bytes: what it counts against the admission cap
+    /// in bytes while it waits.
+    #[serde(default)]
+    pub payload_bytes: u64,
     /// The current attempt's lease token ([`lease_token`]), sent in its job message: a report
     /// naming the attempt must carry it (issue 11). `None` in states written before tokens.
     #[serde(default)]
@@ -469,6 +483,7 @@ impl JobRecord {
     /// A new job's record before its first change: QUEUED, attempt 1, version 0 (the register
     /// change makes it 1).
     pub fn queued(id: JobId, spec: JobSpec, created_at: Millis) -> JobRecord {
+        let payload_bytes = payload_bytes(&spec);
         JobRecord {
             id,
             spec,
@@ -487,6 +502,7 @@ impl JobRecord {
             policy: RetryPolicy::default(),
             due_at: None,
             attempts: Vec::new(),
+            payload_bytes,
             lease: None,
             fenced: false,
         }
@@ -627,6 +643,9 @@ pub struct State {
     tombstone_order: VecDeque<(Millis, JobId)>,
     /// Number of PENDING + QUEUED jobs: the admission cap's measure.
     n_waiting: u64,
+    /// Bytes of payload the PENDING + QUEUED jobs hold: the admission cap in bytes' measure.
+    #[serde(default)]
+    bytes_waiting: u64,
     /// The last sequence number handed out (0: none yet).
     last_seq: u64,
     /// Every event up to here reached the read model.
@@ -666,9 +685,9 @@ fn draw(seed: u64, id: JobId, attempt: u32) -> u64 {
 
 /// The lease token of attempt `attempt` of job `id` dispatched in a batch with `seed`: 32 hex
 /// digits, the first 128 bits of SHA-256 over a domain tag, the seed, the id and the attempt.
-/// Every node derives the same token from the log; a worker knowing its own token learns nothing
-/// of another job's (the hash is one-way), and guessing one takes about 2^63 tries of the
-/// leader's 64-bit random seed.
+/// Every node derives the same token from the log. Guessing a token online takes about 2^63
+/// reports (the leader's seed is 64 random bits); a worker knowing one token could learn the
+/// other tokens of its batch only by searching the seed offline, about 2^64 SHA-256 runs.
 pub fn lease_token(seed: u64, id: JobId, attempt: u32) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
@@ -681,6 +700,11 @@ pub fn lease_token(seed: u64, id: JobId, attempt: u32) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+/// A spec's payload size encoded as JSON, in bytes.
+fn payload_bytes(spec: &JobSpec) -> u64 {
+    u64::try_from(crate::encoded_len(&spec.payload)).unwrap_or(u64::MAX)
 }
 
 /// Compares a presented lease token with the attempt's in time independent of where they first
@@ -739,8 +763,16 @@ impl State {
                 id,
                 spec,
                 max_queued,
+                max_queued_bytes,
                 policy,
-            } => self.register(batch, *id, spec, *max_queued, *policy, effects),
+            } => self.register(
+                batch,
+                *id,
+                spec,
+                (*max_queued, *max_queued_bytes),
+                *policy,
+                effects,
+            ),
             Command::Report(report) => self.report(batch, report, effects),
             Command::Cancel { id } => self.cancel(now, *id, effects),
             Command::Retry {
@@ -788,12 +820,12 @@ impl State {
         batch: &Batch,
         id: JobId,
         spec: &JobSpec,
-        max_queued: Option<u64>,
+        caps: (Option<u64>, Option<u64>),
         policy: RetryPolicy,
         effects: &mut Vec<Effect>,
     ) -> Outcome {
         let now = batch.now;
-        if let Some(answer) = self.register_answer(id, spec, max_queued) {
+        if let Some(answer) = self.register_answer(id, spec, caps) {
             return answer;
         }
         let mut record = JobRecord::queued(id, spec.clone(), now);
@@ -819,7 +851,7 @@ impl State {
         if let Some(timer) = record.timer() {
             effects.push(Effect::ArmTimer(timer));
         }
-        self.n_waiting += 1;
+        self.start_waiting(record.payload_bytes);
         self.jobs.insert(id, record);
         let dispatch = due.is_none().then_some(batch.seed);
         let job = self.changed(now, id, dispatch, effects);
@@ -832,14 +864,16 @@ impl State {
 
     /// What a `Register` of `id` with `spec` answers without creating a job: the first job for
     /// a repeat of the id or of the idempotency key (`created: false`), or
-    /// [`Refusal::QueueFull`] when `max_queued` jobs already wait; `None` when it would create
-    /// the job. Hosts answer these before proposing (issue 11: repeats never grow the log);
-    /// `apply` decides again, in log order.
+    /// [`Refusal::QueueFull`] when `max_queued` jobs already wait, or
+    /// [`Refusal::QueueFullBytes`] when the job's payload would take the waiting jobs past
+    /// `max_queued_bytes`; `None` when it would create the job. `caps` is `(max_queued,
+    /// max_queued_bytes)`. Hosts answer these before proposing (issue 11: repeats never grow
+    /// the log); `apply` decides again, in log order.
     pub fn register_answer(
         &self,
         id: JobId,
         spec: &JobSpec,
-        max_queued: Option<u64>,
+        (max_queued, max_queued_bytes): (Option<u64>, Option<u64>),
     ) -> Option<Outcome> {
         let known = spec
             .idempotency_key
@@ -861,8 +895,14 @@ impl State {
         if known.is_some() || self.tombstones.contains_key(&existing) {
             return repeat(None);
         }
-        match max_queued {
-            Some(cap) if self.n_waiting >= cap => Some(Err(Refusal::QueueFull { cap })),
+        if let Some(cap) = max_queued.filter(|cap| self.n_waiting >= *cap) {
+            return Some(Err(Refusal::QueueFull { cap }));
+        }
+        let bytes = self.bytes_waiting.saturating_add(payload_bytes(spec));
+        match max_queued_bytes {
+            Some(cap_bytes) if bytes > cap_bytes => {
+                Some(Err(Refusal::QueueFullBytes { cap_bytes }))
+            }
             _ => None,
         }
     }
@@ -939,7 +979,8 @@ impl State {
                 if let Some(timer) = record.timer() {
                     effects.push(Effect::ArmTimer(timer));
                 }
-                self.n_waiting -= 1;
+                let bytes = record.payload_bytes;
+                self.stop_waiting(bytes);
             }
             ReportKind::Progress { percent } => {
                 if !holds_lease {
@@ -1066,7 +1107,8 @@ impl State {
                 record.worker_id = None;
                 record.started_at = None;
                 record.progress = None;
-                self.n_waiting += 1;
+                let bytes = record.payload_bytes;
+                self.start_waiting(bytes);
                 true
             }
             TimerKind::ExecutionTimeout => {
@@ -1122,7 +1164,8 @@ impl State {
         record.due_at = None;
         record.completed_at = Some(now);
         if was_waiting {
-            self.n_waiting -= 1;
+            let bytes = record.payload_bytes;
+            self.stop_waiting(bytes);
         }
         let job = self.changed(now, id, None, effects);
         Ok(Applied {
@@ -1193,7 +1236,7 @@ impl State {
                     .and_then(crate::time::parse_client_time),
             })
             .collect();
-        self.n_waiting += 1;
+        self.start_waiting(record.payload_bytes);
         self.jobs.insert(id, record);
         let job = self.changed(batch.now, id, Some(batch.seed), effects);
         Ok(Applied {
@@ -1295,6 +1338,23 @@ impl State {
     /// PENDING + QUEUED jobs: what the admission cap counts.
     pub fn n_waiting(&self) -> u64 {
         self.n_waiting
+    }
+
+    /// Bytes of payload the PENDING + QUEUED jobs hold: what the admission cap in bytes counts.
+    pub fn bytes_waiting(&self) -> u64 {
+        self.bytes_waiting
+    }
+
+    /// A job of `bytes` of payload starts waiting (PENDING or QUEUED).
+    fn start_waiting(&mut self, bytes: u64) {
+        self.n_waiting += 1;
+        self.bytes_waiting = self.bytes_waiting.saturating_add(bytes);
+    }
+
+    /// A waiting job of `bytes` of payload starts running or is cancelled.
+    fn stop_waiting(&mut self, bytes: u64) {
+        self.n_waiting -= 1;
+        self.bytes_waiting = self.bytes_waiting.saturating_sub(bytes);
     }
 
     /// The last event sequence number handed out (0 when none).

@@ -592,10 +592,33 @@ fn register_is_idempotent_and_capped() {
             id,
             spec,
             max_queued: Some(1),
+            max_queued_bytes: None,
             policy,
         },
     );
     assert_eq!(outcome, Err(Refusal::QueueFull { cap: 1 }));
+    // The cap in bytes: the waiting job's payload (`{}`, 2 bytes) plus a new one's.
+    let waiting = state.bytes_waiting();
+    assert!(waiting > 0);
+    let Command::Register {
+        id, spec, policy, ..
+    } = register(2)
+    else {
+        unreachable!()
+    };
+    let command = |cap_bytes| Command::Register {
+        id,
+        spec: spec.clone(),
+        max_queued: None,
+        max_queued_bytes: Some(cap_bytes),
+        policy,
+    };
+    let (outcome, _) = apply(&mut state, 3, command(waiting));
+    assert_eq!(outcome, Err(Refusal::QueueFullBytes { cap_bytes: waiting }));
+    assert_eq!(outcome.expect_err("refused").http_status(), 429);
+    let (outcome, _) = apply(&mut state, 3, command(2 * waiting + 1_000));
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert!(state.bytes_waiting() > waiting);
 }
 
 #[test]
@@ -848,6 +871,8 @@ proptest! {
             }
             let waiting = state.jobs().filter(|j| matches!(j.status, JobStatus::Pending | JobStatus::Queued)).count() as u64;
             prop_assert_eq!(state.n_waiting(), waiting);
+            let bytes: u64 = state.jobs().filter(|j| matches!(j.status, JobStatus::Pending | JobStatus::Queued)).map(|j| j.payload_bytes).sum();
+            prop_assert_eq!(state.bytes_waiting(), bytes);
             for job in state.jobs() {
                 let has_timer = |kind| oracle.armed.iter().any(|t| t.job_id == job.id && t.attempt == job.attempt && t.kind == kind);
                 match job.status {

@@ -9,12 +9,11 @@ use std::time::Duration;
 use distriqueue_broker::EventReceiver;
 use distriqueue_core::{JobId, JobResponse, StatusEvent};
 use distriqueue_util::error_chain;
-use distriqueue_util::retry::{until_ok, Backoff};
+use distriqueue_util::retry::Backoff;
 use tokio::sync::watch;
 
 use crate::sse::SseUpdate;
 use crate::state::AppState;
-use crate::writer::StoreWriter;
 
 /// Most events taken and stored per batch.
 pub const FEED_BATCH: usize = 512;
@@ -71,7 +70,7 @@ pub(crate) fn spawn(
         while let Some(batch) = events.recv_batch(FEED_BATCH).await {
             if role == FeedRole::Store {
                 let snapshots = newest_snapshots(&batch);
-                upsert_until_stored(&state.writer, snapshots).await;
+                upsert_until_stored(&state, snapshots).await;
                 events.acknowledge().await;
             }
             let fresh: Vec<&StatusEvent> = {
@@ -125,13 +124,55 @@ fn newest_snapshots(batch: &[StatusEvent]) -> Vec<(JobResponse, u64)> {
     snapshots
 }
 
-/// Upserts until the store takes the batch: an event is never dropped, since the watermark
-/// must not pass an event the read model lacks.
-async fn upsert_until_stored(writer: &StoreWriter, snapshots: Vec<(JobResponse, u64)>) {
-    until_ok("store lifecycle events", STORE_BACKOFF, || {
-        writer.write_events(snapshots.clone())
-    })
-    .await;
+/// Upserts until the store takes the batch: an event is never dropped because the store is
+/// away or busy, since the watermark must not pass an event the read model lacks. A batch the
+/// store refuses for its data ([`WriteError::is_unstorable_row`]: NUL in text, a value too
+/// long) holds a row it can never store (issue 11, item 7): its rows are then stored one at a
+/// time, and each one refused for its data alone is logged as an error and skipped, so the feed
+/// moves on. That job's row then lags until a later event stores it.
+async fn upsert_until_stored(state: &AppState, snapshots: Vec<(JobResponse, u64)>) {
+    let mut pending = snapshots;
+    let mut delays = STORE_BACKOFF.delays();
+    loop {
+        let error = match state.writer.write_events(pending.clone()).await {
+            Ok(()) => return,
+            Err(error) if error.is_unstorable_row() => {
+                pending = store_one_by_one(state, pending).await;
+                if pending.is_empty() {
+                    return;
+                }
+                continue;
+            }
+            Err(error) => error,
+        };
+        let delay = delays.next().unwrap_or(STORE_BACKOFF.max);
+        tracing::warn!(error = %error_chain(&error), ?delay, "storing lifecycle events failed; retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Stores `rows` one at a time through the writer, skipping (and logging) each that the store
+/// refuses for its data; returns the rest from the first row that failed otherwise (to retry).
+async fn store_one_by_one(
+    state: &AppState,
+    rows: Vec<(JobResponse, u64)>,
+) -> Vec<(JobResponse, u64)> {
+    let mut rows = rows.into_iter();
+    while let Some(row) = rows.next() {
+        match state.writer.write_events(vec![row.clone()]).await {
+            Ok(()) => {}
+            Err(error) if error.is_unstorable_row() => {
+                tracing::error!(
+                    job_id = %row.0.id,
+                    seq = row.1,
+                    error = %error_chain(&error),
+                    "the read model cannot store this job's row: skipped"
+                );
+            }
+            Err(_) => return std::iter::once(row).chain(rows).collect(),
+        }
+    }
+    Vec::new()
 }
 
 /// Applies the orchestrator's live snapshots to the read model now and every

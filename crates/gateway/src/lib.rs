@@ -221,13 +221,17 @@ impl Gateway {
         let reconciler = tokio::spawn(feed::reconcile(self.state.clone()));
         let _stop_reconciling = AbortOnDrop(reconciler);
         let streams_closed = self.state.streams_closed();
+        let limits = ServerLimits {
+            check_host_on_loopback: self.state.config.api_keys.is_empty(),
+            ..ServerLimits::default()
+        };
         let app = router(self.state);
         tracing::info!(addr = %self.local_addr, "gateway listening");
         let stop = async move {
             shutdown.cancelled().await;
             streams_closed.cancel();
         };
-        distriqueue_util::serve::serve(self.listener, app, ServerLimits::default(), stop)
+        distriqueue_util::serve::serve(self.listener, app, limits, stop)
             .await
             .map_err(GatewayError::Serve)
     }

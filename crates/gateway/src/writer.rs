@@ -21,6 +21,13 @@ pub(crate) struct StoreWriter {
     batcher: Batcher<Snapshots, Result<(), WriteError>>,
 }
 
+impl WriteError {
+    /// True when the store refused the rows themselves ([`StoreError::is_unstorable_row`]).
+    pub(crate) fn is_unstorable_row(&self) -> bool {
+        matches!(self, WriteError::Store(error) if error.is_unstorable_row())
+    }
+}
+
 /// Why snapshots were not stored.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum WriteError {

@@ -38,6 +38,7 @@ pub struct OrchestratorHandle {
     pub(crate) raft: Raft<TypeConfig>,
     pub(crate) node_id: NodeId,
     pub(crate) max_queued: Option<u64>,
+    pub(crate) max_queued_bytes: Option<u64>,
     pub(crate) retry_policy: RetryPolicy,
     pub(crate) workers: Arc<Registry>,
     /// The term of this node's running leader duties, `None` while it does not lead.
@@ -154,7 +155,7 @@ impl OrchestratorHandle {
     ) -> Result<Committed, SubmitError> {
         let early: Vec<Option<Outcome>> = self.read(|state| {
             jobs.iter()
-                .map(|(id, spec)| state.register_answer(*id, spec, self.max_queued))
+                .map(|(id, spec)| state.register_answer(*id, spec, self.caps()))
                 .collect()
         });
         let commands: Vec<Command> = jobs
@@ -191,6 +192,7 @@ impl OrchestratorHandle {
             id,
             spec: Box::new(spec),
             max_queued: self.max_queued,
+            max_queued_bytes: self.max_queued_bytes,
             policy: self.retry_policy,
         }
     }
@@ -199,7 +201,7 @@ impl OrchestratorHandle {
     /// of the id or of the idempotency key answers with the first job, and a full queue with
     /// 429, from the applied state without proposing anything (issue 11).
     pub async fn register(&self, id: JobId, spec: JobSpec) -> Result<Outcome, SubmitError> {
-        if let Some(answer) = self.read(|state| state.register_answer(id, &spec, self.max_queued)) {
+        if let Some(answer) = self.read(|state| state.register_answer(id, &spec, self.caps())) {
             return Ok(answer);
         }
         self.submit(self.register_command(id, spec)).await
@@ -234,6 +236,11 @@ impl OrchestratorHandle {
     /// The admission cap on PENDING + QUEUED jobs that `Register` commands should carry.
     pub fn max_queued(&self) -> Option<u64> {
         self.max_queued
+    }
+
+    /// The admission caps `Register` commands carry: (jobs, bytes of payload).
+    fn caps(&self) -> (Option<u64>, Option<u64>) {
+        (self.max_queued, self.max_queued_bytes)
     }
 
     /// Records a worker's heartbeat (soft state); returns the jobs it must stop. A stop queued

@@ -46,6 +46,9 @@ pub struct OrchestratorConfig {
     /// The admission cap on PENDING + QUEUED jobs (429 past it); `None` for no cap. Default
     /// 100,000.
     pub max_queued: Option<u64>,
+    /// The admission cap in bytes: most bytes of payload (JSON) the PENDING + QUEUED jobs may
+    /// hold together (429 past it); `None` for no cap. Default 1 GiB.
+    pub max_queued_bytes: Option<u64>,
     /// How failed attempts are retried (stamped into each job at registration).
     pub retry_policy: RetryPolicy,
     /// A worker silent for longer than this is declared lost (its running attempts fail and
@@ -89,6 +92,7 @@ impl Default for OrchestratorConfig {
             data_dir: PathBuf::from("./data/orchestrator"),
             node_id: 1,
             max_queued: Some(100_000),
+            max_queued_bytes: Some(1 << 30),
             retry_policy: RetryPolicy::default(),
             heartbeat_timeout: Duration::from_secs(30),
             max_batch: 1024,
@@ -301,6 +305,7 @@ impl Orchestrator {
             raft: raft.clone(),
             node_id: config.node_id,
             max_queued: config.max_queued,
+            max_queued_bytes: config.max_queued_bytes,
             retry_policy: config.retry_policy,
             workers: Arc::clone(&workers),
             leading,
@@ -388,7 +393,11 @@ impl Orchestrator {
         let peer_server = peer.map(|(peer_listener, router)| {
             let stop = peer_shutdown.clone();
             AbortOnDrop(tokio::spawn(async move {
-                let limits = ServerLimits::default();
+                // Every peer request is signed: a rebinding page cannot forge one.
+                let limits = ServerLimits {
+                    check_host_on_loopback: false,
+                    ..ServerLimits::default()
+                };
                 if let Err(error) =
                     serve::serve(peer_listener, router, limits, stop.cancelled_owned()).await
                 {
@@ -396,10 +405,14 @@ impl Orchestrator {
                 }
             }))
         });
+        let limits = ServerLimits {
+            check_host_on_loopback: handle.api_keys.is_empty(),
+            ..ServerLimits::default()
+        };
         let served = serve::serve(
             listener,
             api::router(handle),
-            ServerLimits::default(),
+            limits,
             shutdown.cancelled_owned(),
         )
         .await

@@ -41,6 +41,7 @@ async fn silent_worker_is_declared_lost_and_its_attempt_retried() {
         id,
         spec: Box::new(spec),
         max_queued: None,
+        max_queued_bytes: None,
         policy: handle.retry_policy(),
     };
     handle

@@ -28,6 +28,7 @@ fn register(id: JobId) -> Command {
         id,
         spec: Box::new(spec),
         max_queued: None,
+        max_queued_bytes: None,
         policy: Default::default(),
     }
 }

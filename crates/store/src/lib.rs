@@ -274,6 +274,22 @@ fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+impl StoreError {
+    /// True when the database refused the data itself, so that the same row can never be
+    /// stored: a snapshot this store cannot encode, PostgreSQL's data exceptions (SQLSTATE class
+    /// 22, such as NUL in text, and 54000, a value too long) or SQLite's "too big". Every
+    /// other error (a connection, a lock, a full disk, a timeout) may pass and is worth a retry.
+    pub fn is_unstorable_row(&self) -> bool {
+        match self {
+            StoreError::InvalidSnapshot { .. } => true,
+            StoreError::Database(sqlx::Error::Database(error)) => error
+                .code()
+                .is_some_and(|code| code.starts_with("22") || code == "54000" || code == "18"),
+            _ => false,
+        }
+    }
+}
+
 impl Store {
     /// Opens the database at `url` and applies the migrations of its backend.
     ///

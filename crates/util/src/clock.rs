@@ -19,10 +19,12 @@ pub fn new_job_id() -> JobId {
     JobId(uuid::Uuid::new_v4())
 }
 
-/// 64 random bits (a v4 UUID's first half): the leader's seed for a log entry, the source of
-/// backoff jitter that every node then replays alike.
+/// 64 random bits: the leader's seed for a log entry, the source of backoff jitter and lease
+/// tokens that every node then replays alike. A v4 UUID has 122 random bits; its halves are
+/// folded so that the fixed version and variant bits of one meet random bits of the other.
 pub fn random_u64() -> u64 {
-    uuid::Uuid::new_v4().as_u64_pair().0
+    let (high, low) = uuid::Uuid::new_v4().as_u64_pair();
+    high ^ low.rotate_left(32)
 }
 
 /// A short random text (8 hex digits) to tell apart ids minted by one process, such as a

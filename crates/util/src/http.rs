@@ -43,7 +43,7 @@ pub async fn json_errors_only(response: Response) -> Response {
 /// Adds to every operation of `document` the error answers any route may give that its own
 /// annotation does not list: 413 and 415 on every operation that takes a body (the body limits,
 /// JSON only), 400 on every operation with a path parameter (a path that does not decode), 421
-/// and 503 everywhere (the bounds of [`crate::serve`]). Each is the contract's `ErrorBody`.
+/// 503 and 504 everywhere (the bounds of [`crate::serve`]). Each is the contract's `ErrorBody`.
 pub fn document_common_errors(document: &mut OpenApi) {
     for item in document.paths.paths.values_mut() {
         let operations = [
@@ -68,7 +68,16 @@ pub fn document_common_errors(document: &mut OpenApi) {
                 "421",
                 "A Host that does not name this machine, on a loopback address",
             );
-            add_error(operation, "503", "The server answers as many requests as it takes, or this one took too long: try again");
+            add_error(
+                operation,
+                "503",
+                "The server answers as many requests as it takes: try again",
+            );
+            add_error(
+                operation,
+                "504",
+                "Not answered within the request timeout; a write may still have taken effect",
+            );
             let has_path_parameter = operation.parameters.iter().flatten().any(|parameter| {
                 matches!(parameter, RefOr::T(parameter) if matches!(parameter.parameter_in, ParameterIn::Path))
             });

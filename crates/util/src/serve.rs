@@ -5,11 +5,11 @@
 //! [`ServerLimits::max_connections`] open connections (the next waits in the kernel's backlog),
 //! request headers within [`ServerLimits::header_timeout`] (a slow-loris client is cut off),
 //! at most [`ServerLimits::max_in_flight`] requests being answered at once (more get 503 at
-//! once) and each answered within [`ServerLimits::request_timeout`] (503 after it, reading a
+//! once) and each answered within [`ServerLimits::request_timeout`] (504 after it, reading a
 //! slow body included). A streaming answer (SSE) counts only until its headers are sent. A
-//! server bound to a loopback address answers only requests whose `Host` names this machine
-//! (`localhost`, `*.localhost` or a loopback address; 421 otherwise), so a web page cannot
-//! reach it by DNS rebinding.
+//! server without API keys bound to a loopback address answers only requests whose `Host`
+//! names this machine (`localhost`, `*.localhost` or a loopback address; 421 otherwise), so a
+//! web page cannot reach it by DNS rebinding ([`ServerLimits::check_host_on_loopback`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,6 +27,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+/// Longest wait at shutdown for the open connections to finish their requests.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
 /// Bounds on what one server takes from its clients. The defaults suit every role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
@@ -38,8 +41,12 @@ pub struct ServerLimits {
     /// answer; the connection is closed after it. Default 10 s.
     pub header_timeout: Duration,
     /// Longest time to answer a request, reading its body included (a stream's body is not
-    /// counted); 503 after it. Default 30 s.
+    /// counted); 504 after it. Default 30 s.
     pub request_timeout: Duration,
+    /// Bound to a loopback address, answer only a `Host` naming this machine (421 otherwise).
+    /// Default true; servers with API keys turn it off (a page that rebinds a name has no key,
+    /// and a TLS proxy on the same machine forwards its public name).
+    pub check_host_on_loopback: bool,
 }
 
 impl Default for ServerLimits {
@@ -49,6 +56,7 @@ impl Default for ServerLimits {
             max_in_flight: 256,
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            check_host_on_loopback: true,
         }
     }
 }
@@ -68,7 +76,7 @@ pub async fn serve(
     let bounds = Arc::new(RequestBounds {
         in_flight: Semaphore::new(limits.max_in_flight),
         timeout: limits.request_timeout,
-        loopback: listener.local_addr()?.ip().is_loopback(),
+        loopback: limits.check_host_on_loopback && listener.local_addr()?.ip().is_loopback(),
     });
     let router = router.layer(axum::middleware::from_fn_with_state(bounds, bound_request));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -124,7 +132,17 @@ pub async fn serve(
     drop(closing);
     // With no connection left there is nobody to tell: nothing to do then.
     let _ = close.send(());
-    close.closed().await;
+    // A client that stops reading must not hold shutdown: connections still open after the
+    // drain time are left to end with the process.
+    if tokio::time::timeout(DRAIN_TIME, close.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            n_connections = close.receiver_count(),
+            "connections still open after the drain time: not waiting for them"
+        );
+    }
     Ok(())
 }
 
@@ -132,7 +150,7 @@ pub async fn serve(
 struct RequestBounds {
     in_flight: Semaphore,
     timeout: Duration,
-    /// Bound to a loopback address: the `Host` must name this machine.
+    /// Bound to a loopback address without API keys: the `Host` must name this machine.
     loopback: bool,
 }
 
@@ -181,10 +199,15 @@ async fn bound_request(
     };
     match tokio::time::timeout(bounds.timeout, next.run(request)).await {
         Ok(response) => Ok(response),
-        Err(_) => Ok(busy(&format!(
-            "the request was not answered within {} s",
-            bounds.timeout.as_secs()
-        ))),
+        // Not "try again": a write may have taken effect (repeat it with its idempotency key).
+        Err(_) => Ok((
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(ErrorBody::new(format!(
+                "the request was not answered within {} s; a write may still have taken effect",
+                bounds.timeout.as_secs()
+            ))),
+        )
+            .into_response()),
     }
 }
 

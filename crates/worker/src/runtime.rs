@@ -578,10 +578,6 @@ impl Shared {
         if let Some(ledger) = &self.ledger {
             ledger.record("finish", message.id, message.attempt, &self.worker_id);
         }
-        let counter = if outcome.is_ok() { 1 } else { 2 };
-        for index in [0, counter] {
-            self.n_finished[index].fetch_add(1, Ordering::Relaxed);
-        }
         // A result the orchestrator would refuse fails the attempt for good (it would be too
         // large again); an error message is cut to what is kept.
         let kind = match outcome {
@@ -601,6 +597,14 @@ impl Shared {
                 permanent: false,
             },
         };
+        let counter = if matches!(kind, ReportKind::Completed { .. }) {
+            1
+        } else {
+            2
+        };
+        for index in [0, counter] {
+            self.n_finished[index].fetch_add(1, Ordering::Relaxed);
+        }
         // The slot is free once the handler is done; the outcome is committed in the background
         // (retried until accepted or refused) and shutdown waits for it.
         let report = report(kind);

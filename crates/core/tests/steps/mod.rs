@@ -36,6 +36,7 @@ pub fn register_with(n: u8, request: Value) -> Command {
         id: job_id(n),
         spec: Box::new(spec),
         max_queued: None,
+        max_queued_bytes: None,
         policy: POLICY,
     }
 }

@@ -91,6 +91,7 @@ impl Orchestrator for FakeOrchestrator {
             id,
             spec: Box::new(spec),
             max_queued: None,
+            max_queued_bytes: None,
             policy: RetryPolicy::default(),
         })?;
         Ok(Registered {
@@ -111,6 +112,7 @@ impl Orchestrator for FakeOrchestrator {
                 id,
                 spec: Box::new(spec),
                 max_queued: None,
+                max_queued_bytes: None,
                 policy: RetryPolicy::default(),
             })
             .collect();

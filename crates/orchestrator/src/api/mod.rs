@@ -696,6 +696,18 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
     let heartbeat = read_body(body, "bad heartbeat")?;
     WorkerId::parse(&heartbeat.worker_id.0).map_err(ApiError::BadRequest)?;
+    // The leader keeps each heartbeat: its free texts are bounded like names (blank allowed).
+    for (field, text) in [
+        ("worker_type", Some(heartbeat.worker_type.as_str())),
+        ("instance", heartbeat.instance.as_deref()),
+    ] {
+        if let Some(message) = text
+            .filter(|text| !text.is_empty())
+            .and_then(|text| distriqueue_core::model::check_label(text).err())
+        {
+            return Err(ApiError::BadRequest(format!("{field} {message}")));
+        }
+    }
     let cancel = handle.heartbeat(heartbeat).await?;
     Ok(Json(HeartbeatAnswer {
         status: ACKNOWLEDGED.to_string(),
