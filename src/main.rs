@@ -185,9 +185,12 @@ const CLUSTER_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Runs `distriqueue cluster ...` and prints the answer as JSON.
 async fn cluster(config: &Config, command: ClusterVerb) -> anyhow::Result<()> {
-    let client =
+    let mut client =
         distriqueue_client::OrchestratorClient::new(&config.client.orchestrator, CLUSTER_PATIENCE)
             .context("bad --orchestrator URL")?;
+    if let Some(root) = config.client.root_certificate()? {
+        client = client.with_root_certificate(&root)?;
+    }
     let client = match &config.client.api_key {
         Some(key) => client.with_api_key(key),
         None => client,

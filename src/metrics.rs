@@ -116,6 +116,6 @@ pub(crate) async fn serve_worker_metrics(
         ..distriqueue_util::serve::ServerLimits::default()
     };
     let served =
-        distriqueue_util::serve::serve(listener, router, limits, shutdown.cancelled_owned());
+        distriqueue_util::serve::serve(listener, router, limits, None, shutdown.cancelled_owned());
     Ok((local_addr, tokio::spawn(served)))
 }

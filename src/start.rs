@@ -36,6 +36,8 @@ pub struct Started {
     pub worker_id: Option<WorkerId>,
     /// The worker's metrics server's bound address, when it serves one (`worker.metrics_addr`).
     pub metrics_addr: Option<SocketAddr>,
+    /// The gateway and the orchestrator API serve over TLS (`https://`).
+    pub tls: bool,
     /// Ends once every role stopped (after the `shutdown` given to [`start`]); `Err` carries
     /// the first role's failure.
     pub stopped: JoinHandle<anyhow::Result<()>>,
@@ -43,15 +45,17 @@ pub struct Started {
 
 impl Started {
     /// The line a process prints once it serves (`gateway=http://ADDR
-    /// orchestrator=http://ADDR worker=ID metrics=http://ADDR`, for what it runs): tests and scripts wait for
+    /// orchestrator=http://ADDR worker=ID metrics=http://ADDR`, for what it runs; `https://`
+    /// with TLS): tests and scripts wait for
     /// it and read the addresses from it.
     pub fn ready_line(&self) -> String {
         let mut parts = Vec::new();
+        let scheme = if self.tls { "https" } else { "http" };
         if let Some(addr) = self.gateway_addr {
-            parts.push(format!("gateway=http://{addr}"));
+            parts.push(format!("gateway={scheme}://{addr}"));
         }
         if let Some(addr) = self.orchestrator_addr {
-            parts.push(format!("orchestrator=http://{addr}"));
+            parts.push(format!("orchestrator={scheme}://{addr}"));
         }
         if let Some(worker_id) = &self.worker_id {
             parts.push(format!("worker={worker_id}"));
@@ -99,6 +103,7 @@ pub async fn start(
             orchestrator_addr: addresses.orchestrator,
             worker_id: addresses.worker_id,
             metrics_addr: addresses.metrics,
+            tls: config.security.tls_cert.is_some(),
             stopped: tokio::spawn(tasks.wait(broker, shutdown)),
         }),
         Err(error) => {
@@ -135,6 +140,8 @@ async fn start_roles(
         let mut orchestrator_config = config.orchestrator_config();
         orchestrator_config.prometheus = Some(prometheus.clone());
         orchestrator_config.api_keys = api_keys.clone();
+        orchestrator_config.tls = config.server_tls()?;
+        orchestrator_config.tls_roots = config.client.root_certificate()?.into_iter().collect();
         if config.data_dir.join("raft-log.redb").exists() {
             // `orchestrator --data-dir DIR` used to keep its log in DIR itself.
             tracing::warn!(
@@ -164,6 +171,7 @@ async fn start_roles(
             let mut gateway_config = config.gateway_config();
             gateway_config.prometheus = Some(prometheus.clone());
             gateway_config.api_keys = api_keys.clone();
+            gateway_config.tls = config.server_tls()?;
             Some(start_gateway(config, gateway_config, broker, handle.clone()).await?)
         }
         false => None,
@@ -398,10 +406,14 @@ fn check_exposure(
     Ok(())
 }
 
-/// A client of `client.orchestrator` trying each URL for up to `patience` per call.
+/// A client of `client.orchestrator` trying each URL for up to `patience` per call, with
+/// `client.api_key` and `client.ca_cert`.
 fn orchestrator_client(config: &Config, patience: Duration) -> anyhow::Result<OrchestratorClient> {
-    let client = OrchestratorClient::new(&config.client.orchestrator, patience)
+    let mut client = OrchestratorClient::new(&config.client.orchestrator, patience)
         .context("bad client.orchestrator URL")?;
+    if let Some(root) = config.client.root_certificate()? {
+        client = client.with_root_certificate(&root)?;
+    }
     Ok(match &config.client.api_key {
         Some(key) => client.with_api_key(key),
         None => client,

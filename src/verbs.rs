@@ -464,9 +464,13 @@ fn submit_request(args: &SubmitArgs) -> anyhow::Result<Value> {
     Ok(Value::Object(request))
 }
 
-/// The client of the gateway at `--server`, sending `--api-key` when given.
+/// The client of the gateway at `--server`, sending `--api-key` when given and trusting
+/// `--ca-cert`.
 pub fn client(target: &ClientSettings) -> anyhow::Result<GatewayClient> {
-    let client = GatewayClient::new(&target.server).context("invalid --server")?;
+    let mut client = GatewayClient::new(&target.server).context("invalid --server")?;
+    if let Some(root) = target.root_certificate()? {
+        client = client.with_root_certificate(&root)?;
+    }
     Ok(match &target.api_key {
         Some(key) => client.with_api_key(key.as_str()),
         None => client,

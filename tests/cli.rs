@@ -9,17 +9,9 @@ use common::*;
 use serde_json::Value;
 
 fn cli(server: &str, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_distriqueue"))
-        .args(args)
-        .args(["--server", server])
-        .env("DQ_LOG", "warn")
-        .output()
-        .expect("run the CLI");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut all = args.to_vec();
+    all.extend(["--server", server]);
+    run_cli(&all)
 }
 
 #[test]

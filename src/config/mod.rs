@@ -28,6 +28,7 @@ use distriqueue_core::RetryPolicy;
 use distriqueue_gateway::GatewayConfig;
 use distriqueue_orchestrator::OrchestratorConfig;
 use distriqueue_util::auth::{check_key, ApiKeys, KeySpec};
+use distriqueue_util::serve::ServerTls;
 use serde::{Deserialize, Serialize};
 
 pub use self::flags::{
@@ -362,6 +363,17 @@ settings! {
                 Worker "public-reads"
             ]
             redact No;
+        /// The TLS certificate chain (PEM, server certificate first) the gateway and the
+        /// orchestrator API serve with; with `tls_key`, they speak only HTTPS (SECURITY.md).
+        tls_cert: Option<PathBuf> = None;
+            env ["DQ_TLS_CERT"]
+            flags [Serve "tls-cert", Run "tls-cert", Gateway "tls-cert", Orchestrator "tls-cert"]
+            redact No;
+        /// The private key (PEM) of `tls_cert`.
+        tls_key: Option<PathBuf> = None;
+            env ["DQ_TLS_KEY"]
+            flags [Serve "tls-key", Run "tls-key", Gateway "tls-key", Orchestrator "tls-key"]
+            redact No;
         /// Lets a server without API keys listen on an address other than loopback (anyone
         /// who reaches it may do anything; a warning is logged every minute).
         allow_unauthenticated: bool = false;
@@ -407,6 +419,38 @@ settings! {
                 Cluster "api-key"
             ]
             redact Secret;
+        /// A certificate authority (PEM) to trust, besides the public roots, for `https://`
+        /// gateways and orchestrators (a self-signed or private CA).
+        ca_cert: Option<PathBuf> = None;
+            env ["DQ_CA_CERT"]
+            flags [
+                Client "ca-cert",
+                Run "ca-cert",
+                Gateway "ca-cert",
+                Orchestrator "ca-cert",
+                Worker "ca-cert",
+                Cluster "ca-cert"
+            ]
+            redact No;
+    }
+}
+
+impl ClientSettings {
+    /// The certificate authority of `ca_cert`, if set.
+    ///
+    /// Errors: [`ConfigError::Invalid`] when the file cannot be read or holds no certificate.
+    pub fn root_certificate(&self) -> Result<Option<distriqueue_client::Certificate>, ConfigError> {
+        let Some(path) = &self.ca_cert else {
+            return Ok(None);
+        };
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "client.ca_cert".to_string(),
+            problem: format!("{}: {problem}", path.display()),
+        };
+        let pem = std::fs::read(path).map_err(|error| invalid(error.to_string()))?;
+        distriqueue_client::root_certificate(&pem)
+            .map(Some)
+            .map_err(|error| invalid(distriqueue_util::error_chain(&error)))
     }
 }
 
@@ -625,6 +669,7 @@ impl Config {
             reconcile_every: Duration::from_secs(settings.reconcile_every),
             prometheus: None,
             api_keys: ApiKeys::default(),
+            tls: None,
         }
     }
 
@@ -661,6 +706,28 @@ impl Config {
             }
         }
         Ok(ApiKeys::new(&specs, self.security.public_reads))
+    }
+
+    /// The servers' TLS set-up from `security.tls_cert` and `security.tls_key`; `None` without
+    /// them.
+    ///
+    /// Errors: [`ConfigError::Invalid`] when only one is set, or a file cannot be used.
+    pub fn server_tls(&self) -> Result<Option<ServerTls>, ConfigError> {
+        match (&self.security.tls_cert, &self.security.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => {
+                ServerTls::from_pem_files(cert, key)
+                    .map(Some)
+                    .map_err(|error| ConfigError::Invalid {
+                        key: "security.tls_cert".to_string(),
+                        problem: distriqueue_util::error_chain(&error),
+                    })
+            }
+            (Some(_), None) | (None, Some(_)) => Err(ConfigError::Invalid {
+                key: "security.tls_key".to_string(),
+                problem: "give both --tls-cert and --tls-key, or neither".to_string(),
+            }),
+        }
     }
 
     /// The heartbeat timeout the orchestrator enforces and the workers keep to.

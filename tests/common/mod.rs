@@ -119,6 +119,20 @@ pub async fn wait_started(ledger: &Path, id: &str) {
     .await;
 }
 
+/// Runs the `distriqueue` binary with `args` to its end; returns (success, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_distriqueue"))
+        .args(args)
+        .env("DQ_LOG", "warn")
+        .output()
+        .expect("run the CLI");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// An HTTP client for the tests.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()

@@ -22,6 +22,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use orchestrator::{CallError, OrchestratorClient, RegisteredBatch};
+/// A certificate to trust for TLS ([`root_certificate`]).
+pub use reqwest::Certificate;
 
 /// How long establishing a TCP (and TLS) connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -162,6 +164,28 @@ impl fmt::Debug for GatewayClient {
     }
 }
 
+/// The HTTP client every DistriQueue client uses: a 5 s connect timeout, its user agent, the
+/// public roots and `root` for TLS.
+fn http_client(root: Option<&Certificate>) -> Result<reqwest::Client, ClientError> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!("distriqueue-client/", env!("CARGO_PKG_VERSION")));
+    match root {
+        Some(root) => builder.add_root_certificate(root.clone()),
+        None => builder,
+    }
+    .build()
+    .map_err(ClientError::Transport)
+}
+
+/// Reads a PEM certificate (a certificate authority to trust, `--ca-cert`).
+///
+/// # Errors
+/// [`ClientError::Transport`] when `pem` holds no certificate reqwest can use.
+pub fn root_certificate(pem: &[u8]) -> Result<Certificate, ClientError> {
+    Certificate::from_pem(pem).map_err(ClientError::Transport)
+}
+
 impl GatewayClient {
     /// A client of the gateway at `base_url` (e.g. `http://127.0.0.1:8082`; a trailing `/` is
     /// ignored, a missing scheme means `http://`, a path prefix is kept).
@@ -173,17 +197,24 @@ impl GatewayClient {
     /// [`ClientError::InvalidUrl`] when `base_url` is not an absolute http(s) URL;
     /// [`ClientError::Transport`] when the HTTP client cannot be built (TLS set-up).
     pub fn new(base_url: &str) -> Result<GatewayClient, ClientError> {
-        let base = parse_base(base_url)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("distriqueue-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ClientError::Transport)?;
         Ok(GatewayClient {
-            base,
-            http,
+            base: parse_base(base_url)?,
+            http: http_client(None)?,
             api_key: None,
         })
+    }
+
+    /// The same client, trusting `root` (besides the public roots) for `https://` servers: the
+    /// certificate authority of `--ca-cert`.
+    ///
+    /// # Errors
+    /// [`ClientError::Transport`] when the HTTP client cannot be built with it.
+    pub fn with_root_certificate(
+        mut self,
+        root: &Certificate,
+    ) -> Result<GatewayClient, ClientError> {
+        self.http = http_client(Some(root))?;
+        Ok(self)
     }
 
     /// The same client, sending `Authorization: Bearer <key>` with every request (needed for

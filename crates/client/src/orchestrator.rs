@@ -103,6 +103,25 @@ impl OrchestratorClient {
         }
     }
 
+    /// The same client, trusting `root` (besides the public roots) for `https://`
+    /// orchestrators: the certificate authority of `--ca-cert`.
+    ///
+    /// # Errors
+    /// [`ClientError::Transport`] when the HTTP client cannot be built with it.
+    pub fn with_root_certificate(
+        self,
+        root: &reqwest::Certificate,
+    ) -> Result<OrchestratorClient, ClientError> {
+        Ok(OrchestratorClient {
+            endpoints: self
+                .endpoints
+                .into_iter()
+                .map(|endpoint| endpoint.with_root_certificate(root))
+                .collect::<Result<_, _>>()?,
+            ..self
+        })
+    }
+
     /// After a failure of the endpoint at `index`, the next call starts at the one after it
     /// (unless another call moved on already).
     fn move_on_from(&self, index: usize) {

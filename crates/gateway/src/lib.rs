@@ -31,7 +31,7 @@ use distriqueue_core::{JobId, JobResponse, Refusal};
 use distriqueue_store::Store;
 use distriqueue_util::auth::ApiKeys;
 use distriqueue_util::metrics::PrometheusText;
-use distriqueue_util::serve::ServerLimits;
+use distriqueue_util::serve::{ServerLimits, ServerTls};
 use distriqueue_util::AbortOnDrop;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -124,6 +124,8 @@ pub struct GatewayConfig {
     /// The API keys every route but health asks for (SECURITY.md); none (the default): every
     /// request is let through.
     pub api_keys: ApiKeys,
+    /// Serve over TLS (`--tls-cert`, `--tls-key`); `None` (the default): plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for GatewayConfig {
@@ -137,6 +139,7 @@ impl Default for GatewayConfig {
             reconcile_every: Duration::from_secs(60),
             prometheus: None,
             api_keys: ApiKeys::default(),
+            tls: None,
         }
     }
 }
@@ -225,13 +228,14 @@ impl Gateway {
             check_host_on_loopback: self.state.config.api_keys.is_empty(),
             ..ServerLimits::default()
         };
+        let tls = self.state.config.tls.clone();
         let app = router(self.state);
         tracing::info!(addr = %self.local_addr, "gateway listening");
         let stop = async move {
             shutdown.cancelled().await;
             streams_closed.cancel();
         };
-        distriqueue_util::serve::serve(self.listener, app, limits, stop)
+        distriqueue_util::serve::serve(self.listener, app, limits, tls, stop)
             .await
             .map_err(GatewayError::Serve)
     }

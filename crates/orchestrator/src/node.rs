@@ -13,7 +13,7 @@ use distriqueue_core::machine::MachineConfig;
 use distriqueue_core::RetryPolicy;
 use distriqueue_util::auth::ApiKeys;
 use distriqueue_util::metrics::PrometheusText;
-use distriqueue_util::serve::{self, ServerLimits};
+use distriqueue_util::serve::{self, ServerLimits, ServerTls};
 use distriqueue_util::AbortOnDrop;
 use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::{BasicNode, Config, ConfigError, Raft, SnapshotPolicy};
@@ -83,6 +83,13 @@ pub struct OrchestratorConfig {
     /// The API keys every route but health asks for (SECURITY.md); none (the default): every
     /// request is let through.
     pub api_keys: ApiKeys,
+    /// Serve the API over TLS (`--tls-cert`, `--tls-key`); its default `api_url` is then
+    /// `https://`. The peer port stays plain HTTP with signed requests. `None` (the default):
+    /// plain HTTP.
+    pub tls: Option<ServerTls>,
+    /// Certificates to trust, beyond the public roots, when this node calls another's API (a
+    /// follower forwarding a write to an `https://` leader): `--ca-cert`.
+    pub tls_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for OrchestratorConfig {
@@ -104,6 +111,8 @@ impl Default for OrchestratorConfig {
             api_url: None,
             prometheus: None,
             api_keys: ApiKeys::default(),
+            tls: None,
+            tls_roots: Vec::new(),
         }
     }
 }
@@ -132,6 +141,10 @@ pub enum OrchestratorError {
     /// openraft refused the configuration.
     #[error("bad raft configuration")]
     RaftConfig(#[source] ConfigError),
+    /// The HTTP client for calls to other nodes could not be built (a `--ca-cert` rustls
+    /// refuses).
+    #[error("cannot build the HTTP client for other nodes")]
+    HttpClient(#[source] reqwest::Error),
     /// Raft stopped with a fatal error (at start, or while initializing).
     #[error("raft failed")]
     Raft(#[source] Fatal<NodeId>),
@@ -209,6 +222,8 @@ pub struct Orchestrator {
     peer: Option<(TcpListener, axum::Router)>,
     /// Keeps the metrics' gauges current while the node runs.
     _gauges: Option<AbortOnDrop>,
+    /// The API's TLS set-up, if it serves over TLS.
+    tls: Option<ServerTls>,
 }
 
 impl Orchestrator {
@@ -258,7 +273,14 @@ impl Orchestrator {
         let api_url = config
             .api_url
             .clone()
-            .unwrap_or_else(|| format!("http://{local_addr}"))
+            .unwrap_or_else(|| {
+                let scheme = if config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{local_addr}")
+            })
             .trim_end_matches('/')
             .to_string();
         let contact = Arc::new(PeerContact::default());
@@ -309,7 +331,14 @@ impl Orchestrator {
             retry_policy: config.retry_policy,
             workers: Arc::clone(&workers),
             leading,
-            http: reqwest::Client::new(),
+            http: config
+                .tls_roots
+                .iter()
+                .fold(reqwest::Client::builder(), |builder, root| {
+                    builder.add_root_certificate(root.clone())
+                })
+                .build()
+                .map_err(OrchestratorError::HttpClient)?,
             prometheus: config.prometheus.clone(),
             api_keys: config.api_keys.clone(),
             api_url,
@@ -361,6 +390,7 @@ impl Orchestrator {
             raft,
             duties,
             _gauges: gauges,
+            tls: config.tls.clone(),
         })
     }
 
@@ -387,6 +417,7 @@ impl Orchestrator {
             raft,
             duties,
             _gauges,
+            tls,
         } = self;
         // The peer port serves until the API has stopped: raft keeps running until then.
         let peer_shutdown = CancellationToken::new();
@@ -399,7 +430,7 @@ impl Orchestrator {
                     ..ServerLimits::default()
                 };
                 if let Err(error) =
-                    serve::serve(peer_listener, router, limits, stop.cancelled_owned()).await
+                    serve::serve(peer_listener, router, limits, None, stop.cancelled_owned()).await
                 {
                     tracing::error!(%error, "the peer port's server failed");
                 }
@@ -413,6 +444,7 @@ impl Orchestrator {
             listener,
             api::router(handle),
             limits,
+            tls,
             shutdown.cancelled_owned(),
         )
         .await

@@ -24,8 +24,90 @@ use axum::{Json, Router};
 use distriqueue_core::api::ErrorBody;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+
+/// A server's TLS set-up (rustls, TLS 1.2 and 1.3): its certificate chain and private key, read
+/// from PEM files (`--tls-cert`, `--tls-key`; SECURITY.md, "TLS"). Equal when read from the
+/// same files.
+#[derive(Clone)]
+pub struct ServerTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    files: (std::path::PathBuf, std::path::PathBuf),
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert", &self.files.0)
+            .field("key", &self.files.1)
+            .finish()
+    }
+}
+
+impl PartialEq for ServerTls {
+    fn eq(&self, other: &ServerTls) -> bool {
+        self.files == other.files
+    }
+}
+
+impl Eq for ServerTls {}
+
+/// Why a TLS set-up could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{path}: {problem}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// rustls refused the certificate and key (a key that does not match, say).
+    #[error("the certificate and key do not make a TLS server")]
+    Config(#[source] rustls::Error),
+}
+
+impl ServerTls {
+    /// Reads the certificate chain (server certificate first) from `cert` and its private key
+    /// (PKCS#8, PKCS#1 or SEC1) from `key`, both PEM.
+    ///
+    /// Errors: [`TlsError::File`] for a file that cannot be read or holds no certificate or
+    /// key; [`TlsError::Config`] when rustls refuses them.
+    pub fn from_pem_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<ServerTls, TlsError> {
+        let file_error = |path: &std::path::Path, problem: String| TlsError::File {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|error| file_error(cert, error.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| file_error(cert, error.to_string()))?;
+        if chain.is_empty() {
+            return Err(file_error(cert, "holds no PEM certificate".into()));
+        }
+        let private_key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|error| file_error(key, format!("no PEM private key: {error}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(TlsError::Config)?
+            .with_no_client_auth()
+            .with_single_cert(chain, private_key)
+            .map_err(TlsError::Config)?;
+        Ok(ServerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            files: (cert.to_path_buf(), key.to_path_buf()),
+        })
+    }
+}
 
 /// Longest wait at shutdown for the open connections to finish their requests.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
@@ -61,8 +143,9 @@ impl Default for ServerLimits {
     }
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` completes, then stops
-/// accepting, lets each connection finish its request in progress and returns once all have
+/// Serves `router` on `listener` within `limits` (over TLS with `tls`; a client that does not
+/// finish its handshake within the header timeout is cut off) until `shutdown` completes,
+/// then stops accepting, lets each connection finish its request in progress and returns once all have
 /// closed (streams end when their handlers see the shutdown).
 ///
 /// Errors: none today (accept errors are logged and retried after a pause, as a full file
@@ -71,6 +154,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ServerLimits,
+    tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let bounds = Arc::new(RequestBounds {
@@ -104,27 +188,18 @@ pub async fn serve(
             },
         };
         let service = TowerToHyperService::new(router.clone());
-        let mut closing = closing.clone();
+        let closing = closing.clone();
         let header_timeout = limits.header_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                served = connection.as_mut() => {
-                    if let Err(error) = served {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = closing.changed() => connection.as_mut().graceful_shutdown(),
-            }
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            let Some(tls) = tls else {
+                return serve_connection(stream, service, header_timeout, closing).await;
+            };
+            match tokio::time::timeout(header_timeout, tls.acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, service, header_timeout, closing).await,
+                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake not finished in time"),
             }
         });
     }
@@ -144,6 +219,36 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Serves one connection (plain or TLS) with hyper until it ends, or until `closing` asks it
+/// to finish its request in progress.
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    header_timeout: Duration,
+    mut closing: watch::Receiver<()>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(error) = served {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            return;
+        }
+        _ = closing.changed() => connection.as_mut().graceful_shutdown(),
+    }
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "connection ended with an error");
+    }
 }
 
 /// The per-request bounds, shared by every connection of one server.
