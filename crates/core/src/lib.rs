@@ -38,3 +38,8 @@ pub fn encoded_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
     let _ = serde_json::to_writer(&mut counter, value);
     counter.0
 }
+
+/// `bytes` as lower-case hexadecimal, two digits a byte (lease tokens, peer signatures).
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}

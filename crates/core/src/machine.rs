@@ -696,10 +696,7 @@ pub fn lease_token(seed: u64, id: JobId, attempt: u32) -> String {
         .chain_update(id.0.as_bytes())
         .chain_update(attempt.to_be_bytes())
         .finalize();
-    digest[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::to_hex(&digest[..16])
 }
 
 /// A spec's payload size encoded as JSON, in bytes.
@@ -710,12 +707,8 @@ fn payload_bytes(spec: &JobSpec) -> u64 {
 /// Compares a presented lease token with the attempt's in time independent of where they first
 /// differ.
 fn same_token(presented: &str, expected: &str) -> bool {
-    presented.len() == expected.len()
-        && presented
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
-            == 0
+    use subtle::ConstantTimeEq;
+    bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 /// Why an attempt ended without success.

@@ -70,11 +70,9 @@ pub fn check_name(text: &str) -> Result<(), &'static str> {
 }
 
 impl WorkerId {
-    /// A worker id read from the network, checked by [`check_name`]. Errors: the 400 message.
-    pub fn parse(text: &str) -> Result<WorkerId, String> {
-        check_name(text)
-            .map(|()| WorkerId(text.to_string()))
-            .map_err(|message| format!("workerId {message}"))
+    /// Checks a worker id read from the network with [`check_name`]. Errors: the 400 message.
+    pub fn check(&self) -> Result<(), String> {
+        check_name(&self.0).map_err(|message| format!("workerId {message}"))
     }
 }
 

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::machine::{Report, ReportKind};
-use crate::model::{check_name, JobId, WorkerId};
+use crate::model::{JobId, WorkerId};
 
 /// Reads a status report (`POST /api/jobs/status`, or `PUT|POST /api/jobs/{id}/status` with
 /// `path_id`): `jobId` (accept `id`, `job_id`; the path wins), `status` (running, completed,
@@ -33,11 +33,14 @@ pub fn parse_status_report(
     let job_id: JobId = id_text
         .parse()
         .map_err(|_| format!("jobId {id_text:?} is not a UUID"))?;
-    let worker_id =
-        WorkerId::parse(text(&["workerId", "worker_id"]).ok_or("workerId is required")?)?;
+    let worker_id = WorkerId(
+        text(&["workerId", "worker_id"])
+            .ok_or("workerId is required")?
+            .to_string(),
+    );
     let lease = match fields.get("lease") {
         None | Some(Value::Null) => None,
-        Some(Value::String(token)) if token.len() <= MAX_LEASE_BYTES => Some(token.clone()),
+        Some(Value::String(token)) => Some(token.clone()),
         Some(_) => return Err("lease must be the job message's lease token (a string)".into()),
     };
     let attempt = match fields.get("attempt") {
@@ -69,15 +72,13 @@ pub fn parse_status_report(
         "progress" => ReportKind::Progress {
             percent: progress.ok_or("progress is required with status progress")?,
         },
-        "completed" => {
-            let result = fields.get("result").cloned().unwrap_or(Value::Null);
-            check_result(&result)?;
-            ReportKind::Completed { result }
-        }
+        "completed" => ReportKind::Completed {
+            result: fields.get("result").cloned().unwrap_or(Value::Null),
+        },
         "failed" => ReportKind::Failed {
-            error: truncate_error(
-                text(&["errorMessage", "error_message", "error"]).unwrap_or("failed"),
-            ),
+            error: text(&["errorMessage", "error_message", "error"])
+                .unwrap_or("failed")
+                .to_string(),
             permanent: fields
                 .get("permanent")
                 .and_then(Value::as_bool)
@@ -89,21 +90,23 @@ pub fn parse_status_report(
             ))
         }
     };
-    Ok(Report {
+    let mut report = Report {
         job_id,
         attempt,
         worker_id,
         kind,
         lease,
-    })
+    };
+    check_report(&mut report)?;
+    Ok(report)
 }
 
-/// Checks a report that arrived in the orchestrator's own format (a batch of native workers'
-/// reports) as [`parse_status_report`] checks one in the contract's: the worker id is a name,
-/// the lease token is short; an error message past [`MAX_ERROR_BYTES`] is cut. Errors: the
-/// message of a 400.
+/// Checks a report, in the contract's format ([`parse_status_report`]) or the orchestrator's
+/// own (a batch of native workers' reports): the worker id is a name, the lease token is
+/// short, a result at most [`MAX_RESULT_BYTES`]; an error message past [`MAX_ERROR_BYTES`] is
+/// cut. Errors: the message of a 400.
 pub fn check_report(report: &mut Report) -> Result<(), String> {
-    check_name(&report.worker_id.0).map_err(|message| format!("workerId {message}"))?;
+    report.worker_id.check()?;
     if report
         .lease
         .as_ref()

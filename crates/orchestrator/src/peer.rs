@@ -109,7 +109,11 @@ impl PeerKey {
             .mac(method, path, self.node_id, at_ms, body)
             .finalize()
             .into_bytes();
-        format!("v1 {} {at_ms} {}", self.node_id, hex(&tag))
+        format!(
+            "v1 {} {at_ms} {}",
+            self.node_id,
+            distriqueue_core::to_hex(&tag)
+        )
     }
 
     /// The sender of a signed request, when its signature holds and its time is near ours.
@@ -147,10 +151,6 @@ impl PeerKey {
             .map_err(|_| "a wrong peer signature")?;
         Ok(sender)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

@@ -695,7 +695,7 @@ async fn heartbeat(
     body: Result<Json<WorkerHeartbeat>, JsonRejection>,
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
     let heartbeat = read_body(body, "bad heartbeat")?;
-    WorkerId::parse(&heartbeat.worker_id.0).map_err(ApiError::BadRequest)?;
+    heartbeat.worker_id.check().map_err(ApiError::BadRequest)?;
     // The leader keeps each heartbeat: its free texts are bounded like names (blank allowed).
     for (field, text) in [
         ("worker_type", Some(heartbeat.worker_type.as_str())),
