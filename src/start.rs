@@ -90,7 +90,7 @@ pub async fn start(
         .join("+");
     let broker = match config.amqp_url() {
         Some(url) => Broker::Amqp(
-            AmqpBroker::connect(&url, &connection_name)
+            AmqpBroker::connect(&url, &connection_name, &config.client.ca_certificates()?)
                 .await
                 .with_context(|| format!("cannot connect to RabbitMQ at {}", redact_url(&url)))?,
         ),

@@ -420,10 +420,12 @@ settings! {
             ]
             redact Secret;
         /// A certificate authority (PEM) to trust, besides the public roots, for `https://`
-        /// gateways and orchestrators (a self-signed or private CA).
+        /// gateways and orchestrators and for `amqps://` RabbitMQ (a self-signed or private
+        /// CA).
         ca_cert: Option<PathBuf> = None;
             env ["DQ_CA_CERT"]
             flags [
+                Serve "ca-cert",
                 Client "ca-cert",
                 Run "ca-cert",
                 Gateway "ca-cert",
@@ -451,6 +453,23 @@ impl ClientSettings {
         distriqueue_client::root_certificate(&pem)
             .map(Some)
             .map_err(|error| invalid(distriqueue_util::error_chain(&error)))
+    }
+
+    /// The certificates of `ca_cert` (empty when unset), for `amqps://`.
+    ///
+    /// Errors: [`ConfigError::Invalid`] when the file cannot be read or holds no certificate.
+    pub fn ca_certificates(
+        &self,
+    ) -> Result<Vec<distriqueue_broker::CertificateDer<'static>>, ConfigError> {
+        let Some(path) = &self.ca_cert else {
+            return Ok(Vec::new());
+        };
+        distriqueue_util::serve::certificates_from_pem_file(path).map_err(|error| {
+            ConfigError::Invalid {
+                key: "client.ca_cert".to_string(),
+                problem: error.to_string(),
+            }
+        })
     }
 }
 

@@ -19,9 +19,12 @@ pub use amqp::{
     STATUS_EXCHANGE, STATUS_QUEUE, STATUS_ROUTING_KEY,
 };
 pub use memory::InProcessBroker;
+/// A certificate (DER) for [`AmqpBroker::connect`]'s `extra_roots`.
+pub use rustls::pki_types::CertificateDer;
 
-/// Why a publish or a consumer set-up failed. Every variant is worth retrying: the callers
-/// (the outbox, a worker) retry with backoff.
+/// Why a publish or a consumer set-up failed. Every variant but a refusal
+/// ([`BrokerError::is_refusal`]) and [`BrokerError::Tls`] is worth retrying: the callers (the
+/// outbox, a worker) retry with backoff.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     /// RabbitMQ unreachable, or a channel or connection error.
@@ -44,6 +47,34 @@ pub enum BrokerError {
     /// A message could not be serialized.
     #[error("cannot encode a message")]
     Encode(#[source] Arc<serde_json::Error>),
+    /// The TLS set-up of `amqps://` is unusable (a certificate authority rustls refuses); only
+    /// from [`AmqpBroker::connect`], not worth retrying.
+    #[error("unusable TLS set-up for amqps://")]
+    Tls(#[source] Arc<rustls::Error>),
+}
+
+impl BrokerError {
+    /// Whether the broker refused a message for what it is, so that every copy would be refused
+    /// alike: RabbitMQ closed the channel with PRECONDITION_FAILED (406, its answer to a message
+    /// over `max_message_size`) or CONTENT_TOO_LARGE (311), or the message cannot be encoded
+    /// (a routing key over 255 bytes, a body JSON cannot write). Lost connections, nacks (a full
+    /// queue with `reject-publish`: that passes) and unroutable messages are not refusals.
+    ///
+    /// The outbox sets a refused message aside instead of retrying it forever (issue 11: a
+    /// message the broker can never take fails that one job; the outbox moves on).
+    pub fn is_refusal(&self) -> bool {
+        use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+        match self {
+            BrokerError::Amqp(lapin::Error::ProtocolError(error)) => matches!(
+                error.kind(),
+                AMQPErrorKind::Soft(
+                    AMQPSoftError::PRECONDITIONFAILED | AMQPSoftError::CONTENTTOOLARGE
+                )
+            ),
+            BrokerError::Amqp(lapin::Error::SerialisationError(_)) | BrokerError::Encode(_) => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<serde_json::Error> for BrokerError {

@@ -106,7 +106,7 @@ conformance!(
 );
 
 async fn amqp(vhost: &TestVhost) -> AmqpBroker {
-    AmqpBroker::connect(vhost.url(), "test")
+    AmqpBroker::connect(vhost.url(), "test", &[])
         .await
         .unwrap_or_else(|error| panic!("connect to {}: {error}", vhost.url()))
 }

@@ -94,6 +94,18 @@ pub enum Command {
         /// The worker declared lost (its heartbeats stopped, or it restarted).
         worker_id: WorkerId,
     },
+    /// The broker refused the job message of a QUEUED attempt for good (too large for it, for
+    /// example): the job ends FAILED with `error`, never retried, since every copy would be
+    /// refused alike (issue 11: a message the broker can never take fails that one job, and the
+    /// outbox moves on). Changes nothing unless the job is still QUEUED on `attempt`.
+    Undeliverable {
+        /// The job whose message was refused.
+        id: JobId,
+        /// The attempt the refused message carried.
+        attempt: u32,
+        /// Why, as the broker said it (the job's `errorMessage`).
+        error: String,
+    },
     /// Every event up to and including `upto` reached the read model: the "published up to"
     /// watermark of DESIGN.md, rule 6.
     AckEvents {
@@ -791,6 +803,9 @@ impl State {
                 self.worker_lost(batch, worker_id, effects);
                 Ok(Applied::default())
             }
+            Command::Undeliverable { id, attempt, error } => {
+                self.undeliverable(batch, *id, *attempt, error, effects)
+            }
             Command::AckEvents { upto } => {
                 self.ack_events(*upto);
                 Ok(Applied::default())
@@ -1232,6 +1247,38 @@ impl State {
         self.start_waiting(record.payload_bytes);
         self.jobs.insert(id, record);
         let job = self.changed(batch.now, id, Some(batch.seed), effects);
+        Ok(Applied {
+            job,
+            created: false,
+            job_id: Some(id),
+        })
+    }
+
+    fn undeliverable(
+        &mut self,
+        batch: &Batch,
+        id: JobId,
+        attempt: u32,
+        error: &str,
+        effects: &mut Vec<Effect>,
+    ) -> Outcome {
+        let Found::Live(record) = self.find(id) else {
+            return Ok(Applied::default());
+        };
+        if record.status != JobStatus::Queued || record.attempt != attempt {
+            return Ok(Applied::default());
+        }
+        let error = crate::protocol::truncate_error(error);
+        Self::fail_attempt(
+            batch,
+            record,
+            &error,
+            Failure::Handler { permanent: true },
+            effects,
+        );
+        let bytes = record.payload_bytes;
+        self.stop_waiting(bytes);
+        let job = self.changed(batch.now, id, None, effects);
         Ok(Applied {
             job,
             created: false,

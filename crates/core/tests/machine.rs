@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use distriqueue_core::machine::{Applied, Jitter, MachineConfig};
 use distriqueue_core::{
-    Batch, Command, ControlMessage, Effect, JobId, JobStatus, Millis, Outcome, Refusal, ReportKind,
-    RetryPolicy, State, Timer, TimerKind, WorkerId,
+    Batch, Command, ControlMessage, Effect, JobId, JobResponse, JobStatus, Millis, Outcome,
+    Refusal, ReportKind, RetryPolicy, State, Timer, TimerKind, WorkerId,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -57,8 +57,12 @@ fn step(state: &mut State, now: i64, command: Command) -> Vec<Effect> {
 }
 
 fn status_of(outcome: &Outcome) -> JobStatus {
+    job_of(outcome).status
+}
+
+fn job_of(outcome: &Outcome) -> &JobResponse {
     match outcome {
-        Ok(Applied { job: Some(job), .. }) => job.status,
+        Ok(Applied { job: Some(job), .. }) => job,
         other => panic!("expected a job, got {other:?}"),
     }
 }
@@ -341,6 +345,37 @@ fn permanent_failures_and_zero_retries_end_at_once() {
 }
 
 #[test]
+fn an_undeliverable_message_fails_its_queued_attempt_for_good() {
+    let mut state = State::default();
+    step(&mut state, 0, register_with(0, json!({"maxRetries": 3})));
+    assert_eq!(state.n_waiting(), 1);
+    let undeliverable = |attempt| Command::Undeliverable {
+        id: job_id(0),
+        attempt,
+        error: "message too large for the broker".into(),
+    };
+    // Another attempt's refusal changes nothing.
+    let (outcome, effects) = apply(&mut state, 1, undeliverable(2));
+    assert_eq!(outcome, Ok(Applied::default()));
+    assert!(effects.is_empty());
+    let (outcome, effects) = apply(&mut state, 2, undeliverable(1));
+    assert_eq!(status_of(&outcome), JobStatus::Failed);
+    assert!(timers(&effects).is_empty(), "never retried: {effects:?}");
+    assert!(dispatched_attempts(&effects).is_empty());
+    assert_eq!(state.n_waiting(), 0);
+    assert_eq!(state.bytes_waiting(), 0);
+    let job = job_of(&outcome);
+    assert_eq!(
+        job.error_message.as_deref(),
+        Some("message too large for the broker")
+    );
+    // Once terminal, a repeat changes nothing.
+    let (outcome, effects) = apply(&mut state, 3, undeliverable(1));
+    assert_eq!(outcome, Ok(Applied::default()));
+    assert!(effects.is_empty());
+}
+
+#[test]
 fn execution_timeout_stops_the_worker_and_retries_then_times_out() {
     let mut state = State::default();
     step(
@@ -465,7 +500,7 @@ fn retry_starts_a_new_chain_for_finished_jobs_only() {
         panic!("event")
     };
     let stored = event.job.clone();
-    let retry = |spec_from: &distriqueue_core::JobResponse| Command::Retry {
+    let retry = |spec_from: &JobResponse| Command::Retry {
         id: spec_from.id,
         spec: Box::new(distriqueue_core::request::JobSpec::from_response(spec_from)),
         created_at: Millis(0),
@@ -771,7 +806,7 @@ struct Oracle {
     armed: BTreeSet<Timer>,
     last_seq: u64,
     /// The last snapshot seen of each job, for `Retry` from "the read model".
-    snapshots: BTreeMap<JobId, distriqueue_core::JobResponse>,
+    snapshots: BTreeMap<JobId, JobResponse>,
 }
 
 proptest! {

@@ -116,6 +116,7 @@ impl LeaderDuties {
             timers: timer_sender,
             workers: Arc::clone(&self.workers),
             state_machine: self.state_machine.clone(),
+            proposer: self.proposer.clone(),
             dispatch_timeout: self.dispatch_timeout,
             published_upto,
             backlog,

@@ -61,6 +61,8 @@ pub const RAFT_REPLICATION_LAG: &str = "distriqueue_orchestrator_raft_replicatio
 pub const LOG_ENTRY_COMMANDS: &str = "distriqueue_orchestrator_log_entry_commands";
 /// Effect batches not yet carried out.
 pub const OUTBOX_BACKLOG: &str = "distriqueue_orchestrator_outbox_backlog";
+/// Messages the broker refused for good, by kind (job, event, control).
+pub const OUTBOX_REFUSED: &str = "distriqueue_orchestrator_outbox_refused_total";
 /// Events past the committed watermark.
 pub const EVENTS_UNACKNOWLEDGED: &str = "distriqueue_orchestrator_events_unacknowledged";
 /// Requests answered, by route, method and status.
@@ -73,6 +75,9 @@ pub const HTTP_DURATION: &str = "distriqueue_orchestrator_http_request_duration_
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     metrics::counter!(WORKERS_LOST).increment(0);
+    for kind in REFUSED_KINDS {
+        metrics::counter!(OUTBOX_REFUSED, "kind" => kind).increment(0);
+    }
     zero_counters("other");
     describe_counter!(
         JOBS_SUBMITTED,
@@ -136,6 +141,10 @@ pub fn describe() {
         OUTBOX_BACKLOG,
         "Committed effect batches not yet carried out."
     );
+    describe_counter!(
+        OUTBOX_REFUSED,
+        "Messages the broker refused for good (too large for it), set aside by the outbox, by kind: a job's (the job fails), an event or a control message."
+    );
     describe_gauge!(
         EVENTS_UNACKNOWLEDGED,
         "Lifecycle events past the committed watermark."
@@ -149,6 +158,14 @@ pub fn describe() {
         Unit::Seconds,
         "Time to answer an orchestrator API request, by route and method."
     );
+}
+
+/// The `kind` labels of [`OUTBOX_REFUSED`].
+const REFUSED_KINDS: [&str; 3] = ["job", "event", "control"];
+
+/// Counts a message the broker refused for good (`kind`: one of [`REFUSED_KINDS`]).
+pub(crate) fn record_refused(kind: &'static str) {
+    metrics::counter!(OUTBOX_REFUSED, "kind" => kind).increment(1);
 }
 
 /// Most distinct job types that get their own `type` label; the types seen after them count

@@ -1,21 +1,25 @@
 //! The outbox, one of the leader's duties: carries out effects after commit, in commit order
 //! (DESIGN.md "Delivery", rules 2 and 6). Dispatches go to the job queues, stops to workers,
 //! timers to the timer task, events to the event feed. A publish that fails is retried with
-//! backoff until the transport takes it; a dispatched attempt not started within the dispatch
-//! timeout is published again.
+//! backoff until the transport takes it, one message at a time after a failure: a message the
+//! broker refuses for good ([`BrokerError::is_refusal`]) is set aside, logged and counted, and
+//! its job fails (`Command::Undeliverable`), so one message never holds up the rest (issue 11).
+//! A dispatched attempt not started within the dispatch timeout is published again.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distriqueue_broker::Broker;
+use distriqueue_broker::{Broker, BrokerError};
 use distriqueue_core::machine::JobRecord;
-use distriqueue_core::{ControlMessage, Effect, JobId, JobStatus};
-use distriqueue_util::retry::{until_ok, Backoff};
+use distriqueue_core::{Command, ControlMessage, Effect, JobId, JobMessage, JobStatus};
+use distriqueue_util::retry::{retry_while, Backoff};
 use tokio::sync::{mpsc, watch};
 
 use crate::liveness::Registry;
+use crate::proposer::Proposer;
 use crate::state_machine::StateMachineStore;
 use crate::timers::TimerOp;
 
@@ -64,6 +68,8 @@ pub(crate) struct Outbox {
     pub(crate) timers: mpsc::UnboundedSender<TimerOp>,
     pub(crate) workers: Arc<Registry>,
     pub(crate) state_machine: StateMachineStore,
+    /// Commits `Undeliverable` for a job message the broker refused.
+    pub(crate) proposer: Proposer,
     pub(crate) dispatch_timeout: Duration,
     /// The highest `seq` the transport confirmed.
     pub(crate) published_upto: watch::Sender<u64>,
@@ -115,20 +121,21 @@ impl Outbox {
             }
         }
         if !dispatches.is_empty() {
-            until_ok("publish job messages", PUBLISH_BACKOFF, || {
-                self.broker.publish_jobs(&dispatches)
-            })
-            .await;
-            let now = tokio::time::Instant::now();
-            for message in &dispatches {
-                unstarted.insert(message.id, (message.attempt, now));
-            }
+            self.dispatch("publish job messages", &dispatches, unstarted)
+                .await;
         }
         for control in stops {
-            let routed = until_ok("publish a cancel", PUBLISH_BACKOFF, || {
-                self.broker.publish_control(&control)
-            })
-            .await;
+            let routed = retry_while(
+                "publish a cancel",
+                PUBLISH_BACKOFF,
+                |error: &BrokerError| !error.is_refusal(),
+                || self.broker.publish_control(&control),
+            )
+            .await
+            .unwrap_or_else(|error| {
+                set_aside("control", &error, &control.worker_id().0);
+                false
+            });
             if !routed {
                 // Workers without a control queue learn it from their next heartbeat reply.
                 let ControlMessage::Cancel {
@@ -140,10 +147,16 @@ impl Outbox {
             }
         }
         if let Some(highest) = events.iter().map(|event| event.seq).max() {
-            until_ok("publish lifecycle events", PUBLISH_BACKOFF, || {
-                self.broker.publish_events(&events)
-            })
-            .await;
+            // A refused event is skipped: the read model misses that one snapshot, and the
+            // job's next event (or a retry) brings it up to date.
+            for (event, error) in
+                publish_or_set_aside("publish lifecycle events", &events, |events| {
+                    self.broker.publish_events(events)
+                })
+                .await
+            {
+                set_aside("event", &error, &event.job_id.to_string());
+            }
             crate::metrics::record_events(&events);
             self.published_upto.send_if_modified(|upto| {
                 let advanced = highest > *upto;
@@ -184,12 +197,84 @@ impl Outbox {
             n_jobs = messages.len(),
             "attempts not started within the dispatch timeout: publishing them again"
         );
-        until_ok("publish job messages again", PUBLISH_BACKOFF, || {
-            self.broker.publish_jobs(&messages)
+        self.dispatch("publish job messages again", &messages, unstarted)
+            .await;
+    }
+
+    /// Publishes job messages and records them as published now; a message the broker refuses
+    /// fails its job (`Command::Undeliverable`) instead.
+    async fn dispatch(&self, what: &str, messages: &[JobMessage], unstarted: &mut Unstarted) {
+        let refused = publish_or_set_aside(what, messages, |messages| {
+            self.broker.publish_jobs(messages)
         })
         .await;
-        for message in &messages {
+        let now = tokio::time::Instant::now();
+        for message in messages {
             unstarted.insert(message.id, (message.attempt, now));
         }
+        if refused.is_empty() {
+            return;
+        }
+        let mut commands = Vec::with_capacity(refused.len());
+        for (message, error) in refused {
+            set_aside("job", &error, &message.id.to_string());
+            unstarted.remove(&message.id);
+            commands.push(Command::Undeliverable {
+                id: message.id,
+                attempt: message.attempt,
+                error: format!(
+                    "the broker refused the job message: {}",
+                    distriqueue_util::error_chain(&error)
+                ),
+            });
+        }
+        if let Err(error) = self.proposer.submit(commands).await {
+            // The next leader publishes the attempt again, and the broker refuses it again.
+            tracing::warn!(error = %distriqueue_util::error_chain(&error), "could not fail jobs whose messages the broker refused");
+        }
     }
+}
+
+/// Publishes `messages` with `publish`: all at once, and after a failure one at a time, so that
+/// a message the broker refuses for good ([`BrokerError::is_refusal`]) is set aside instead of
+/// holding up the rest. Other failures are retried with backoff, without end. Returns the
+/// refused messages with the broker's answer.
+async fn publish_or_set_aside<'m, T, F, Fut>(
+    what: &str,
+    messages: &'m [T],
+    publish: F,
+) -> Vec<(&'m T, BrokerError)>
+where
+    F: Fn(&'m [T]) -> Fut,
+    Fut: Future<Output = Result<(), BrokerError>>,
+{
+    let error = match publish(messages).await {
+        Ok(()) => return Vec::new(),
+        Err(error) => error,
+    };
+    if let ([message], true) = (messages, error.is_refusal()) {
+        return vec![(message, error)];
+    }
+    tracing::warn!(what, n_messages = messages.len(), error = %distriqueue_util::error_chain(&error), "publish failed; publishing one message at a time");
+    let mut refused = Vec::new();
+    for message in messages {
+        let one = std::slice::from_ref(message);
+        let published = retry_while(
+            what,
+            PUBLISH_BACKOFF,
+            |error: &BrokerError| !error.is_refusal(),
+            || publish(one),
+        )
+        .await;
+        if let Err(error) = published {
+            refused.push((message, error));
+        }
+    }
+    refused
+}
+
+/// Logs and counts a message the broker refused for good (`kind`: job, event or control).
+fn set_aside(kind: &'static str, error: &BrokerError, about: &str) {
+    tracing::error!(kind, about, error = %distriqueue_util::error_chain(error), "the broker refused a message for good: set aside");
+    crate::metrics::record_refused(kind);
 }

@@ -82,19 +82,11 @@ impl ServerTls {
         cert: &std::path::Path,
         key: &std::path::Path,
     ) -> Result<ServerTls, TlsError> {
-        let file_error = |path: &std::path::Path, problem: String| TlsError::File {
-            path: path.to_path_buf(),
-            problem,
-        };
-        let chain = CertificateDer::pem_file_iter(cert)
-            .map_err(|error| file_error(cert, error.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| file_error(cert, error.to_string()))?;
-        if chain.is_empty() {
-            return Err(file_error(cert, "holds no PEM certificate".into()));
-        }
-        let private_key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|error| file_error(key, format!("no PEM private key: {error}")))?;
+        let chain = certificates_from_pem_file(cert)?;
+        let private_key = PrivateKeyDer::from_pem_file(key).map_err(|error| TlsError::File {
+            path: key.to_path_buf(),
+            problem: format!("no PEM private key: {error}"),
+        })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -107,6 +99,42 @@ impl ServerTls {
             files: (cert.to_path_buf(), key.to_path_buf()),
         })
     }
+}
+
+impl ServerTls {
+    /// Runs the TLS handshake of an accepted connection (no time limit: the caller bounds it).
+    ///
+    /// Errors: the handshake failed (a client that does not trust the certificate, say).
+    pub async fn accept<IO>(
+        &self,
+        stream: IO,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.acceptor.accept(stream).await
+    }
+}
+
+/// The certificates of a PEM file, in order (a server's chain, or the certificate authorities
+/// a client trusts: `--ca-cert`).
+///
+/// Errors: [`TlsError::File`] when the file cannot be read or holds no certificate.
+pub fn certificates_from_pem_file(
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let file_error = |problem: String| TlsError::File {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|error| file_error(error.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| file_error(error.to_string()))?;
+    if certificates.is_empty() {
+        return Err(file_error("holds no PEM certificate".into()));
+    }
+    Ok(certificates)
 }
 
 /// Longest wait at shutdown for the open connections to finish their requests.
@@ -196,7 +224,7 @@ pub async fn serve(
             let Some(tls) = tls else {
                 return serve_connection(stream, service, header_timeout, closing).await;
             };
-            match tokio::time::timeout(header_timeout, tls.acceptor.accept(stream)).await {
+            match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
                 Ok(Ok(stream)) => serve_connection(stream, service, header_timeout, closing).await,
                 Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake not finished in time"),

@@ -7,6 +7,10 @@
 //! reconnects with backoff after a lost connection or channel; messages held on a lost channel
 //! are dropped locally (RabbitMQ redelivers them, and the lease fences the copies).
 //!
+//! `amqps://` URLs connect with TLS (rustls with ring), trusting the public web roots
+//! (webpki-roots) and the certificate authorities given to [`AmqpBroker::connect`]
+//! (`--ca-cert`).
+//!
 //! Modules: `topology` (names and declarations), `publisher`, `supervisor` (reconnecting
 //! consumers), `jobs`, `controls` and `events` (the consumers).
 
@@ -20,9 +24,12 @@ mod topology;
 use std::sync::Arc;
 use std::time::Duration;
 
+use amq_protocol_tcp::{HandshakeResult, RustlsConnector, TcpStream};
 use distriqueue_util::retry::Backoff;
 use lapin::options::BasicConsumeOptions;
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
+use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,13 +47,60 @@ use crate::BrokerError;
 /// Between two tries to reconnect a consumer, or to move a message to `job.dead`.
 const RECONNECT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
-/// Opens a connection on the current Tokio runtime.
-async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
+/// Opens a connection to `url` on the current Tokio runtime, with TLS for `amqps://`.
+#[allow(clippy::result_large_err)] // lapin's connector returns tcp-stream's `HandshakeResult`
+async fn connect(url: &str, name: &str, tls: &RustlsConnector) -> Result<Connection, lapin::Error> {
+    let uri: AMQPUri = url.parse().map_err(|problem: String| {
+        lapin::Error::IOError(Arc::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            problem,
+        )))
+    })?;
     let properties = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio)
         .with_connection_name(name.into());
-    Connection::connect(url, properties).await
+    let tls = tls.clone();
+    Connection::connector(uri, Box::new(move |uri| open_stream(uri, &tls)), properties).await
+}
+
+/// The socket of a connection: TCP to the URI's host and port (within its `connection_timeout`,
+/// if any), wrapped in TLS for `amqps://` with the server name checked against its certificate.
+#[allow(clippy::result_large_err)] // the signature lapin's connector takes
+fn open_stream(uri: &AMQPUri, tls: &RustlsConnector) -> HandshakeResult {
+    let address = format!("{}:{}", uri.authority.host, uri.authority.port);
+    let stream = match uri.query.connection_timeout {
+        Some(ms) => TcpStream::connect_timeout(address, Duration::from_millis(ms)),
+        None => TcpStream::connect(address),
+    }?;
+    let stream = match uri.scheme {
+        AMQPScheme::AMQP => stream,
+        AMQPScheme::AMQPS => stream.into_rustls(tls, &uri.authority.host)?,
+    };
+    stream.set_nonblocking(true)?;
+    Ok(stream)
+}
+
+/// The TLS set-up of `amqps://` connections: TLS 1.2 or 1.3 (ring), trusting the public web
+/// roots and `extra_roots`.
+///
+/// Errors: [`BrokerError::Tls`] when rustls refuses a certificate of `extra_roots`.
+fn tls_connector(extra_roots: &[CertificateDer<'static>]) -> Result<RustlsConnector, BrokerError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for root in extra_roots {
+        roots
+            .add(root.clone())
+            .map_err(|error| BrokerError::Tls(Arc::new(error)))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| BrokerError::Tls(Arc::new(error)))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(RustlsConnector::from(config))
 }
 
 /// The RabbitMQ transport. Cheap to clone; clones share the publishing connection.
@@ -55,6 +109,8 @@ pub struct AmqpBroker {
     url: Arc<str>,
     /// Names connections in the RabbitMQ management UI (`distriqueue-<role>`).
     name: Arc<str>,
+    /// TLS for `amqps://` URLs.
+    tls: RustlsConnector,
     publisher: Arc<tokio::sync::Mutex<Option<Publisher>>>,
     /// Ends every consumer's supervisor.
     stopped: CancellationToken,
@@ -64,14 +120,22 @@ pub struct AmqpBroker {
 
 impl AmqpBroker {
     /// Connects the publisher and declares the topology. `url` is an AMQP URI
-    /// (`amqp://guest:guest@127.0.0.1:5672/%2f`); `role` names the connections.
+    /// (`amqp://guest:guest@127.0.0.1:5672/%2f`, or `amqps://...:5671/...` for TLS); `role`
+    /// names the connections; `extra_roots` are certificate authorities `amqps://` trusts
+    /// besides the public web roots (`--ca-cert`, for a private CA).
     ///
-    /// Errors: RabbitMQ unreachable, bad credentials or vhost, or a topology that exists with
-    /// other arguments.
-    pub async fn connect(url: &str, role: &str) -> Result<AmqpBroker, BrokerError> {
+    /// Errors: RabbitMQ unreachable, a TLS handshake refused (a certificate no root vouches
+    /// for, or for another name), bad credentials or vhost, a topology that exists with other
+    /// arguments, or an unusable certificate in `extra_roots` ([`BrokerError::Tls`]).
+    pub async fn connect(
+        url: &str,
+        role: &str,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<AmqpBroker, BrokerError> {
         let broker = AmqpBroker {
             url: url.into(),
             name: format!("distriqueue-{role}").into(),
+            tls: tls_connector(extra_roots)?,
             publisher: Arc::default(),
             stopped: CancellationToken::new(),
             supervisors: TaskTracker::new(),

@@ -33,7 +33,7 @@ pub(crate) struct Publisher {
 
 impl AmqpBroker {
     pub(crate) async fn open_publisher(&self) -> Result<Publisher, BrokerError> {
-        let connection = connect(&self.url, &format!("{}-publish", self.name)).await?;
+        let connection = connect(&self.url, &format!("{}-publish", self.name), &self.tls).await?;
         let channel = connection.create_channel().await?;
         declare_topology(&channel).await?;
         channel

@@ -24,7 +24,7 @@ impl AmqpBroker {
             while !broker.stopped.is_cancelled() {
                 let name = format!("{}-{what}", broker.name);
                 let outcome: Result<(), lapin::Error> = async {
-                    let connection = connect(&broker.url, &name).await?;
+                    let connection = connect(&broker.url, &name, &broker.tls).await?;
                     let channel = connection.create_channel().await?;
                     declare_topology(&channel).await?;
                     let result = tokio::select! {
