@@ -14,7 +14,7 @@ use distriqueue_core::api::{
 use distriqueue_core::machine::Applied;
 use distriqueue_core::request::JobSpec;
 use distriqueue_core::{Command, JobId, JobResponse, Report, WorkerHeartbeat};
-use distriqueue_gateway::{OrchestratorError, Registered, RegisteredBatch};
+use distriqueue_gateway::{NodeAnswer, OrchestratorError, Registered, RegisteredBatch};
 use distriqueue_orchestrator::{OrchestratorHandle, SubmitError};
 use distriqueue_util::Batcher;
 use distriqueue_worker::{ReportError, Reporter};
@@ -109,6 +109,13 @@ impl distriqueue_gateway::Orchestrator for Local {
     async fn live_snapshots(&self) -> Result<Vec<JobResponse>, OrchestratorError> {
         Ok(self.0.live_snapshots())
     }
+
+    async fn cluster_status(&self) -> Vec<NodeAnswer> {
+        vec![NodeAnswer {
+            url: self.0.api_url().to_string(),
+            status: Ok(self.0.cluster_status().await),
+        }]
+    }
 }
 
 #[async_trait]
@@ -136,6 +143,9 @@ fn per_item<A, E: Clone>(answers: Result<Vec<A>, E>, n: usize) -> Vec<Result<A, 
         Err(error) => (0..n).map(|_| Err(error.clone())).collect(),
     }
 }
+
+/// How long the dashboard's cluster view waits for each node's status.
+const NODE_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Orchestrators elsewhere, over HTTP: the gateway's registers and the worker's reports travel
 /// in batches (one request, and one log entry, for whatever waits).
@@ -275,6 +285,18 @@ impl distriqueue_gateway::Orchestrator for Remote {
             .live_snapshots()
             .await
             .map_err(orchestrator_error)
+    }
+
+    async fn cluster_status(&self) -> Vec<NodeAnswer> {
+        self.client
+            .cluster_status_of_each(NODE_STATUS_TIMEOUT)
+            .await
+            .into_iter()
+            .map(|(url, status)| NodeAnswer {
+                url,
+                status: status.map_err(|error| distriqueue_util::error_chain(&error)),
+            })
+            .collect()
     }
 }
 

@@ -6,7 +6,8 @@
 //! one POST per tick for `--duration` seconds; each job's submit-to-start (and -complete) runs
 //! from just before its POST to the arrival of its RUNNING (and COMPLETED) SSE event. Events
 //! may arrive before the POST's answer, so arrivals are kept by job id and joined afterwards.
-//! Both modes print figures for people, then one JSON line with all of them.
+//! Both modes print figures for people, then one JSON line with all of them. `--read-model N`
+//! times the dashboard's read-model queries instead (`bench_read_model.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
@@ -57,6 +58,14 @@ pub struct BenchArgs {
     /// The whole run ends after this many seconds, whether the jobs have finished or not
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub timeout: u64,
+    /// Read-model mode (no gateway): fill a fresh read model with this many jobs and time the
+    /// dashboard's queries on it
+    #[arg(long, value_name = "JOBS", conflicts_with = "rate")]
+    pub read_model: Option<usize>,
+    /// Read-model mode: the database to fill (a SQLite path or a postgres:// URL of an empty
+    /// database); default a SQLite file in a temporary directory, removed afterwards
+    #[arg(long, requires = "read_model", value_name = "URL")]
+    pub database: Option<String>,
 }
 
 /// `bench`: runs the mode `args` selects against the gateway at `server`, prints its figures.
@@ -65,6 +74,10 @@ pub struct BenchArgs {
 /// Bad arguments, a gateway that cannot be reached or refuses the event stream, or no job
 /// accepted at all. Jobs that fail or do not finish in time are counted, not errors.
 pub async fn run(target: &ClientSettings, args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(n_jobs) = args.read_model {
+        anyhow::ensure!(n_jobs > 0, "--read-model must be at least 1");
+        return crate::bench_read_model::run(n_jobs, args.database.as_deref()).await;
+    }
     let server = target.server.as_str();
     let request = Arc::new(job_request(&args)?);
     anyhow::ensure!(args.timeout > 0, "--timeout must be at least 1 second");

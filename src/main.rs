@@ -4,6 +4,7 @@
 //! `--config FILE`, `DQ_*` variables, flags) and starts roles through `distriqueue::start`.
 
 mod bench;
+mod bench_read_model;
 mod verbs;
 
 use std::collections::BTreeMap;
@@ -123,7 +124,8 @@ enum Verb {
         #[command(subcommand)]
         command: ClusterVerb,
     },
-    /// Measure throughput (default) or submit-to-start latency (--rate) against a gateway.
+    /// Measure throughput (default) or submit-to-start latency (--rate) against a gateway, or
+    /// the dashboard's queries on a read model of N jobs (--read-model N).
     Bench {
         #[command(flatten)]
         client: ClientFlags,

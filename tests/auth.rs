@@ -25,6 +25,8 @@ fn expected_role(server: &str, method: &str, path: &str) -> Option<&'static str>
     let read = method == "GET";
     match (server, path) {
         ("gateway", "/api/actuator/health") | ("orchestrator", "/api/health") => None,
+        // The dashboard's files hold no data; /api/auth tells a key's own roles.
+        ("gateway", "/" | "/dashboard" | "/dashboard/{file}" | "/api/auth") => None,
         ("orchestrator", path) if path.starts_with("/raft/") => None,
         ("gateway", _) if read => Some("client"),
         ("gateway", _) => Some("client"),

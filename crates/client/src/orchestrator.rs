@@ -290,6 +290,25 @@ impl OrchestratorClient {
             .await
     }
 
+    /// `GET /api/cluster/status` of every node, each asked once within `timeout`, in the order
+    /// of the URLs, with the URL it was asked at (the dashboard's cluster view: a node that
+    /// does not answer is shown unreachable).
+    pub async fn cluster_status_of_each(
+        &self,
+        timeout: Duration,
+    ) -> Vec<(String, Result<ClusterStatus, ClientError>)> {
+        futures::future::join_all(self.endpoints.iter().map(|endpoint| async move {
+            let status = async {
+                let url = endpoint.url(&["api", "cluster", "status"])?;
+                let request = endpoint.request(Method::GET, url).timeout(timeout);
+                crate::decode(endpoint.send(request).await?).await
+            }
+            .await;
+            (endpoint.base_url().to_string(), status)
+        }))
+        .await
+    }
+
     /// `POST /api/jobs/status/batch`: many reports, committed together; one answer each, in
     /// order (`Ok` = applied, `Err` = refused).
     ///

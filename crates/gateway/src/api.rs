@@ -57,16 +57,25 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// What each route asks of the caller's API key (SECURITY.md): health nothing, every read
-/// `Read`, submit, batch, cancel and retry `Client`; anything else (no route) `Admin`.
+/// What each route asks of the caller's API key (SECURITY.md): health, `/api/auth` and the
+/// dashboard's files nothing, every read `Read`, submit, batch, cancel, retry and a dead-letter
+/// group's retry `Client`; anything else (no route) `Admin`.
 pub fn access(method: &Method, route: Option<&str>) -> Access {
     let reads = *method == Method::GET || *method == Method::HEAD;
     match (route, reads) {
-        (Some("/api/actuator/health"), _) => Access::Public,
+        // The dashboard's files hold no data; it asks for a key before reading any.
+        (
+            Some("/api/actuator/health" | "/api/auth" | "/" | "/dashboard" | "/dashboard/{file}"),
+            _,
+        ) => Access::Public,
         (Some(_), true) => Access::Read,
         (
             Some(
-                "/api/jobs" | "/api/jobs/batch" | "/api/jobs/{id}/cancel" | "/api/jobs/{id}/retry",
+                "/api/jobs"
+                | "/api/jobs/batch"
+                | "/api/jobs/{id}/cancel"
+                | "/api/jobs/{id}/retry"
+                | "/api/dead-letters/retry",
             ),
             false,
         ) if *method == Method::POST => Access::Client,
@@ -92,6 +101,15 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::docs::swagger_ui_html))
         .routes(routes!(crate::docs::swagger_ui_index))
         .routes(routes!(crate::docs::swagger_ui_file))
+        .routes(routes!(crate::dashboard::root))
+        .routes(routes!(crate::dashboard::page))
+        .routes(routes!(crate::dashboard::asset))
+        .routes(routes!(crate::dashboard::auth))
+        .routes(routes!(crate::dashboard::dead_letters))
+        .routes(routes!(crate::dashboard::retry_group))
+        .routes(routes!(crate::dashboard::timeline))
+        .routes(routes!(crate::dashboard::workers))
+        .routes(routes!(crate::dashboard::cluster))
 }
 
 /// `POST /api/jobs`: validate, mint the id, commit through the orchestrator, store the
@@ -220,6 +238,14 @@ async fn retry_job(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobResponse>, ApiError> {
     let id = job_id_of(path)?;
+    retry_stored(&state, id).await.map(Json)
+}
+
+/// Retries the job `id` the read model holds (FAILED, TIMEOUT or CANCELLED) and stores its new
+/// snapshot: `POST /api/jobs/{id}/retry`, and each job of a dead-letter group's retry.
+///
+/// Errors: 404 unknown; 409 for another state; the orchestrator's refusal or unavailability.
+pub(crate) async fn retry_stored(state: &AppState, id: JobId) -> Result<JobResponse, ApiError> {
     let Some(stored) = state.store.get(id).await? else {
         return Err(job_not_found(&id.to_string()));
     };
@@ -236,7 +262,7 @@ async fn retry_job(
     let job = state.orchestrator.retry(&stored).await?;
     state.writer.write(vec![job.clone()]).await?;
     tracing::debug!(job_id = %id, attempt = job.attempt, "job retried");
-    Ok(Json(job))
+    Ok(job)
 }
 
 /// `GET /api/jobs/{id}/attempts`: each attempt's number, worker, state, error, start and end.

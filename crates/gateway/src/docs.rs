@@ -26,7 +26,8 @@ use crate::error::ApiError;
     ),
     tags(
         (name = "jobs", description = "Job submission, queries and lifecycle"),
-        (name = "operations", description = "Health, documentation and metrics")
+        (name = "operations", description = "Health, documentation and metrics"),
+        (name = "dashboard", description = "The web dashboard at /dashboard and what it reads")
     ),
     components(schemas(SortKey, Direction))
 )]

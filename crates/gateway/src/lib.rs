@@ -12,6 +12,7 @@
 mod api;
 mod batch;
 mod body;
+mod dashboard;
 mod docs;
 mod error;
 mod feed;
@@ -68,6 +69,21 @@ pub trait Orchestrator: Send + Sync + 'static {
     /// The committed snapshot of every live (non-terminal) job, for reconciling the read model
     /// (DESIGN.md "Delivery", rule 6).
     async fn live_snapshots(&self) -> Result<Vec<JobResponse>, OrchestratorError>;
+
+    /// Each orchestrator node's `GET /api/cluster/status` (its Raft state and, on the leader,
+    /// the workers heartbeating to it), or why it did not answer within a few seconds, in the
+    /// order of the configured URLs (one node in process): the dashboard's cluster and workers
+    /// views (issue 12).
+    async fn cluster_status(&self) -> Vec<NodeAnswer>;
+}
+
+/// One orchestrator node's answer to [`Orchestrator::cluster_status`].
+#[derive(Debug, Clone)]
+pub struct NodeAnswer {
+    /// The URL the gateway reaches the node at.
+    pub url: String,
+    /// The node's status, or why it did not answer.
+    pub status: Result<distriqueue_core::api::ClusterStatus, String>,
 }
 
 /// The answer to a register.

@@ -30,6 +30,16 @@ pub struct AppState {
     streams_closed: CancellationToken,
     /// One permit per open SSE stream, [`MAX_SSE_CLIENTS`] in all.
     pub(crate) sse_slots: Arc<tokio::sync::Semaphore>,
+    /// The workers `GET /api/workers` saw, by id, with when it last saw each alive (the
+    /// dashboard lists a lost worker for an hour).
+    pub(crate) workers_seen: Arc<
+        parking_lot::Mutex<
+            std::collections::BTreeMap<
+                String,
+                (distriqueue_core::api::WorkerView, distriqueue_core::Millis),
+            >,
+        >,
+    >,
 }
 
 /// Most SSE streams one gateway serves at once (issue 11): each holds a connection and a
@@ -54,6 +64,7 @@ impl AppState {
             recent_seqs: Arc::default(),
             streams_closed: CancellationToken::new(),
             sse_slots: Arc::new(tokio::sync::Semaphore::new(MAX_SSE_CLIENTS)),
+            workers_seen: Arc::default(),
         }
     }
 

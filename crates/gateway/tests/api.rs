@@ -709,3 +709,106 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
     assert_eq!(served_document.status, StatusCode::OK);
     assert_eq!(served_document.body, document);
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_under_a_same_origin_policy() {
+    let h = harness().await;
+    for (uri, content_type) in [
+        ("/dashboard", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/style.css", "text/css"),
+    ] {
+        let response = h
+            .app
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("router is infallible");
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        let header_text = |name: header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            header_text(header::CONTENT_TYPE).starts_with(content_type),
+            "{uri}"
+        );
+        assert!(
+            header_text(header::CONTENT_SECURITY_POLICY).contains("default-src 'none'"),
+            "{uri}"
+        );
+    }
+    let missing = h.get("/dashboard/secret.js").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(!error_text(&missing).is_empty());
+    let root = h.get("/").await;
+    assert_eq!(root.status, StatusCode::SEE_OTHER);
+    assert_eq!(root.headers[header::LOCATION], "/dashboard");
+    let auth = h.get("/api/auth").await;
+    assert_eq!(auth.status, StatusCode::OK);
+    assert_eq!(
+        auth.body,
+        json!({"keyRequired": false, "roles": [], "publicReads": false})
+    );
+}
+
+#[tokio::test]
+async fn the_dashboard_routes_refuse_bad_input_with_the_contract_shape() {
+    let h = harness().await;
+    for minutes in ["0", "1441", "abc", "-1"] {
+        let answer = h
+            .get(&format!("/api/jobs/timeline?minutes={minutes}"))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{minutes}");
+        check_violations(&answer, &["minutes"]);
+    }
+    let answer = h.get("/api/jobs/timeline").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body["bucketSeconds"], 60);
+    assert_eq!(answer.body["buckets"], json!([]));
+    assert_eq!(h.get("/api/dead-letters").await.body, json!({"groups": []}));
+
+    let status = h
+        .post_json(
+            "/api/dead-letters/retry",
+            json!({"type": "echo", "status": "COMPLETED"}),
+        )
+        .await;
+    assert_eq!(status.status, StatusCode::BAD_REQUEST);
+    check_violations(&status, &["status"]);
+    for body in [
+        json!({"type": "echo", "status": "FAILED", "extra": 1}),
+        json!({"status": "FAILED"}),
+        json!({"type": "echo", "status": "NOPE"}),
+        json!([]),
+    ] {
+        let answer = h.post_json("/api/dead-letters/retry", body.clone()).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(!error_text(&answer).is_empty(), "{body}");
+    }
+    let form = h
+        .send(
+            Request::post("/api/dead-letters/retry")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("type=echo&status=FAILED"))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(form.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let nothing = h
+        .post_json(
+            "/api/dead-letters/retry",
+            json!({"type": "echo", "status": "FAILED", "errorMessage": null}),
+        )
+        .await;
+    assert_eq!(nothing.status, StatusCode::OK, "{}", nothing.body);
+    assert_eq!(
+        nothing.body,
+        json!({"retried": 0, "refused": {}, "remaining": false})
+    );
+    h.assert_nothing_stored().await;
+}

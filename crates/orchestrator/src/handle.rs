@@ -313,6 +313,17 @@ impl OrchestratorHandle {
         self.workers.describe()
     }
 
+    /// The URL this node's API is reached at (advertised to the other nodes).
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// What `GET /api/cluster/status` answers: this node's Raft state and, on the leader, the
+    /// workers heartbeating to it.
+    pub async fn cluster_status(&self) -> distriqueue_core::api::ClusterStatus {
+        crate::api::cluster::cluster_status(self).await
+    }
+
     /// The retry policy that `Register` and `Retry` commands should carry.
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry_policy

@@ -8,6 +8,7 @@
 //! reads use a separate pool and, in WAL mode, never block on the writer. On PostgreSQL, one pool
 //! serves both, and several stores (gateways) may share one database.
 
+mod dashboard;
 mod query;
 mod statistics;
 
@@ -26,6 +27,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Database, Encode, QueryBuilder, Sqlite, Type};
 
+pub use dashboard::{DeadLetterGroup, Timeline, TimelineBucket};
 pub use query::{JobQuery, Page, SortBy, SortDirection};
 pub use statistics::StatsQuery;
 

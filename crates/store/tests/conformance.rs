@@ -682,6 +682,141 @@ async fn statistics_agree_with_a_count_of_the_rows(store: &Store) {
     }
 }
 
+/// Dead-letter groups and a group's ids agree with a count of the rows, on both backends.
+async fn dead_letters_group_by_type_status_and_error(store: &Store) {
+    let mut jobs = Vec::new();
+    for n in 0..30 {
+        let mut job = job(n, JobStatus::Failed, 1);
+        job.error_message = Some(format!("error {}", n % 3));
+        jobs.push(job);
+    }
+    let mut timed_out = job(30, JobStatus::Timeout, 1);
+    timed_out.error_message = None;
+    jobs.push(timed_out);
+    jobs.push(job(31, JobStatus::Completed, 1));
+    store.upsert(&jobs).await.expect("upsert");
+    let groups = store.dead_letter_groups(200).await.expect("groups");
+    let mut expected: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
+    for job in jobs
+        .iter()
+        .filter(|job| matches!(job.status, JobStatus::Failed | JobStatus::Timeout))
+    {
+        *expected
+            .entry((
+                job.job_type.clone(),
+                job.status.as_str().to_string(),
+                job.error_message.clone(),
+            ))
+            .or_default() += 1;
+    }
+    let got: BTreeMap<(String, String, Option<String>), u64> = groups
+        .iter()
+        .map(|group| {
+            (
+                (
+                    group.job_type.clone(),
+                    group.status.as_str().to_string(),
+                    group.error_message.clone(),
+                ),
+                group.count,
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(
+        groups.windows(2).all(|pair| pair[0].count >= pair[1].count),
+        "largest first: {groups:?}"
+    );
+    let group = &groups[0];
+    let ids = store
+        .dead_letter_ids(
+            &group.job_type,
+            group.status,
+            group.error_message.as_deref(),
+            1_000,
+        )
+        .await
+        .expect("ids");
+    assert_eq!(ids.len() as u64, group.count);
+    for id in &ids {
+        let job = store.get(*id).await.expect("get").expect("known");
+        assert_eq!(job.job_type, group.job_type);
+        assert_eq!(job.error_message, group.error_message);
+    }
+    let none = store
+        .dead_letter_ids(&jobs[30].job_type, JobStatus::Timeout, None, 1_000)
+        .await
+        .expect("ids without an error");
+    assert_eq!(none, vec![jobs[30].id]);
+    let limited = store
+        .dead_letter_ids(
+            &group.job_type,
+            group.status,
+            group.error_message.as_deref(),
+            1,
+        )
+        .await
+        .expect("ids");
+    assert_eq!(limited.len(), 1);
+}
+
+/// The timeline counts jobs created and ended per bucket and samples finished jobs' latencies.
+async fn timeline_counts_per_bucket(store: &Store) {
+    let jobs: Vec<JobResponse> = (0..40)
+        .map(|n| {
+            job(
+                n,
+                [
+                    JobStatus::Completed,
+                    JobStatus::Failed,
+                    JobStatus::Queued,
+                    JobStatus::Cancelled,
+                ][n as usize % 4],
+                1,
+            )
+        })
+        .collect();
+    store.upsert(&jobs).await.expect("upsert");
+    let bucket_ms = 60_000;
+    let timeline = store
+        .timeline(Millis(BASE), bucket_ms, 1_000)
+        .await
+        .expect("timeline");
+    let bucket_of =
+        |at: &str| Millis(parse_client_time(at).expect("a time").0 / bucket_ms * bucket_ms);
+    let mut expected: BTreeMap<i64, (u64, u64, u64)> = BTreeMap::new();
+    for job in &jobs {
+        expected.entry(bucket_of(&job.created_at).0).or_default().0 += 1;
+        if let Some(at) = &job.completed_at {
+            let entry = expected.entry(bucket_of(at).0).or_default();
+            match job.status {
+                JobStatus::Completed => entry.1 += 1,
+                JobStatus::Failed | JobStatus::Timeout => entry.2 += 1,
+                _ => {}
+            }
+        }
+    }
+    let got: BTreeMap<i64, (u64, u64, u64)> = timeline
+        .buckets
+        .iter()
+        .map(|bucket| {
+            (
+                bucket.at.0,
+                (bucket.submitted, bucket.completed, bucket.failed),
+            )
+        })
+        .filter(|(_, counts)| *counts != (0, 0, 0))
+        .collect();
+    expected.retain(|_, counts| *counts != (0, 0, 0));
+    assert_eq!(got, expected);
+    let finished_after_start = jobs
+        .iter()
+        .filter(|job| job.completed_at.is_some() && job.started_at.is_some())
+        .count();
+    assert_eq!(timeline.execution_ms.len(), finished_after_start);
+    assert!(timeline.queue_ms.windows(2).all(|pair| pair[0] <= pair[1]));
+}
+
 macro_rules! conformance_suite {
     ($open:path; $($check:ident),+ $(,)?) => {
         $(
@@ -720,6 +855,8 @@ macro_rules! all_checks {
             every_sort_key_both_directions,
             changed_since_follows_event_seqs,
             statistics_agree_with_a_count_of_the_rows,
+            dead_letters_group_by_type_status_and_error,
+            timeline_counts_per_bucket,
         );
     };
 }

@@ -98,6 +98,15 @@ impl Roles {
     fn has_any(self, roles: &[KeyRole]) -> bool {
         roles.iter().any(|role| self.0 & role.bit() != 0)
     }
+
+    /// The roles' names, in [`KeyRole::ALL`]'s order.
+    fn names(self) -> Vec<&'static str> {
+        KeyRole::ALL
+            .into_iter()
+            .filter(|role| self.has_any(&[*role]))
+            .map(KeyRole::as_str)
+            .collect()
+    }
 }
 
 /// One configured key: `KEY` (every role) or `KEY:role+role` (`abcd...:client+worker`).
@@ -143,12 +152,7 @@ impl KeySpec {
 
     /// The roles' names, joined by `+`.
     pub fn role_names(&self) -> String {
-        KeyRole::ALL
-            .into_iter()
-            .filter(|role| self.roles.has_any(&[*role]))
-            .map(KeyRole::as_str)
-            .collect::<Vec<_>>()
-            .join("+")
+        self.roles.names().join("+")
     }
 }
 
@@ -252,22 +256,35 @@ impl ApiKeys {
         if open {
             return Ok(());
         }
-        let presented = presented_key(headers).ok_or(Refused::Unauthenticated)?;
-        let presented = digest(presented);
+        let roles = self.roles(headers).ok_or(Refused::Unauthenticated)?;
+        if roles.has_any(access.granted_by()) {
+            Ok(())
+        } else {
+            Err(Refused::Forbidden(access))
+        }
+    }
+
+    /// Whether reads are open to anyone (`--public-reads`).
+    pub fn public_reads(&self) -> bool {
+        self.public_reads
+    }
+
+    /// The names of the roles the key in `headers` has (`client`, `worker`, `admin`), empty
+    /// for no key or a key no one configured. The dashboard shows what a key allows with it.
+    pub fn role_names_of(&self, headers: &HeaderMap) -> Vec<&'static str> {
+        self.roles(headers).map(Roles::names).unwrap_or_default()
+    }
+
+    /// The roles of the key in `headers`; `None` for no key or an unknown one.
+    fn roles(&self, headers: &HeaderMap) -> Option<Roles> {
+        let presented = digest(presented_key(headers)?);
         // Every digest is compared, whichever matches: the time taken says nothing of the keys.
         let mut roles = 0u8;
         for (known, known_roles) in self.digests.iter() {
             let equal = known.ct_eq(&presented).unwrap_u8();
             roles |= known_roles.0 & 0u8.wrapping_sub(equal);
         }
-        if roles == 0 {
-            return Err(Refused::Unauthenticated);
-        }
-        if Roles(roles).has_any(access.granted_by()) {
-            Ok(())
-        } else {
-            Err(Refused::Forbidden(access))
-        }
+        (roles != 0).then_some(Roles(roles))
     }
 }
 

@@ -159,4 +159,8 @@ impl Orchestrator for FakeOrchestrator {
         .map(|job| *job)
         .ok_or_else(|| OrchestratorError::Unavailable("no snapshot".into()))
     }
+
+    async fn cluster_status(&self) -> Vec<distriqueue_gateway::NodeAnswer> {
+        Vec::new()
+    }
 }

@@ -109,16 +109,21 @@ pub(crate) async fn raft(State(handle): State<OrchestratorHandle>) -> Json<RaftS
     responses((status = 200, description = "This node, its workers and its Raft state", body = ClusterStatus))
 )]
 pub(crate) async fn cluster(State(handle): State<OrchestratorHandle>) -> Json<ClusterStatus> {
+    Json(cluster_status(&handle).await)
+}
+
+/// This node's part of the cluster's status: its Raft state and the workers heartbeating to it.
+pub(crate) async fn cluster_status(handle: &OrchestratorHandle) -> ClusterStatus {
     let workers = handle.describe_workers();
-    Json(ClusterStatus {
+    ClusterStatus {
         node: handle.node_id(),
         cluster: WorkersSeen {
             n_workers: workers.len(),
             workers,
         },
-        raft: raft_status(&handle).await,
+        raft: raft_status(handle).await,
         timestamp: clock::now().to_iso(),
-    })
+    }
 }
 
 /// `POST /api/cluster/nodes` `{id, url}` (issue 5, item 2; `distriqueue cluster add-node`):

@@ -4,7 +4,7 @@
 //! language speak. Bodies are the types of `distriqueue_core::api`; every error is an
 //! [`ApiError`](error::ApiError). Writes reaching a follower go to the leader (`forward`).
 
-mod cluster;
+pub(crate) mod cluster;
 mod error;
 mod forward;
 
