@@ -2,14 +2,14 @@
 //! (issue 12: the jobs page answers in under 300 ms with 1,000,000 jobs). Fills a fresh read
 //! model (`--database`, default a SQLite file in a temporary directory) with synthetic jobs of
 //! the last 24 hours (80 % COMPLETED, 10 % FAILED with one of five errors, the rest waiting,
-//! running or cancelled; ten types, eight workers, four priorities), then times each query the
+//! running or cancelled; ten types, eight workers, four priorities, fifty tags), then times each query the
 //! dashboard makes, five times, and prints the median and the slowest, then one JSON line.
 
 use std::time::Instant;
 
 use anyhow::Context;
 use distriqueue_core::{JobId, JobResponse, JobStatus, Millis, Priority};
-use distriqueue_store::{JobQuery, SortBy, SortDirection, StatsQuery, Store};
+use distriqueue_store::{JobQuery, SortBy, StatsQuery, Store};
 use serde_json::{json, Value};
 
 /// Jobs written per upsert while filling.
@@ -52,6 +52,7 @@ fn job(id: JobId, n: usize, total: usize, now: Millis) -> anyhow::Result<JobResp
         "jobPriority": priority,
         "jobStatus": status,
         "payload": {"n": n},
+        "tags": [format!("batch-{}", n % 50)],
         "retryCount": 0,
         "maxRetries": 3,
         "executionTimeout": 300,
@@ -132,16 +133,8 @@ pub async fn run(n_jobs: usize, database: Option<&str>) -> anyhow::Result<()> {
     );
     let page = |configure: fn(&mut JobQuery)| {
         let mut query = JobQuery {
-            job_type: None,
-            priority: None,
-            status: None,
-            worker_id: None,
-            created_from: None,
-            created_to: None,
-            page: 0,
             size: 20,
-            sort_by: SortBy::CreatedAt,
-            direction: SortDirection::Desc,
+            ..JobQuery::default()
         };
         configure(&mut query);
         query
@@ -162,6 +155,10 @@ pub async fn run(n_jobs: usize, database: Option<&str>) -> anyhow::Result<()> {
             page(|q| q.worker_id = Some("worker-2".into())),
         ),
         ("jobs by priority", page(|q| q.sort_by = SortBy::Priority)),
+        (
+            "jobs with one tag (a scan)",
+            page(|q| q.tag = Some("batch-7".into())),
+        ),
     ];
     let mut figures = serde_json::Map::new();
     let mut report = |name: &str, (median, max): (f64, f64)| {

@@ -4,7 +4,9 @@
 //! - Against `serve`: the overview's counts match the API after 200 jobs, a job submitted
 //!   through the form completes on its page without a reload, a bad payload is refused in the
 //!   form, a FAILED job retried from its page runs again, a dead-letter group's retry re-runs
-//!   every job of it, filters and paging show what the API shows, workers and the cluster show.
+//!   every job of it, filters and paging show what the API shows, "retry all matching" re-runs
+//!   every job of a filter, workers and the cluster show, every view's text passes WCAG AA
+//!   contrast, and the keyboard reaches every section.
 //! - Against a three-node cluster (RabbitMQ and PostgreSQL): the cluster view marks the leader
 //!   and, after that node is killed, the new one.
 //! - With API keys and public reads: without a key the page offers no action, with a client

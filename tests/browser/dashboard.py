@@ -28,6 +28,8 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 MODE = sys.argv[1]
@@ -132,6 +134,10 @@ def overview_counts_match_the_api(driver):
     for priority, count in stats["jobsByPriority"].items():
         cell = text_of(driver, f'[data-priority="{priority}"]')
         assert cell == str(count), f"{priority}: overview {cell}, API {count}"
+    waiting = api("GET", "/api/jobs/timeline")["waitingByPriority"]
+    for priority in ("CRITICAL", "HIGH", "MEDIUM", "LOW"):
+        cell = text_of(driver, f'[data-waiting="{priority}"]')
+        assert cell == str(waiting.get(priority, 0)), f"{priority} waiting: overview {cell}, API {waiting}"
     shot(driver, "overview")
 
 
@@ -221,6 +227,77 @@ def filters_and_paging_show_what_the_api_shows(driver):
     driver.set_window_size(1280, 800)
 
 
+def retry_every_match_of_a_filter(driver):
+    ids = [api("POST", "/api/jobs", {"type": "flaky", "jobPriority": "MEDIUM", "maxRetries": 0, "payload": {"failTimes": 1}})["id"] for _ in range(3)]
+    for job_id in ids:
+        wait_api("a flaky job to fail", lambda: (terminal(job_id) or {}).get("jobStatus") == "FAILED")
+    open_view(driver, "/jobs?jobStatus=FAILED&type=flaky")
+    wait(driver, "the 3 FAILED jobs", lambda d: d.find_element(By.ID, "total").get_attribute("data-total") == "3")
+    driver.find_element(By.ID, "retry-all").click()
+    wait(driver, "the confirmation", lambda d: "again" in d.find_element(By.ID, "retry-all").text)
+    driver.find_element(By.ID, "retry-all").click()
+    for job_id in ids:
+        job = wait_api("a job retried by the filter to complete", lambda: (lambda j: j if j and j["jobStatus"] == "COMPLETED" else None)(terminal(job_id)))
+        assert job["attempt"] == 2, job
+
+
+CONTRAST = """
+const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+const luminance = (c) => 0.2126 * channel(c[0]) + 0.7152 * channel(c[1]) + 0.0722 * channel(c[2]);
+const rgba = (text) => { const n = text.match(/[\d.]+/g).map(Number); return n.length === 3 ? [...n, 1] : n; };
+const background = (element) => {
+  for (let e = element; e; e = e.parentElement) {
+    const c = rgba(getComputedStyle(e).backgroundColor);
+    if (c[3] > 0) return c;
+  }
+  return [255, 255, 255, 1];
+};
+const low = [];
+for (const element of document.querySelectorAll("body *")) {
+  if (!element.getClientRects().length || element.closest("[hidden], dialog:not([open])")) continue;
+  if (![...element.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  if (element.closest(":disabled")) continue;
+  const style = getComputedStyle(element);
+  const size = parseFloat(style.fontSize);
+  const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+  const a = luminance(rgba(style.color)), b = luminance(background(element));
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < (large ? 3 : 4.5)) low.push(`${element.tagName} "${element.textContent.trim().slice(0, 30)}": ${ratio.toFixed(2)}`);
+}
+return low;
+"""
+
+
+def text_contrast_passes_wcag_aa(driver):
+    for view in ("/overview", "/jobs", "/dead-letters", "/workers", "/cluster", "/submit"):
+        open_view(driver, view)
+        wait(driver, f"{view} to render", lambda d: not d.find_elements(By.XPATH, "//main//p[text()='Loading…']"))
+        low = driver.execute_script(CONTRAST)
+        assert not low, f"text below WCAG AA contrast on {view}: {low}"
+
+
+def keyboard_reaches_every_section(driver):
+    """Each view puts the focus on its content; Shift+Tab from there walks back through the
+    navigation to the skip link, and Enter on a section's link opens it."""
+    open_view(driver, "/overview")
+    wait(driver, "the page", lambda d: d.find_elements(By.ID, "status-counts"))
+    seen = []
+    for _ in range(20):
+        ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
+        seen.append(driver.switch_to.active_element.text)
+        if seen[-1] == "Skip to content":
+            break
+    for section in ("Overview", "Jobs", "Dead letters", "Workers", "Cluster", "Submit", "Skip to content"):
+        assert section in seen, f"Shift+Tab never reached {section!r}: {seen}"
+    for _ in range(12):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        if driver.switch_to.active_element.text == "Dead letters":
+            break
+    assert driver.switch_to.active_element.text == "Dead letters", "Tab does not reach the navigation"
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    wait(driver, "the dead-letter view by keyboard", lambda d: d.current_url.endswith("#/dead-letters"))
+
+
 def workers_and_cluster_show(driver):
     open_view(driver, "/workers")
     wait(driver, "a worker", lambda d: d.find_elements(By.CSS_SELECTOR, "#workers tbody tr"))
@@ -289,7 +366,10 @@ def main():
             failed_job_retried_from_its_page_runs_again(driver)
             dead_letter_group_retry_reruns_every_job(driver)
             filters_and_paging_show_what_the_api_shows(driver)
+            retry_every_match_of_a_filter(driver)
             workers_and_cluster_show(driver)
+            text_contrast_passes_wcag_aa(driver)
+            keyboard_reaches_every_section(driver)
         elif MODE == "cluster":
             cluster_marks_the_new_leader(driver, sys.argv[4])
         elif MODE == "keys":

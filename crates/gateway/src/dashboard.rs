@@ -316,6 +316,8 @@ pub(crate) struct TimelineAnswer {
     queue_time_ms: Option<Percentiles>,
     /// Start to end; `null` when no job finished in the window.
     execution_time_ms: Option<Percentiles>,
+    /// The jobs waiting to run now (PENDING, QUEUED, RETRYING), by priority: the queues.
+    waiting_by_priority: BTreeMap<String, u64>,
 }
 
 /// Jobs the latency percentiles are taken over, the latest that finished.
@@ -337,8 +339,8 @@ fn percentiles(sorted: &[i64]) -> Option<Percentiles> {
 }
 
 /// `GET /api/jobs/timeline?minutes=60`: jobs submitted, completed and failed per bucket over
-/// the last minutes, and the queue and execution time percentiles of the jobs that finished
-/// in them (the dashboard's overview charts).
+/// the last minutes, the queue and execution time percentiles of the jobs that finished in
+/// them, and the jobs waiting now by priority (the dashboard's overview).
 #[utoipa::path(
     get,
     path = "/api/jobs/timeline",
@@ -369,6 +371,7 @@ pub(crate) async fn timeline(
         .store
         .timeline(from, bucket_seconds * 1000, LATENCY_SAMPLE)
         .await?;
+    let waiting = state.store.waiting_by_priority().await?;
     Ok(Json(TimelineAnswer {
         bucket_seconds,
         buckets: timeline
@@ -384,6 +387,10 @@ pub(crate) async fn timeline(
         finished_jobs: timeline.execution_ms.len(),
         queue_time_ms: percentiles(&timeline.queue_ms),
         execution_time_ms: percentiles(&timeline.execution_ms),
+        waiting_by_priority: waiting
+            .into_iter()
+            .map(|(priority, n)| (priority.as_str().to_string(), n))
+            .collect(),
     }))
 }
 

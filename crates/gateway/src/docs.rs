@@ -66,6 +66,8 @@ pub(crate) struct ListParams {
     #[serde(rename = "workerId")]
     #[param(rename = "workerId")]
     worker_id: Option<String>,
+    /// Only jobs carrying this tag (1 to 255 characters, no control characters).
+    tag: Option<String>,
     /// Jobs created at or after this time (RFC 3339, or an ISO local date-time read as UTC).
     #[serde(rename = "createdFrom")]
     #[param(rename = "createdFrom", format = DateTime)]

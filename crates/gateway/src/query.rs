@@ -90,6 +90,14 @@ pub(crate) fn parse_list_query(pairs: &[(String, String)]) -> Result<JobQuery, V
 
     query.job_type = value("type").map(str::to_string);
     query.worker_id = value("workerId").map(str::to_string);
+    if let Some(tag) = value("tag") {
+        match distriqueue_core::model::check_label(tag) {
+            Ok(()) => query.tag = Some(tag.to_string()),
+            Err(problem) => {
+                violations.insert("tag".to_string(), problem.to_string());
+            }
+        }
+    }
 
     if let Some((name, text)) = first_of(["jobPriority", "priority"]) {
         match Priority::parse(text) {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use distriqueue_core::model::{JobId, JobStatus};
+use distriqueue_core::model::{JobId, JobStatus, Priority};
 use distriqueue_core::time::Millis;
 use sqlx::postgres::Postgres;
 use sqlx::{Database, Encode, QueryBuilder, Sqlite, Type};
@@ -146,6 +146,27 @@ fn count(n: i64) -> u64 {
 }
 
 impl Store {
+    /// The jobs waiting to run (PENDING, QUEUED, RETRYING) by priority: the overview's queues.
+    ///
+    /// Errors: [`StoreError::Database`].
+    pub async fn waiting_by_priority(&self) -> Result<BTreeMap<Priority, u64>, StoreError> {
+        const SQL: &str = "SELECT priority, COUNT(*) FROM jobs \
+             WHERE status IN ('PENDING', 'QUEUED', 'RETRYING') GROUP BY priority";
+        let rows: Vec<(i64, i64)> = match &self.backend {
+            Backend::Sqlite { reader, .. } => sqlx::query_as(SQL).fetch_all(reader).await?,
+            Backend::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|(number, n)| {
+                let priority = Priority::HIGHEST_FIRST
+                    .into_iter()
+                    .find(|priority| i64::from(priority.number()) == number)?;
+                Some((priority, count(n)))
+            })
+            .collect())
+    }
+
     /// The FAILED and TIMEOUT jobs grouped by type, status and error message, the largest
     /// groups first, at most `limit` groups. Reads every FAILED and TIMEOUT row (by the status
     /// index).

@@ -17,6 +17,8 @@ pub struct JobQuery {
     pub status: Option<JobStatus>,
     /// Exact worker id (`workerId`); jobs never assigned to a worker never match.
     pub worker_id: Option<String>,
+    /// Jobs carrying this tag among their `tags` (`tag`).
+    pub tag: Option<String>,
     /// Jobs created at or after this time (inclusive, epoch ms).
     pub created_from: Option<Millis>,
     /// Jobs created at or before this time (inclusive, epoch ms).

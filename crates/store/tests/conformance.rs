@@ -328,6 +328,23 @@ async fn every_filter(store: &Store) {
         assert_eq!(list_ids(store, query).await, expected, "worker {worker}");
     }
 
+    // A tag: every job carries "t"; one more carries its own.
+    let mut tagged = jobs[5].clone();
+    tagged.tags.push("only-five".to_owned());
+    tagged.version += 1;
+    store.upsert(&[tagged]).await.expect("upsert");
+    for (tag, expected) in [
+        ("t", expect(&|_| true)),
+        ("only-five", vec![id(5)]),
+        ("no-such-tag", Vec::new()),
+    ] {
+        let query = JobQuery {
+            tag: Some(tag.to_owned()),
+            ..all.clone()
+        };
+        assert_eq!(list_ids(store, query).await, expected, "tag {tag}");
+    }
+
     // created range, inclusive at both ends: jobs 3..=7.
     let created = |n: u32| parse_client_time(&job(n, JobStatus::Queued, 1).created_at);
     let range = JobQuery {
@@ -814,6 +831,17 @@ async fn timeline_counts_per_bucket(store: &Store) {
         .filter(|job| job.completed_at.is_some() && job.started_at.is_some())
         .count();
     assert_eq!(timeline.execution_ms.len(), finished_after_start);
+    let mut waiting: BTreeMap<Priority, u64> = BTreeMap::new();
+    for job in jobs.iter().filter(|job| {
+        matches!(
+            job.status,
+            JobStatus::Pending | JobStatus::Queued | JobStatus::Retrying
+        )
+    }) {
+        *waiting.entry(job.priority).or_default() += 1;
+    }
+    assert!(!waiting.is_empty());
+    assert_eq!(store.waiting_by_priority().await.expect("waiting"), waiting);
     assert!(timeline.queue_ms.windows(2).all(|pair| pair[0] <= pair[1]));
 }
 

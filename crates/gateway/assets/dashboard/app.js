@@ -9,6 +9,7 @@ const PRIORITIES = ["CRITICAL", "HIGH", "MEDIUM", "LOW"];
 const SORT_KEYS = ["createdAt", "priority", "status", "type", "startedAt", "completedAt"];
 const KEY_STORE = "distriqueue.apiKey";
 const COPY_STORE = "distriqueue.copy";
+const BULK_MAX = 1000; // most jobs one bulk action on a filter takes
 
 const main = document.getElementById("main");
 const auth = { keyRequired: false, roles: [], publicReads: false };
@@ -304,8 +305,12 @@ function overviewView() {
           h("div", { class: "n" }, counts[status] ?? 0), h("div", { class: "label" }, status.toLowerCase()))));
       const byPriority = stats.jobsByPriority || {};
       const maxPriority = Math.max(1, ...Object.values(byPriority));
-      const priorities = h("table", { class: "bars" }, h("tbody", {}, PRIORITIES.map((p) => h("tr", {},
+      const waitingBy = timeline.waitingByPriority || {};
+      const priorities = h("table", { class: "bars" },
+        h("thead", {}, h("tr", {}, h("th", {}, "priority"), h("th", {}, "jobs"), h("th", {}, "waiting"), h("th", {}, ""))),
+        h("tbody", {}, PRIORITIES.map((p) => h("tr", {},
         h("th", { scope: "row" }, p), h("td", { "data-priority": p }, byPriority[p] ?? 0),
+        h("td", { "data-waiting": p }, waitingBy[p] ?? 0),
         h("td", {}, (() => { const bar = h("div", { class: "bar" }); bar.style.width = `${((byPriority[p] ?? 0) / maxPriority) * 100}%`; return bar; })())))));
       const buckets = timeline.buckets || [];
       const seconds = timeline.bucketSeconds || 60;
@@ -326,7 +331,7 @@ function overviewView() {
         h("div", { class: "grid" },
           h("section", { class: "panel", "aria-labelledby": "h-through" }, h("h2", { id: "h-through" }, "Throughput, last hour"), throughput),
           h("section", { class: "panel", "aria-labelledby": "h-lat" }, h("h2", { id: "h-lat" }, `Latency of the jobs finished in the last hour (${timeline.finishedJobs ?? 0})`), latency),
-          h("section", { class: "panel", "aria-labelledby": "h-prio" }, h("h2", { id: "h-prio" }, "Jobs by priority"), priorities),
+          h("section", { class: "panel", "aria-labelledby": "h-prio" }, h("h2", { id: "h-prio" }, "Jobs and queues by priority"), priorities),
           h("section", { class: "panel", "aria-labelledby": "h-wait" }, h("h2", { id: "h-wait" }, "Now"),
             h("dl", { class: "fields" },
               h("dt", {}, "waiting"), h("dd", { id: "waiting" }, waiting),
@@ -361,6 +366,7 @@ function jobsView() {
     field("type", "Type", input("type")),
     field("jobPriority", "Priority", select("jobPriority", PRIORITIES, query.get("jobPriority"))),
     field("workerId", "Worker", input("workerId")),
+    field("tag", "Tag", input("tag")),
     field("createdFrom", "Created from", input("createdFrom", "datetime-local", { step: 1 })),
     field("createdTo", "Created to", input("createdTo", "datetime-local", { step: 1 })),
     field("sortBy", "Sort by", h("select", { id: "f-sortBy", name: "sortBy" }, SORT_KEYS.map((k) => h("option", { value: k, selected: k === (query.get("sortBy") || "createdAt") }, k)))),
@@ -386,7 +392,7 @@ function jobsView() {
   const rows = new Map();
   const refresh = async () => {
     const params = new URLSearchParams();
-    for (const name of ["jobStatus", "type", "jobPriority", "workerId", "sortBy", "sortDirection", "size", "page"]) {
+    for (const name of ["jobStatus", "type", "jobPriority", "workerId", "tag", "sortBy", "sortDirection", "size", "page"]) {
       if (query.get(name)) params.set(name, query.get(name));
     }
     for (const name of ["createdFrom", "createdTo"]) {
@@ -426,9 +432,24 @@ function jobsView() {
       retry.addEventListener("click", () => bulk("retry", [...selected]).then(() => { selected.clear(); refresh(); }));
       cancel.addEventListener("click", () => bulk("cancel", [...selected]).then(() => { selected.clear(); refresh(); }));
       updateBulk();
+      // Every job the filter matches (up to BULK_MAX), after a second click to confirm.
+      const everyMatch = (action, label) => {
+        const button = h("button", { type: "button", class: action === "cancel" ? "danger" : "", id: `${action}-all`, disabled: info.totalElements === 0 },
+          `${label} all ${Math.min(info.totalElements, BULK_MAX)} matching`);
+        let armed = false;
+        button.addEventListener("click", async () => {
+          if (!armed) { armed = true; button.textContent = `Click again to ${action} ${Math.min(info.totalElements, BULK_MAX)} jobs`; return; }
+          button.disabled = true;
+          await bulk(action, await matchingIds(params));
+          refresh();
+        });
+        return button;
+      };
+      const retryAll = everyMatch("retry", "Retry");
+      const cancelAll = everyMatch("cancel", "Cancel");
       results.replaceChildren(
         h("p", { id: "total", "data-total": info.totalElements }, `${info.totalElements} jobs`),
-        can("client") ? h("div", { class: "actions" }, count, retry, cancel) : null,
+        can("client") ? h("div", { class: "actions" }, count, retry, cancel, retryAll, cancelAll) : null,
         h("div", { class: "table-wrap" }, h("table", { id: "jobs" },
           h("thead", {}, h("tr", {}, h("th", {}, checkAll), h("th", {}, "id"), h("th", {}, "type"), h("th", {}, "priority"), h("th", {}, "status"),
             h("th", { class: "hide-narrow" }, "worker"), h("th", { class: "hide-narrow" }, "created"), h("th", { class: "hide-narrow" }, "attempt"))),
@@ -447,6 +468,20 @@ function jobsView() {
     if (row) row.status.replaceChildren(badge(update.status));
   });
   return { stop: unsubscribe };
+}
+
+/** The ids of the jobs `params` match (as GET /api/jobs filters), at most BULK_MAX. */
+async function matchingIds(params) {
+  const ids = [];
+  for (let page = 0; ids.length < BULK_MAX; page += 1) {
+    const query = new URLSearchParams(params);
+    query.set("size", "100");
+    query.set("page", String(page));
+    const answer = await api(`/api/jobs?${query}`);
+    ids.push(...answer.content.map((job) => job.id));
+    if (!answer.content.length || page + 1 >= answer.page.totalPages) break;
+  }
+  return ids.slice(0, BULK_MAX);
 }
 
 /** Retries or cancels `ids`, four at a time; reports how many went through. */
