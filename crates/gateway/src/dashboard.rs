@@ -5,13 +5,15 @@
 //! nothing from elsewhere: a Content-Security-Policy keeps it to this origin.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use distriqueue_core::api::{ErrorBody, RaftRole, WorkerView};
+use distriqueue_core::api::{ClusterStatus, ErrorBody, RaftRole, WorkerView};
 use distriqueue_core::{JobStatus, Millis};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -19,6 +21,8 @@ use utoipa::ToSchema;
 use crate::body::{check_json_content_type, read_json};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::NodeAnswer;
+use distriqueue_store::GroupKey;
 use distriqueue_util::clock;
 
 /// The dashboard's files: (name, content type, bytes).
@@ -202,6 +206,9 @@ pub(crate) struct GroupRetry {
     /// The error they ended with (`null` or absent: none recorded).
     #[serde(default)]
     error_message: Option<String>,
+    /// Only jobs after this id (the previous answer's `last`): the group a page at a time.
+    #[serde(default)]
+    after: Option<distriqueue_core::JobId>,
 }
 
 /// `POST /api/dead-letters/retry`'s answer.
@@ -212,13 +219,16 @@ pub(crate) struct GroupRetried {
     retried: usize,
     /// Jobs of the group whose retry was refused (each error by job id).
     refused: BTreeMap<String, String>,
-    /// Whether the group may hold more jobs than this call took: call again.
+    /// Whether the group may hold more jobs than this call took: call again with `after`.
     remaining: bool,
+    /// The last job id this call took (the next call's `after`).
+    last: Option<String>,
 }
 
-/// `POST /api/dead-letters/retry` `{type, status, errorMessage}`: retries up to 100 jobs of the
-/// group, oldest first, each as `POST /api/jobs/{id}/retry` would; call again while
-/// `remaining`.
+/// `POST /api/dead-letters/retry` `{type, status, errorMessage, after}`: retries up to 100 jobs
+/// of the group in id order after `after`, each as `POST /api/jobs/{id}/retry` would; call
+/// again with `after` = `last` while `remaining`. 503 (and nothing more tried) when no
+/// orchestrator can commit.
 #[utoipa::path(
     post,
     path = "/api/dead-letters/retry",
@@ -229,6 +239,7 @@ pub(crate) struct GroupRetried {
         (status = 400, description = "A bad body (status must be FAILED or TIMEOUT)", body = ErrorBody),
         (status = 413, description = "The body is larger than the limit", body = ErrorBody),
         (status = 415, description = "The body is not declared as JSON", body = ErrorBody),
+        (status = 503, description = "No orchestrator could commit a retry", body = ErrorBody),
     )
 )]
 pub(crate) async fn retry_group(
@@ -246,30 +257,44 @@ pub(crate) async fn retry_group(
     if !matches!(group.status, JobStatus::Failed | JobStatus::Timeout) {
         return Err(ApiError::violation("status", "must be FAILED or TIMEOUT"));
     }
+    distriqueue_core::model::check_label(&group.job_type)
+        .map_err(|problem| ApiError::violation("type", problem))?;
+    if group
+        .error_message
+        .as_deref()
+        .is_some_and(|message| message.contains('\0'))
+    {
+        return Err(ApiError::violation("errorMessage", "must not contain NUL"));
+    }
+    let key = GroupKey {
+        job_type: &group.job_type,
+        status: group.status,
+        error_message: group.error_message.as_deref(),
+    };
     let ids = state
         .store
-        .dead_letter_ids(
-            &group.job_type,
-            group.status,
-            group.error_message.as_deref(),
-            GROUP_RETRY_BATCH + 1,
-        )
+        .dead_letter_ids(&key, group.after, GROUP_RETRY_BATCH + 1)
         .await?;
     let remaining = ids.len() > GROUP_RETRY_BATCH;
     let mut retried = 0;
     let mut refused = BTreeMap::new();
+    let mut last = None;
     for id in ids.into_iter().take(GROUP_RETRY_BATCH) {
         match crate::api::retry_stored(&state, id).await {
             Ok(_) => retried += 1,
+            // No orchestrator: the rest would fail alike; the client tries again later.
+            Err(error @ ApiError::Unavailable(_)) => return Err(error),
             Err(error) => {
                 refused.insert(id.to_string(), error.to_string());
             }
         }
+        last = Some(id.to_string());
     }
     Ok(Json(GroupRetried {
         retried,
         refused,
         remaining,
+        last,
     }))
 }
 
@@ -365,7 +390,8 @@ pub(crate) async fn timeline(
     if !(1..=1440).contains(&minutes) {
         return Err(ApiError::violation("minutes", "must be 1 to 1440"));
     }
-    let bucket_seconds = (minutes * 60 / 60).max(60);
+    // At most 60 buckets, of a minute at least.
+    let bucket_seconds = minutes.max(60);
     let from = Millis(clock::now().0 - minutes * 60_000);
     let timeline = state
         .store
@@ -392,6 +418,34 @@ pub(crate) async fn timeline(
             .map(|(priority, n)| (priority.as_str().to_string(), n))
             .collect(),
     }))
+}
+
+/// How long the orchestrators' answers serve `GET /api/cluster` and `/api/workers` (the views
+/// poll them, and a node that does not answer costs up to 2 s).
+const CLUSTER_ANSWER_TTL: Duration = Duration::from_secs(1);
+
+/// The orchestrators' answers, asked at most once per [`CLUSTER_ANSWER_TTL`] however many
+/// dashboards poll (one call at a time; the others wait for its answer).
+async fn cluster_answers(state: &AppState) -> Arc<Vec<NodeAnswer>> {
+    let mut cache = state.cluster_answers.lock().await;
+    if let Some((at, answers)) = cache.as_ref() {
+        if at.elapsed() < CLUSTER_ANSWER_TTL {
+            return Arc::clone(answers);
+        }
+    }
+    let answers = Arc::new(state.orchestrator.cluster_status().await);
+    *cache = Some((Instant::now(), Arc::clone(&answers)));
+    answers
+}
+
+/// The leader: of the nodes that say they lead, the one of the highest term (a deposed
+/// leader cut off from the others may not know it yet).
+fn leader_of(answers: &[NodeAnswer]) -> Option<&ClusterStatus> {
+    answers
+        .iter()
+        .filter_map(|answer| answer.status.as_ref().ok())
+        .filter(|status| status.raft.role == RaftRole::Leader)
+        .max_by_key(|status| status.raft.term)
 }
 
 /// A worker in `GET /api/workers`.
@@ -452,16 +506,12 @@ fn worker_row(view: &WorkerView, alive: bool) -> WorkerRow {
     )
 )]
 pub(crate) async fn workers(State(state): State<AppState>) -> Result<Json<Workers>, ApiError> {
-    let answers = state.orchestrator.cluster_status().await;
-    let leader = answers
-        .iter()
-        .filter_map(|answer| answer.status.as_ref().ok())
-        .find(|status| status.raft.role == RaftRole::Leader)
-        .ok_or_else(|| {
-            ApiError::Unavailable(crate::OrchestratorError::Unavailable(
-                "no orchestrator leads now".into(),
-            ))
-        })?;
+    let answers = cluster_answers(&state).await;
+    let leader = leader_of(&answers).ok_or_else(|| {
+        ApiError::Unavailable(crate::OrchestratorError::Unavailable(
+            "no orchestrator leads now".into(),
+        ))
+    })?;
     let now = clock::now();
     let mut seen = state.workers_seen.lock();
     for view in &leader.cluster.workers {
@@ -500,8 +550,9 @@ pub(crate) async fn workers(State(state): State<AppState>) -> Result<Json<Worker
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct NodeRow {
-    /// The URL the gateway reaches it at.
-    url: String,
+    /// The URL the gateway reaches it at (not shown to a reader without a key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
     /// Whether it answered.
     reachable: bool,
     /// Why it did not answer.
@@ -541,12 +592,15 @@ pub(crate) struct ClusterView {
     tag = "dashboard",
     responses((status = 200, description = "The nodes", body = ClusterView))
 )]
-pub(crate) async fn cluster(State(state): State<AppState>) -> Json<ClusterView> {
-    let answers = state.orchestrator.cluster_status().await;
-    let leader = answers
-        .iter()
-        .filter_map(|answer| answer.status.as_ref().ok())
-        .find(|status| status.raft.role == RaftRole::Leader);
+pub(crate) async fn cluster(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Json<ClusterView> {
+    // Readers without a key (`--public-reads`) see no internal URL nor error detail.
+    let keys = &state.config.api_keys;
+    let detail = keys.is_empty() || !keys.role_names_of(&headers).is_empty();
+    let answers = cluster_answers(&state).await;
+    let leader = leader_of(&answers);
     let leader_id = leader.map(|status| status.node);
     // Each member's lag as the leader reports it.
     let lags: BTreeMap<u64, u64> = leader
@@ -561,10 +615,10 @@ pub(crate) async fn cluster(State(state): State<AppState>) -> Json<ClusterView> 
         .unwrap_or_default();
     let lag_of = |node: u64| lags.get(&node).copied();
     let nodes = answers
-        .into_iter()
-        .map(|answer| match answer.status {
+        .iter()
+        .map(|answer| match &answer.status {
             Ok(status) => NodeRow {
-                url: answer.url,
+                url: detail.then(|| answer.url.clone()),
                 reachable: true,
                 error: None,
                 node_id: Some(status.node),
@@ -573,12 +627,16 @@ pub(crate) async fn cluster(State(state): State<AppState>) -> Json<ClusterView> 
                 commit_index: status.raft.commit_index,
                 applied_index: status.raft.last_applied,
                 lag: lag_of(status.node),
-                leader: Some(status.node) == leader_id && status.raft.role == RaftRole::Leader,
+                leader: leader.is_some_and(|leader| std::ptr::eq(leader, status)),
             },
             Err(error) => NodeRow {
-                url: answer.url,
+                url: detail.then(|| answer.url.clone()),
                 reachable: false,
-                error: Some(error),
+                error: Some(if detail {
+                    error.clone()
+                } else {
+                    "no answer".to_string()
+                }),
                 node_id: None,
                 role: None,
                 term: None,

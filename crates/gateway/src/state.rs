@@ -30,17 +30,22 @@ pub struct AppState {
     streams_closed: CancellationToken,
     /// One permit per open SSE stream, [`MAX_SSE_CLIENTS`] in all.
     pub(crate) sse_slots: Arc<tokio::sync::Semaphore>,
+    /// The orchestrators' last answers to `cluster_status` (the dashboard's cluster and workers
+    /// views reuse them for a second).
+    pub(crate) cluster_answers: Arc<tokio::sync::Mutex<Option<ClusterAnswers>>>,
     /// The workers `GET /api/workers` saw, by id, with when it last saw each alive (the
     /// dashboard lists a lost worker for an hour).
-    pub(crate) workers_seen: Arc<
-        parking_lot::Mutex<
-            std::collections::BTreeMap<
-                String,
-                (distriqueue_core::api::WorkerView, distriqueue_core::Millis),
-            >,
-        >,
-    >,
+    pub(crate) workers_seen: Arc<parking_lot::Mutex<WorkersSeen>>,
 }
+
+/// The orchestrators' answers to `cluster_status`, with when they came.
+pub(crate) type ClusterAnswers = (std::time::Instant, Arc<Vec<crate::NodeAnswer>>);
+
+/// Workers by id: how the leader last showed each, and when.
+pub(crate) type WorkersSeen = std::collections::BTreeMap<
+    String,
+    (distriqueue_core::api::WorkerView, distriqueue_core::Millis),
+>;
 
 /// Most SSE streams one gateway serves at once (issue 11): each holds a connection and a
 /// subscription; the next gets 429 until one closes.
@@ -65,6 +70,7 @@ impl AppState {
             streams_closed: CancellationToken::new(),
             sse_slots: Arc::new(tokio::sync::Semaphore::new(MAX_SSE_CLIENTS)),
             workers_seen: Arc::default(),
+            cluster_answers: Arc::default(),
         }
     }
 

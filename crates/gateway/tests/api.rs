@@ -784,6 +784,9 @@ async fn the_dashboard_routes_refuse_bad_input_with_the_contract_shape() {
         json!({"type": "echo", "status": "FAILED", "extra": 1}),
         json!({"status": "FAILED"}),
         json!({"type": "echo", "status": "NOPE"}),
+        json!({"type": "a\u{0}b", "status": "FAILED"}),
+        json!({"type": "echo", "status": "FAILED", "errorMessage": "a\u{0}b"}),
+        json!({"type": "echo", "status": "FAILED", "after": "not-a-uuid"}),
         json!([]),
     ] {
         let answer = h.post_json("/api/dead-letters/retry", body.clone()).await;
@@ -808,7 +811,7 @@ async fn the_dashboard_routes_refuse_bad_input_with_the_contract_shape() {
     assert_eq!(nothing.status, StatusCode::OK, "{}", nothing.body);
     assert_eq!(
         nothing.body,
-        json!({"retried": 0, "refused": {}, "remaining": false})
+        json!({"retried": 0, "refused": {}, "remaining": false, "last": null})
     );
     h.assert_nothing_stored().await;
 }

@@ -26,6 +26,17 @@ pub struct DeadLetterGroup {
     pub last_at: Millis,
 }
 
+/// One dead-letter group, as [`DeadLetterGroup`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupKey<'a> {
+    /// The jobs' type.
+    pub job_type: &'a str,
+    /// FAILED or TIMEOUT.
+    pub status: JobStatus,
+    /// Their `errorMessage` exactly (`None`: none recorded).
+    pub error_message: Option<&'a str>,
+}
+
 /// Jobs per time bucket and latency percentiles since a start time ([`Store::timeline`]).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Timeline {
@@ -79,9 +90,8 @@ where
 
 fn group_ids_statement<DB>(
     postgres: bool,
-    job_type: &str,
-    status: JobStatus,
-    error_message: Option<&str>,
+    group: &GroupKey<'_>,
+    after: Option<JobId>,
     limit: i64,
 ) -> QueryBuilder<DB>
 where
@@ -91,15 +101,18 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
     let mut sql = QueryBuilder::<DB>::new("SELECT id FROM jobs WHERE status = ");
-    sql.push_bind(status.as_str().to_string())
+    sql.push_bind(group.status.as_str().to_string())
         .push(" AND job_type = ")
-        .push_bind(job_type.to_string())
+        .push_bind(group.job_type.to_string())
         .push(format_args!(" AND {} ", error_expression(postgres)));
-    match error_message {
+    match group.error_message {
         Some(message) => sql.push("= ").push_bind(message.to_string()),
         None => sql.push("IS NULL"),
     };
-    sql.push(" ORDER BY created_at LIMIT ").push_bind(limit);
+    if let Some(after) = after {
+        sql.push(" AND id > ").push_bind(after.to_string());
+    }
+    sql.push(" ORDER BY id LIMIT ").push_bind(limit);
     sql
 }
 
@@ -129,8 +142,10 @@ where
         // No condition on status here: it would draw the planner to the status index (most
         // jobs are COMPLETED); CANCELLED rows are left out when counting.
         .push(" GROUP BY bucket, status");
+    // CANCELLED rows are left out when reading (a condition on status here would draw the
+    // planner to the status index).
     let mut latency = QueryBuilder::<DB>::new(
-        "SELECT started_at - created_at, completed_at - started_at FROM jobs \
+        "SELECT started_at - created_at, completed_at - started_at, status FROM jobs \
          WHERE completed_at >= ",
     );
     latency
@@ -206,28 +221,27 @@ impl Store {
             .collect())
     }
 
-    /// The ids of up to `limit` jobs of one dead-letter group (oldest first): `status` FAILED
-    /// or TIMEOUT, `job_type`, and exactly `error_message` (`None`: no error recorded).
+    /// The ids of up to `limit` jobs of one dead-letter group, in id order, after `after`
+    /// when given (a cursor: a job retried and failed again is not taken twice).
     ///
     /// Errors: [`StoreError::Database`]; [`StoreError::CorruptSnapshot`] for an id that is not
     /// a UUID.
     pub async fn dead_letter_ids(
         &self,
-        job_type: &str,
-        status: JobStatus,
-        error_message: Option<&str>,
+        group: &GroupKey<'_>,
+        after: Option<JobId>,
         limit: usize,
     ) -> Result<Vec<JobId>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let ids: Vec<String> = match &self.backend {
             Backend::Sqlite { reader, .. } => {
-                group_ids_statement::<Sqlite>(false, job_type, status, error_message, limit)
+                group_ids_statement::<Sqlite>(false, group, after, limit)
                     .build_query_scalar()
                     .fetch_all(reader)
                     .await?
             }
             Backend::Postgres(pool) => {
-                group_ids_statement::<Postgres>(true, job_type, status, error_message, limit)
+                group_ids_statement::<Postgres>(true, group, after, limit)
                     .build_query_scalar()
                     .fetch_all(pool)
                     .await?
@@ -260,7 +274,7 @@ impl Store {
         let sample = i64::try_from(sample).unwrap_or(i64::MAX);
         type Created = Vec<(i64, i64)>;
         type Ended = Vec<(i64, String, i64)>;
-        type Latency = Vec<(Option<i64>, Option<i64>)>;
+        type Latency = Vec<(Option<i64>, Option<i64>, String)>;
         let (created, ended, latency): (Created, Ended, Latency) = match &self.backend {
             Backend::Sqlite { reader, .. } => {
                 let (mut a, mut b, mut c) =
@@ -304,8 +318,17 @@ impl Store {
                 _ => {}
             }
         }
-        let mut queue_ms: Vec<i64> = latency.iter().filter_map(|(queue, _)| *queue).collect();
-        let mut execution_ms: Vec<i64> = latency.iter().filter_map(|(_, exec)| *exec).collect();
+        let not_cancelled = |status: &str| status != JobStatus::Cancelled.as_str();
+        let mut queue_ms: Vec<i64> = latency
+            .iter()
+            .filter(|(_, _, status)| not_cancelled(status))
+            .filter_map(|(queue, _, _)| *queue)
+            .collect();
+        let mut execution_ms: Vec<i64> = latency
+            .iter()
+            .filter(|(_, _, status)| not_cancelled(status))
+            .filter_map(|(_, exec, _)| *exec)
+            .collect();
         queue_ms.sort_unstable();
         execution_ms.sort_unstable();
         Ok(Timeline {

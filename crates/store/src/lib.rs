@@ -27,7 +27,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Database, Encode, QueryBuilder, Sqlite, Type};
 
-pub use dashboard::{DeadLetterGroup, Timeline, TimelineBucket};
+pub use dashboard::{DeadLetterGroup, GroupKey, Timeline, TimelineBucket};
 pub use query::{JobQuery, Page, SortBy, SortDirection};
 pub use statistics::StatsQuery;
 

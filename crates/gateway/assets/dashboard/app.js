@@ -122,7 +122,15 @@ function subscribe(params, onUpdate) {
           headers: { ...headers(), ...extra }, signal: controller.signal,
         });
         if (response.status === 401) askKey("The gateway asks for an API key.");
-        if (!response.ok || !response.body) throw new Error(`stream: HTTP ${response.status}`);
+        if (!response.ok || !response.body) {
+          if (response.body) await response.body.cancel();
+          if (response.status >= 400 && response.status < 500 && ![408, 429].includes(response.status)) {
+            // Asking again will not help (a bad filter, a key without the role).
+            live.textContent = `no live updates (HTTP ${response.status})`;
+            return;
+          }
+          throw new Error(`stream: HTTP ${response.status}`);
+        }
         live.textContent = "live";
         live.classList.add("on");
         delay = 500;
@@ -172,6 +180,21 @@ function throttled(refresh) {
     }, REFRESH_MS);
   };
   return { poke, stop: () => { stopped = true; clearTimeout(timer); } };
+}
+
+/**
+ * Runs `refresh` now and then `ms` after each run has settled (never two at once, so a slow
+ * answer cannot overwrite a newer one). Returns the view's stop().
+ */
+function every(ms, refresh) {
+  let stopped = false;
+  let timer = null;
+  const run = async () => {
+    await refresh();
+    if (!stopped) timer = setTimeout(run, ms);
+  };
+  run();
+  return { stop() { stopped = true; clearTimeout(timer); } };
 }
 
 // ---------- API key ----------
@@ -312,9 +335,17 @@ function overviewView() {
         h("th", { scope: "row" }, p), h("td", { "data-priority": p }, byPriority[p] ?? 0),
         h("td", { "data-waiting": p }, waitingBy[p] ?? 0),
         h("td", {}, (() => { const bar = h("div", { class: "bar" }); bar.style.width = `${((byPriority[p] ?? 0) / maxPriority) * 100}%`; return bar; })())))));
-      const buckets = timeline.buckets || [];
       const seconds = timeline.bucketSeconds || 60;
-      const perSecond = (field) => buckets.map((b) => [Date.parse(b.at), b[field] / seconds]);
+      // Every bucket of the hour, idle ones at 0 (the answer lists only buckets with jobs);
+      // the current, partial bucket is left out.
+      const byStart = new Map((timeline.buckets || []).map((b) => [Date.parse(b.at), b]));
+      const step = seconds * 1000;
+      const last = Math.floor(Date.now() / step) * step - step;
+      const buckets = [];
+      for (let at = last - 59 * step; at <= last; at += step) {
+        buckets.push(byStart.get(at) || { at, submitted: 0, completed: 0, failed: 0 });
+      }
+      const perSecond = (field) => buckets.map((b) => [typeof b.at === "number" ? b.at : Date.parse(b.at), b[field] / seconds]);
       const throughput = lineChart([
         { name: "submitted/s", color: "#0b57d0", points: perSecond("submitted") },
         { name: "completed/s", color: "#146c2e", points: perSecond("completed") },
@@ -395,10 +426,12 @@ function jobsView() {
     for (const name of ["jobStatus", "type", "jobPriority", "workerId", "tag", "sortBy", "sortDirection", "size", "page"]) {
       if (query.get(name)) params.set(name, query.get(name));
     }
-    for (const name of ["createdFrom", "createdTo"]) {
-      if (query.get(name)) params.set(name, new Date(query.get(name)).toISOString());
-    }
     try {
+      for (const name of ["createdFrom", "createdTo"]) {
+        const when = query.get(name) ? new Date(query.get(name)) : null;
+        if (when && Number.isNaN(when.getTime())) throw new Error(`${name}: not a date`);
+        if (when) params.set(name, when.toISOString());
+      }
       const answer = await api(`/api/jobs?${params}`);
       rows.clear();
       const checkAll = h("input", { type: "checkbox", "aria-label": "Select every job of this page" });
@@ -440,7 +473,7 @@ function jobsView() {
         button.addEventListener("click", async () => {
           if (!armed) { armed = true; button.textContent = `Click again to ${action} ${Math.min(info.totalElements, BULK_MAX)} jobs`; return; }
           button.disabled = true;
-          await bulk(action, await matchingIds(params));
+          try { await bulk(action, await matchingIds(params)); } catch (error) { toast(`${action}: ${error.message}`); }
           refresh();
         });
         return button;
@@ -463,7 +496,7 @@ function jobsView() {
     }
   };
   refresh();
-  const unsubscribe = subscribe({}, (update) => {
+  const unsubscribe = subscribe(query.get("type") ? { type: query.get("type") } : {}, (update) => {
     const row = rows.get(update.jobId);
     if (row) row.status.replaceChildren(badge(update.status));
   });
@@ -472,16 +505,16 @@ function jobsView() {
 
 /** The ids of the jobs `params` match (as GET /api/jobs filters), at most BULK_MAX. */
 async function matchingIds(params) {
-  const ids = [];
-  for (let page = 0; ids.length < BULK_MAX; page += 1) {
+  const ids = new Set(); // pages shift as jobs arrive: a job seen twice counts once
+  for (let page = 0; ids.size < BULK_MAX; page += 1) {
     const query = new URLSearchParams(params);
     query.set("size", "100");
     query.set("page", String(page));
     const answer = await api(`/api/jobs?${query}`);
-    ids.push(...answer.content.map((job) => job.id));
+    answer.content.forEach((job) => ids.add(job.id));
     if (!answer.content.length || page + 1 >= answer.page.totalPages) break;
   }
-  return ids.slice(0, BULK_MAX);
+  return [...ids].slice(0, BULK_MAX);
 }
 
 /** Retries or cancels `ids`, four at a time; reports how many went through. */
@@ -506,6 +539,7 @@ function jobView(id) {
   const refresh = async () => {
     try {
       const job = await api(`/api/jobs/${encodeURIComponent(id)}`);
+      const attempts = job.attempts || []; // absent until the first dispatch (a PENDING job)
       const actions = h("div", { class: "actions" });
       if (can("client")) {
         if (["FAILED", "TIMEOUT", "CANCELLED"].includes(job.jobStatus)) {
@@ -518,7 +552,7 @@ function jobView(id) {
       }
       const timeline = [
         ["created", job.created_at],
-        ...job.attempts.flatMap((a) => [
+        ...attempts.flatMap((a) => [
           a.startedAt ? [`attempt ${a.attempt} started on ${a.workerId || "?"}`, a.startedAt] : null,
           a.endedAt ? [`attempt ${a.attempt} ${a.state.toLowerCase()}${a.errorMessage ? ": " + a.errorMessage : ""}`, a.endedAt] : null,
         ].filter(Boolean)),
@@ -547,7 +581,7 @@ function jobView(id) {
         h("section", { class: "panel", "aria-labelledby": "h-attempts" }, h("h2", { id: "h-attempts" }, "Attempts"),
           h("div", { class: "table-wrap" }, h("table", { id: "attempts" },
             h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "worker"), h("th", {}, "state"), h("th", {}, "started"), h("th", {}, "ended"), h("th", {}, "error"))),
-            h("tbody", {}, job.attempts.map((a) => h("tr", {}, h("td", {}, a.attempt), h("td", {}, a.workerId || ""), h("td", {}, badge(a.state)),
+            h("tbody", {}, attempts.map((a) => h("tr", {}, h("td", {}, a.attempt), h("td", {}, a.workerId || ""), h("td", {}, badge(a.state)),
               h("td", {}, when(a.startedAt)), h("td", {}, when(a.endedAt)), h("td", { class: "error" }, a.errorMessage || ""))))))),
         h("div", { class: "grid" },
           h("section", { class: "panel", "aria-labelledby": "h-payload" }, h("h2", { id: "h-payload" }, "Payload"), h("pre", {}, JSON.stringify(job.payload, null, 2))),
@@ -596,22 +630,28 @@ function deadLettersView() {
   };
   const retryGroup = async (group) => {
     let retried = 0;
+    let refused = 0;
+    let after = null;
     try {
+      // The group a page at a time, by id: each job once, also when one fails again at once.
       for (;;) {
-        const answer = await api("/api/dead-letters/retry", { method: "POST", body: { type: group.type, status: group.status, errorMessage: group.errorMessage ?? null } });
+        const body = { type: group.type, status: group.status, errorMessage: group.errorMessage ?? null };
+        if (after) body.after = after;
+        const answer = await api("/api/dead-letters/retry", { method: "POST", body });
         retried += answer.retried;
-        if (!answer.remaining || answer.retried === 0) break;
+        refused += Object.keys(answer.refused || {}).length;
+        if (!answer.remaining || !answer.last) break;
+        after = answer.last;
       }
-      toast(`retried ${retried} jobs`);
+      toast(`retried ${retried} jobs${refused ? `, ${refused} refused` : ""}`);
     } catch (error) {
       toast(`retry: ${error.message}`);
     }
     refresh();
   };
-  const timer = throttled(refresh);
-  refresh();
-  const unsubscribe = subscribe({}, timer.poke);
-  return { stop() { timer.stop(); unsubscribe(); } };
+  // Grouping reads every failed job: every 10 s, not on every event.
+  polling(10);
+  return every(10000, refresh);
 }
 
 function workersView() {
@@ -630,10 +670,8 @@ function workersView() {
       body.replaceChildren(errorPanel(error));
     }
   };
-  refresh();
   polling(5);
-  const timer = setInterval(refresh, 5000);
-  return { stop: () => clearInterval(timer) };
+  return every(5000, refresh);
 }
 
 function clusterView() {
@@ -653,10 +691,8 @@ function clusterView() {
       body.replaceChildren(errorPanel(error));
     }
   };
-  refresh();
   polling(1);
-  const timer = setInterval(refresh, 1000);
-  return { stop: () => clearInterval(timer) };
+  return every(1000, refresh);
 }
 
 function submitView() {
