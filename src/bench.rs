@@ -6,8 +6,12 @@
 //! one POST per tick for `--duration` seconds; each job's submit-to-start (and -complete) runs
 //! from just before its POST to the arrival of its RUNNING (and COMPLETED) SSE event. Events
 //! may arrive before the POST's answer, so arrivals are kept by job id and joined afterwards.
-//! Both modes print figures for people, then one JSON line with all of them. `--read-model N`
-//! times the dashboard's read-model queries instead (`bench_read_model.rs`).
+//! Both modes print figures for people, then one JSON line with all of them (with `--json`,
+//! only the JSON object on stdout, the rest on stderr), with a progress bar of finished jobs
+//! on stderr, and, when the gateway is on this machine, the CPU seconds the local DistriQueue
+//! processes spent per 1,000 jobs (`bench_cpu.rs`, from /proc). `--batch B` submits through
+//! `POST /api/jobs/batch`. `--read-model N` times the dashboard's read-model queries instead
+//! (`bench_read_model.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
@@ -58,6 +62,16 @@ pub struct BenchArgs {
     /// The whole run ends after this many seconds, whether the jobs have finished or not
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub timeout: u64,
+    /// Throughput mode: submit through `POST /api/jobs/batch`, this many jobs a request
+    /// (1 to 1000)
+    #[arg(long, value_name = "B", conflicts_with = "rate")]
+    pub batch: Option<usize>,
+    /// Print only one JSON object on stdout (jobs, completed, failed, submit_jobs_per_s,
+    /// e2e_jobs_per_s, start_latency_ms and finish_latency_ms with p50, p90, p99, max, and
+    /// server_cpu_s_per_1000_jobs when the server is local); the report for people goes to
+    /// stderr
+    #[arg(long)]
+    pub json: bool,
     /// Read-model mode (no gateway): fill a fresh read model with this many jobs and time the
     /// dashboard's queries on it
     #[arg(long, value_name = "JOBS", conflicts_with = "rate")]
@@ -97,15 +111,58 @@ pub async fn run(target: &ClientSettings, args: BenchArgs) -> anyhow::Result<()>
             "--jobs and --clients must be > 0"
         );
     }
+    if let Some(batch) = args.batch {
+        anyhow::ensure!(
+            (1..=1000).contains(&batch),
+            "--batch must be 1 to 1000 jobs a request"
+        );
+    }
+    REPORT_TO_STDERR.store(args.json, Ordering::Relaxed);
     let client = crate::verbs::client(target)?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let local = crate::bench_cpu::is_local(server);
+    let cpu_before = local.then(crate::bench_cpu::server_cpu_seconds);
     let mut tracker = Tracker::connect(&client, server).await?;
-    let figures = match args.rate {
+    let mut figures = match args.rate {
         None => throughput(&client, request, &args, &mut tracker, deadline).await?,
         Some(rate) => latency(&client, request, rate, &args, &mut tracker, deadline).await?,
     };
-    println!("{figures}");
+    tracker.progress.finish_and_clear();
+    if let Some(before) = cpu_before {
+        let used = crate::bench_cpu::server_cpu_seconds() - before;
+        let jobs = figures["jobs"].as_u64().unwrap_or_default().max(1) as f64;
+        let per_1000 = round3(used / jobs * 1000.0);
+        line(
+            "server CPU",
+            format_args!(
+                "{used:.2} s for {jobs} jobs: {per_1000} s per 1,000 jobs (every local distriqueue process but this one)"
+            ),
+        );
+        figures["server_cpu_s_per_1000_jobs"] = json!(per_1000);
+    }
+    if args.json {
+        println!("{figures}");
+    } else {
+        say(format_args!("{figures}"));
+    }
     Ok(())
+}
+
+/// With `--json`, the report for people goes to stderr and stdout holds only the JSON object.
+static REPORT_TO_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints a line of the report for people (stdout, or stderr with `--json`).
+fn say(text: impl Display) {
+    if REPORT_TO_STDERR.load(Ordering::Relaxed) {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+}
+
+/// `value` rounded to three decimals.
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
 }
 
 /// The throughput mode: prints its figures and returns them as JSON.
@@ -122,13 +179,25 @@ async fn throughput(
     );
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
+    let per_request = args.batch.unwrap_or(1);
+    tracker.progress.set_length(args.jobs as u64);
     for _ in 0..args.clients {
         let (client, request, next, n_jobs) =
             (client.clone(), request.clone(), next.clone(), args.jobs);
+        let batched = args.batch.is_some();
         tasks.spawn(async move {
             let mut outcomes = Vec::new();
-            while Instant::now() < deadline && next.fetch_add(1, Ordering::Relaxed) < n_jobs {
-                outcomes.push(submit(&client, &request, deadline).await);
+            while Instant::now() < deadline {
+                let first = next.fetch_add(per_request, Ordering::Relaxed);
+                if first >= n_jobs {
+                    break;
+                }
+                let n = per_request.min(n_jobs - first);
+                if batched {
+                    outcomes.extend(submit_batch(&client, &request, n, deadline).await);
+                } else {
+                    outcomes.push(submit(&client, &request, deadline).await);
+                }
             }
             outcomes
         });
@@ -189,10 +258,23 @@ async fn throughput(
         .count();
     let latencies = accepted.iter().map(|job| job.latency).collect();
     let (latency_text, latency_json) = describe(latencies, &[50.0, 99.0]);
-    println!(
-        "throughput: {} {} jobs ({}) from {} clients",
-        args.jobs, args.job_type, args.priority, args.clients
-    );
+    let (to_start, to_finish) = job_latencies(&accepted, tracker);
+    let (start_text, start_json) = describe(to_start, &PERCENTILES);
+    let (finish_text, finish_json) = describe(to_finish, &PERCENTILES);
+    let n_failed = terminal
+        .iter()
+        .filter(|(status, _)| *status != JobStatus::Completed)
+        .count();
+    say(format_args!(
+        "throughput: {} {} jobs ({}) from {} clients{}",
+        args.jobs,
+        args.job_type,
+        args.priority,
+        args.clients,
+        args.batch
+            .map(|batch| format!(", {batch} a batch"))
+            .unwrap_or_default()
+    ));
     let submit_rate = rate(accepted.len(), submit_time);
     line(
         "submit phase",
@@ -221,6 +303,8 @@ async fn throughput(
         ),
     );
     line("submit latency", latency_text);
+    line("submit-to-start", start_text);
+    line("submit-to-finish", finish_text);
     if let Some(note) = note {
         line("note", note);
     }
@@ -231,6 +315,9 @@ async fn throughput(
         "end_to_end_secs": secs(end_to_end), "throughput": round1(throughput),
         "completed": n_completed, "not_completed": args.jobs - n_completed,
         "unfinished": pending.len(), "submit_latency_ms": latency_json, "fallback": fallback,
+        "batch": args.batch, "failed": n_failed, "submit_jobs_per_s": round1(submit_rate),
+        "e2e_jobs_per_s": round1(throughput), "start_latency_ms": start_json,
+        "finish_latency_ms": finish_json,
     }))
 }
 
@@ -244,6 +331,9 @@ async fn latency(
     deadline: Instant,
 ) -> anyhow::Result<Value> {
     eprintln!("submitting {per_second} jobs/s for {} s", args.duration);
+    tracker
+        .progress
+        .set_length((per_second * args.duration as f64).round() as u64);
     // Delay, not Burst: a late tick shifts the schedule instead of firing a catch-up burst,
     // which would queue jobs behind each other and inflate the latency being measured.
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
@@ -263,26 +353,32 @@ async fn latency(
     let accepted = submits.accepted()?;
     let ids: Vec<JobId> = accepted.iter().map(|job| job.id).collect();
     let pending = tracker.wait(&ids, deadline).await;
-    let (mut to_start, mut to_complete) = (Vec::new(), Vec::new());
-    for job in &accepted {
-        if let Some(at) = tracker.started.get(&job.id) {
-            to_start.push(at.saturating_duration_since(job.sent_at));
-        }
-        if let Some((JobStatus::Completed, at)) = tracker.finished.get(&job.id) {
-            to_complete.push(at.saturating_duration_since(job.sent_at));
-        }
-    }
-    let (n_attempted, n_completed) = (accepted.len() + submits.n_errors, to_complete.len());
+    let (to_start, to_complete) = job_latencies(&accepted, tracker);
+    let n_attempted = accepted.len() + submits.n_errors;
+    let n_completed = accepted
+        .iter()
+        .filter(|job| {
+            matches!(
+                tracker.finished.get(&job.id),
+                Some((JobStatus::Completed, _))
+            )
+        })
+        .count();
+    let n_failed = accepted
+        .iter()
+        .filter(|job| matches!(tracker.finished.get(&job.id), Some((status, _)) if *status != JobStatus::Completed))
+        .count();
     let achieved = n_attempted as f64 / args.duration as f64;
-    let points = [50.0, 90.0, 99.0];
-    let (start_text, start_json) = describe(to_start, &points);
-    let (complete_text, complete_json) = describe(to_complete, &points);
-    let (post_text, post_json) =
-        describe(accepted.iter().map(|job| job.latency).collect(), &points);
-    println!(
+    let (start_text, start_json) = describe(to_start, &PERCENTILES);
+    let (complete_text, complete_json) = describe(to_complete, &PERCENTILES);
+    let (post_text, post_json) = describe(
+        accepted.iter().map(|job| job.latency).collect(),
+        &PERCENTILES,
+    );
+    say(format_args!(
         "latency: {per_second} {} jobs/s ({}) for {} s, MissedTickBehavior::Delay",
         args.job_type, args.priority, args.duration
-    );
+    ));
     line(
         "submitted",
         format_args!(
@@ -292,7 +388,7 @@ async fn latency(
         ),
     );
     line("submit-to-start", start_text);
-    line("submit-to-complete", complete_text);
+    line("submit-to-finish", complete_text);
     line("POST latency", post_text);
     line(
         "outcome",
@@ -314,12 +410,34 @@ async fn latency(
         "submit_errors": submits.n_errors, "completed": n_completed, "unfinished": pending.len(),
         "submit_to_start_ms": start_json, "submit_to_complete_ms": complete_json,
         "submit_latency_ms": post_json, "stream_ended": tracker.ended,
+        "jobs": n_attempted, "failed": n_failed, "submit_jobs_per_s": round1(achieved),
+        "e2e_jobs_per_s": round1(n_completed as f64 / args.duration as f64),
+        "start_latency_ms": start_json, "finish_latency_ms": complete_json,
     }))
+}
+
+/// The percentiles every latency is reported at (and its max).
+const PERCENTILES: [f64; 3] = [50.0, 90.0, 99.0];
+
+/// Each accepted job's submit-to-start (its first RUNNING event) and submit-to-finish (its
+/// first terminal event), for the jobs whose events arrived.
+fn job_latencies(accepted: &[Submitted], tracker: &Tracker) -> (Vec<Duration>, Vec<Duration>) {
+    let mut to_start = Vec::new();
+    let mut to_finish = Vec::new();
+    for job in accepted {
+        if let Some(at) = tracker.started.get(&job.id) {
+            to_start.push(at.saturating_duration_since(job.sent_at));
+        }
+        if let Some((_, at)) = tracker.finished.get(&job.id) {
+            to_finish.push(at.saturating_duration_since(job.sent_at));
+        }
+    }
+    (to_start, to_finish)
 }
 
 /// Prints one indented `label  text` line of figures.
 fn line(label: &str, text: impl Display) {
-    println!("  {label:<19} {text}");
+    say(format_args!("  {label:<19} {text}"));
 }
 
 /// One accepted job: its id, when its POST was about to be sent, and how long the POST took.
@@ -344,6 +462,42 @@ async fn submit(
         }),
         Ok(Err(err)) => Err(err.to_string()),
         Err(_) => Err("the --timeout deadline passed".to_owned()),
+    }
+}
+
+/// POSTs `n` copies of `request` as one batch, bounded by `deadline`: one outcome per job.
+async fn submit_batch(
+    client: &GatewayClient,
+    request: &Value,
+    n: usize,
+    deadline: Instant,
+) -> Vec<Result<Submitted, String>> {
+    let sent_at = Instant::now();
+    let jobs = vec![request.clone(); n];
+    match timeout_at(deadline, client.submit_batch(&jobs)).await {
+        Ok(Ok(batch)) => {
+            let latency = sent_at.elapsed();
+            batch
+                .job_ids
+                .into_iter()
+                .enumerate()
+                .map(|(index, id)| match id {
+                    Some(id) => Ok(Submitted {
+                        id,
+                        sent_at,
+                        latency,
+                    }),
+                    None => Err(batch
+                        .errors
+                        .get(&index)
+                        .map_or_else(|| "refused".to_owned(), |error| error.error.clone())),
+                })
+                .collect()
+        }
+        Ok(Err(err)) => (0..n).map(|_| Err(err.to_string())).collect(),
+        Err(_) => (0..n)
+            .map(|_| Err("the --timeout deadline passed".to_owned()))
+            .collect(),
     }
 }
 
@@ -395,6 +549,8 @@ struct Tracker {
     started: HashMap<JobId, Instant>,
     /// Each job's first terminal state and its arrival.
     finished: HashMap<JobId, (JobStatus, Instant)>,
+    /// Jobs seen terminal, on stderr (hidden when stderr is not a terminal).
+    progress: indicatif::ProgressBar,
 }
 
 /// One `job-update` event and when it arrived.
@@ -447,6 +603,7 @@ impl Tracker {
             ended: None,
             started: HashMap::new(),
             finished: HashMap::new(),
+            progress: progress_bar(),
         })
     }
 
@@ -454,9 +611,12 @@ impl Tracker {
         if arrival.status == JobStatus::Running {
             self.started.entry(arrival.id).or_insert(arrival.at);
         } else if arrival.status.is_terminal() {
-            self.finished
-                .entry(arrival.id)
-                .or_insert((arrival.status, arrival.at));
+            if let std::collections::hash_map::Entry::Vacant(entry) =
+                self.finished.entry(arrival.id)
+            {
+                entry.insert((arrival.status, arrival.at));
+                self.progress.inc(1);
+            }
         }
     }
 
@@ -498,6 +658,20 @@ impl Tracker {
             .copied()
             .collect()
     }
+}
+
+/// The progress bar of finished jobs (its length set once the number of jobs is known).
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:40}] {pos}/{len} jobs finished, {per_sec}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 impl Drop for Tracker {

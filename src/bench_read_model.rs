@@ -142,6 +142,7 @@ pub async fn run(n_jobs: usize, database: Option<&str>) -> anyhow::Result<()> {
     let cases: Vec<(&str, JobQuery)> = vec![
         ("jobs page (newest first, 20)", page(|_| {})),
         ("jobs page 50 (offset 1,000)", page(|q| q.page = 50)),
+        ("jobs page 5,000 (offset 100,000)", page(|q| q.page = 5_000)),
         ("jobs FAILED", page(|q| q.status = Some(JobStatus::Failed))),
         (
             "jobs FAILED of one type",

@@ -4,6 +4,7 @@
 //! `--config FILE`, `DQ_*` variables, flags) and starts roles through `distriqueue::start`.
 
 mod bench;
+mod bench_cpu;
 mod bench_read_model;
 mod verbs;
 

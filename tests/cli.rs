@@ -1,5 +1,5 @@
 //! The CLI verbs against a running `serve` (submit with --wait or --file, stats, get, list,
-//! cancel), and `distriqueue config`.
+//! cancel, bench with --batch and --json), and `distriqueue config`.
 
 mod common;
 
@@ -211,4 +211,59 @@ fn submit_file_and_stats_from_the_command_line() {
     assert!(ok, "{stderr}");
     let stats: Value = serde_json::from_str(&stdout).expect("statistics as JSON");
     assert_eq!(stats["totalJobs"], 25, "{stats}");
+}
+
+#[test]
+fn bench_in_batches_prints_one_json_object_with_latencies_and_server_cpu() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(&dir.path().join("data"), &[]);
+    let (ok, stdout, stderr) = cli(
+        &serve.gateway,
+        &[
+            "bench",
+            "--jobs",
+            "300",
+            "--batch",
+            "50",
+            "--clients",
+            "2",
+            "--json",
+        ],
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    let figures: Value = serde_json::from_str(stdout.trim()).expect("stdout is one JSON object");
+    assert_eq!(figures["jobs"], 300, "{figures}");
+    assert_eq!(figures["batch"], 50, "{figures}");
+    assert_eq!(figures["completed"], 300, "{figures}");
+    assert_eq!(figures["failed"], 0, "{figures}");
+    for rate in ["submit_jobs_per_s", "e2e_jobs_per_s"] {
+        assert!(
+            figures[rate].as_f64().is_some_and(|r| r > 0.0),
+            "{rate}: {figures}"
+        );
+    }
+    for latency in ["start_latency_ms", "finish_latency_ms"] {
+        for point in ["p50", "p90", "p99", "max"] {
+            assert!(
+                figures[latency][point].as_f64().is_some(),
+                "{latency}.{point}: {figures}"
+            );
+        }
+        assert_eq!(figures[latency]["n"], 300, "{figures}");
+    }
+    // The gateway is on 127.0.0.1: the serve process's CPU is read from /proc.
+    assert!(
+        figures["server_cpu_s_per_1000_jobs"]
+            .as_f64()
+            .is_some_and(|cpu| cpu > 0.0),
+        "{figures}"
+    );
+    assert!(
+        stderr.contains("submit-to-start"),
+        "the report for people goes to stderr"
+    );
+
+    let (ok, _, stderr) = cli(&serve.gateway, &["bench", "--batch", "0"]);
+    assert!(!ok);
+    assert!(stderr.contains("--batch"), "{stderr}");
 }
