@@ -157,7 +157,7 @@ pub async fn run(n_jobs: usize, database: Option<&str>) -> anyhow::Result<()> {
         ),
         ("jobs by priority", page(|q| q.sort_by = SortBy::Priority)),
         (
-            "jobs with one tag (a scan)",
+            "jobs with one tag",
             page(|q| q.tag = Some("batch-7".into())),
         ),
     ];

@@ -193,7 +193,7 @@ fn decode(id: String, format: i64, snapshot: &str) -> Result<JobResponse, StoreE
 }
 
 /// Appends ` WHERE ...` for the filters of `query` (nothing when it has none), values bound.
-fn push_filters<DB>(sql: &mut QueryBuilder<DB>, query: &JobQuery, postgres: bool)
+fn push_filters<DB>(sql: &mut QueryBuilder<DB>, query: &JobQuery)
 where
     DB: Database,
     for<'q> String: Encode<'q, DB> + Type<DB>,
@@ -230,20 +230,9 @@ where
         sql.push_bind(to.0);
     }
     if let Some(tag) = &query.tag {
-        // Tags live in the snapshot only: a scan of the rows the other filters leave.
-        if postgres {
-            condition(
-                sql,
-                "(snapshot::jsonb -> 'tags') @> jsonb_build_array(CAST(",
-            );
-            sql.push_bind(tag.clone()).push(" AS TEXT))");
-        } else {
-            condition(
-                sql,
-                "EXISTS (SELECT 1 FROM json_each(jobs.snapshot, '$.tags') WHERE json_each.value = ",
-            );
-            sql.push_bind(tag.clone()).push(")");
-        }
+        // `job_tags` (migration 0005) holds each job's tags, kept by triggers.
+        condition(sql, "id IN (SELECT job_id FROM job_tags WHERE tag = ");
+        sql.push_bind(tag.clone()).push(")");
     }
 }
 
@@ -664,12 +653,12 @@ where
     for<'q> &'static str: Encode<'q, DB> + Type<DB>,
 {
     let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM jobs");
-    push_filters(&mut count, query, nulls_last);
+    push_filters(&mut count, query);
 
     let (column, nullable) = query.sort_by.column();
     let direction = query.direction.sql();
     let mut select = QueryBuilder::<DB>::new("SELECT id, format, snapshot FROM jobs");
-    push_filters(&mut select, query, nulls_last);
+    push_filters(&mut select, query);
     select.push(" ORDER BY ");
     if nullable && nulls_last {
         select.push(format_args!("{column} {direction} NULLS LAST, "));

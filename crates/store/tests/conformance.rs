@@ -328,23 +328,6 @@ async fn every_filter(store: &Store) {
         assert_eq!(list_ids(store, query).await, expected, "worker {worker}");
     }
 
-    // A tag: every job carries "t"; one more carries its own.
-    let mut tagged = jobs[5].clone();
-    tagged.tags.push("only-five".to_owned());
-    tagged.version += 1;
-    store.upsert(&[tagged]).await.expect("upsert");
-    for (tag, expected) in [
-        ("t", expect(&|_| true)),
-        ("only-five", vec![id(5)]),
-        ("no-such-tag", Vec::new()),
-    ] {
-        let query = JobQuery {
-            tag: Some(tag.to_owned()),
-            ..all.clone()
-        };
-        assert_eq!(list_ids(store, query).await, expected, "tag {tag}");
-    }
-
     // created range, inclusive at both ends: jobs 3..=7.
     let created = |n: u32| parse_client_time(&job(n, JobStatus::Queued, 1).created_at);
     let range = JobQuery {
@@ -390,6 +373,30 @@ async fn every_filter(store: &Store) {
     };
     let none = store.list(&mismatch).await.expect("list");
     assert_eq!((none.total_elements, none.content.len()), (0, 0));
+
+    // A tag: every job above carries "t"; a new job carries only its own. The other filters
+    // are checked above, before this job exists.
+    let mut tagged = job(50, JobStatus::Queued, 1);
+    tagged.tags = vec!["only-fifty".to_owned()];
+    store.upsert(&[tagged]).await.expect("upsert");
+    for (tag, expected) in [
+        ("t", expect(&|_| true)),
+        ("only-fifty", vec![id(50)]),
+        ("no-such-tag", Vec::new()),
+    ] {
+        let query = JobQuery {
+            tag: Some(tag.to_owned()),
+            ..all.clone()
+        };
+        assert_eq!(list_ids(store, query).await, expected, "tag {tag}");
+    }
+    // With another filter: the tagged job's own type.
+    let typed = JobQuery {
+        tag: Some("only-fifty".to_owned()),
+        job_type: Some(job(50, JobStatus::Queued, 1).job_type),
+        ..all.clone()
+    };
+    assert_eq!(list_ids(store, typed).await, vec![id(50)]);
 }
 
 async fn paging_numbers_and_totals(store: &Store) {
