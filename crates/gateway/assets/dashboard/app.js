@@ -336,16 +336,19 @@ function overviewView() {
         h("td", { "data-waiting": p }, waitingBy[p] ?? 0),
         h("td", {}, (() => { const bar = h("div", { class: "bar" }); bar.style.width = `${((byPriority[p] ?? 0) / maxPriority) * 100}%`; return bar; })())))));
       const seconds = timeline.bucketSeconds || 60;
-      // Every bucket of the hour, idle ones at 0 (the answer lists only buckets with jobs);
-      // the current, partial bucket is left out.
+      // Every bucket of the hour, idle ones at 0 (the answer lists only buckets with jobs); the
+      // current bucket's rate is over the seconds it has run so far.
       const byStart = new Map((timeline.buckets || []).map((b) => [Date.parse(b.at), b]));
       const step = seconds * 1000;
-      const last = Math.floor(Date.now() / step) * step - step;
-      const buckets = [];
-      for (let at = last - 59 * step; at <= last; at += step) {
-        buckets.push(byStart.get(at) || { at, submitted: 0, completed: 0, failed: 0 });
+      const now = Date.now();
+      const current = Math.floor(now / step) * step;
+      const points = [];
+      for (let at = current - 59 * step; at <= current; at += step) {
+        const bucket = byStart.get(at) || { submitted: 0, completed: 0, failed: 0 };
+        const span = at === current ? Math.max(1, (now - current) / 1000) : seconds;
+        points.push({ at, bucket, span });
       }
-      const perSecond = (field) => buckets.map((b) => [typeof b.at === "number" ? b.at : Date.parse(b.at), b[field] / seconds]);
+      const perSecond = (field) => points.map((p) => [p.at, p.bucket[field] / p.span]);
       const throughput = lineChart([
         { name: "submitted/s", color: "#0b57d0", points: perSecond("submitted") },
         { name: "completed/s", color: "#146c2e", points: perSecond("completed") },
