@@ -438,21 +438,17 @@ settings! {
 }
 
 impl ClientSettings {
-    /// The certificate authority of `ca_cert`, if set.
+    /// The certificate authority of `ca_cert` for the HTTP clients, if set: its first
+    /// certificate (read as [`ClientSettings::ca_certificates`] reads the file).
     ///
     /// Errors: [`ConfigError::Invalid`] when the file cannot be read or holds no certificate.
     pub fn root_certificate(&self) -> Result<Option<distriqueue_client::Certificate>, ConfigError> {
-        let Some(path) = &self.ca_cert else {
+        let Some(first) = self.ca_certificates()?.into_iter().next() else {
             return Ok(None);
         };
-        let invalid = |problem: String| ConfigError::Invalid {
-            key: "client.ca_cert".to_string(),
-            problem: format!("{}: {problem}", path.display()),
-        };
-        let pem = std::fs::read(path).map_err(|error| invalid(error.to_string()))?;
-        distriqueue_client::root_certificate(&pem)
+        distriqueue_client::Certificate::from_der(&first)
             .map(Some)
-            .map_err(|error| invalid(distriqueue_util::error_chain(&error)))
+            .map_err(|error| ca_cert_invalid(distriqueue_util::error_chain(&error)))
     }
 
     /// The certificates of `ca_cert` (empty when unset), for `amqps://`.
@@ -464,12 +460,16 @@ impl ClientSettings {
         let Some(path) = &self.ca_cert else {
             return Ok(Vec::new());
         };
-        distriqueue_util::serve::certificates_from_pem_file(path).map_err(|error| {
-            ConfigError::Invalid {
-                key: "client.ca_cert".to_string(),
-                problem: error.to_string(),
-            }
-        })
+        distriqueue_util::serve::certificates_from_pem_file(path)
+            .map_err(|error| ca_cert_invalid(error.to_string()))
+    }
+}
+
+/// `client.ca_cert` is unusable, for `problem`.
+fn ca_cert_invalid(problem: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: "client.ca_cert".to_string(),
+        problem,
     }
 }
 

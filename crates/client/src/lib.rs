@@ -178,14 +178,6 @@ fn http_client(root: Option<&Certificate>) -> Result<reqwest::Client, ClientErro
     .map_err(ClientError::Transport)
 }
 
-/// Reads a PEM certificate (a certificate authority to trust, `--ca-cert`).
-///
-/// # Errors
-/// [`ClientError::Transport`] when `pem` holds no certificate reqwest can use.
-pub fn root_certificate(pem: &[u8]) -> Result<Certificate, ClientError> {
-    Certificate::from_pem(pem).map_err(ClientError::Transport)
-}
-
 impl GatewayClient {
     /// A client of the gateway at `base_url` (e.g. `http://127.0.0.1:8082`; a trailing `/` is
     /// ignored, a missing scheme means `http://`, a path prefix is kept).

@@ -524,15 +524,12 @@ pub(crate) async fn workers(State(state): State<AppState>) -> Result<Json<Worker
         .map(|view| view.worker_id.as_str())
         .collect();
     seen.retain(|_, (_, at)| now.0 - at.0 <= LOST_WORKER_SHOWN_MS);
-    while seen.len() > MAX_WORKERS_SHOWN {
-        let oldest = seen
-            .iter()
-            .min_by_key(|(_, (_, at))| at.0)
-            .map(|(id, _)| id.clone());
-        match oldest {
-            Some(id) => seen.remove(&id),
-            None => break,
-        };
+    if seen.len() > MAX_WORKERS_SHOWN {
+        // Past the cap, the workers seen longest ago go first.
+        let mut by_age: Vec<i64> = seen.values().map(|(_, at)| at.0).collect();
+        by_age.sort_unstable();
+        let cutoff = by_age[by_age.len() - MAX_WORKERS_SHOWN];
+        seen.retain(|_, (_, at)| at.0 >= cutoff);
     }
     let mut rows: Vec<WorkerRow> = seen
         .values()
