@@ -9,11 +9,21 @@ use std::process::{Child, Command, Stdio};
 use distriqueue_testkit::{TestDatabase, TestVhost};
 
 /// A free loopback port (bound, then released), so a role can restart on the same address.
+/// Never the same port twice in one test binary: the kernel may hand a released port out again
+/// at once, and two roles told the same port make one of them fail to listen.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// One `distriqueue` process; killed when dropped.
