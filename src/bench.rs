@@ -11,7 +11,7 @@
 //! on stderr, and, when the gateway is on this machine, the CPU seconds the local DistriQueue
 //! processes spent per 1,000 jobs (`bench_cpu.rs`, from /proc). `--batch B` submits through
 //! `POST /api/jobs/batch`. `--read-model N` times the dashboard's read-model queries instead
-//! (`bench_read_model.rs`).
+//! (`bench_read_model.rs`), `--state N` the replicated state's snapshot (`bench_state.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
@@ -76,6 +76,10 @@ pub struct BenchArgs {
     /// dashboard's queries on it
     #[arg(long, value_name = "JOBS", conflicts_with = "rate")]
     pub read_model: Option<usize>,
+    /// State mode (no gateway): build the replicated state with this many jobs (half live,
+    /// half finished) and time a snapshot's clone and the entries applied around it
+    #[arg(long, value_name = "JOBS", conflicts_with_all = ["rate", "read_model"])]
+    pub state: Option<usize>,
     /// Read-model mode: the database to fill (a SQLite path or a postgres:// URL of an empty
     /// database); default a SQLite file in a temporary directory, removed afterwards
     #[arg(long, requires = "read_model", value_name = "URL")]
@@ -88,6 +92,10 @@ pub struct BenchArgs {
 /// Bad arguments, a gateway that cannot be reached or refuses the event stream, or no job
 /// accepted at all. Jobs that fail or do not finish in time are counted, not errors.
 pub async fn run(target: &ClientSettings, args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(n_jobs) = args.state {
+        anyhow::ensure!(n_jobs > 0, "--state must be at least 1");
+        return crate::bench_state::run(n_jobs);
+    }
     if let Some(n_jobs) = args.read_model {
         anyhow::ensure!(n_jobs > 0, "--read-model must be at least 1");
         return crate::bench_read_model::run(n_jobs, args.database.as_deref()).await;

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_cpu;
 mod bench_read_model;
+mod bench_state;
 mod verbs;
 
 use std::collections::BTreeMap;

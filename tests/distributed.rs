@@ -712,3 +712,114 @@ async fn run_with_gateway_and_orchestrator_and_a_separate_worker_completes_the_s
         "{job}"
     );
 }
+
+/// Ready messages in the three job queues (what RabbitMQ holds but has not handed out).
+async fn ready_job_messages(channel: &lapin::Channel) -> u32 {
+    let mut total = 0;
+    for queue in ["job.high", "job.medium", "job.low"] {
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            durable: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(queue, options, lapin::types::FieldTable::default())
+            .await
+            .expect("passive declare of a job queue");
+        total += declared.message_count();
+    }
+    total
+}
+
+/// Issue 13, item 3: a confirmed job message is not published again while its job waits its
+/// turn. 20,000 jobs wait behind the one slot of the one worker, busy with a slow job, under a
+/// 2 s dispatch timeout: 10 s later RabbitMQ was given one message per job and holds no more
+/// than 20,000. Then the slow job is cancelled, a second worker helps drain the backlog, and
+/// every job runs exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_behind_a_slow_slot_keeps_one_message_per_job_and_each_job_runs_once() {
+    const N_JOBS: usize = 20_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = cluster::Spec {
+        workers: 1,
+        concurrency: 1,
+        orchestrator_flags: vec!["--dispatch-timeout".into(), "2".into()],
+        ..cluster::Spec::default()
+    };
+    let Some(mut cluster) = Cluster::start_spec("distributed_backlog", dir.path(), spec) else {
+        return;
+    };
+    let tap = declare_tap(&cluster.amqp_url()).await;
+    let gateway = cluster.gateway_url();
+    let client = http();
+    let slow = submit_ok(&client, &gateway, &sleep_job(600_000, "MEDIUM")).await;
+    wait_started(&cluster.ledger("w0"), &slow).await;
+    let mut ids = Vec::with_capacity(N_JOBS);
+    for chunk in 0..N_JOBS / 1000 {
+        let jobs: Vec<Value> = (0..1000)
+            .map(|n| echo_job("MEDIUM", chunk * 1000 + n))
+            .collect();
+        let answer = client
+            .post(format!("{gateway}/api/jobs/batch"))
+            .json(&json!({ "jobs": jobs }))
+            .send()
+            .await
+            .expect("POST /api/jobs/batch");
+        assert_eq!(answer.status(), 202);
+        let answer: Value = answer.json().await.expect("batch answer");
+        assert_eq!(answer["successful"], 1000, "{answer}");
+        ids.extend(
+            answer["jobIds"]
+                .as_array()
+                .expect("jobIds")
+                .iter()
+                .map(|id| id.as_str().expect("job id").to_string()),
+        );
+    }
+    // Five dispatch timeouts, with the only slot still busy.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        starts_per_job(&cluster.ledger("w0")).len() == 1,
+        "the slow job ended early; the backlog moved"
+    );
+    let ready = ready_job_messages(&tap).await;
+    let copies = drain_tap(&tap).await;
+    let n_copies: usize = copies.values().sum();
+    assert!(
+        ready as usize <= N_JOBS,
+        "{ready} job messages wait for {N_JOBS} jobs"
+    );
+    assert_eq!(
+        n_copies,
+        N_JOBS + 1,
+        "job messages published for {N_JOBS} queued jobs and the slow one"
+    );
+    assert!(
+        copies.values().all(|n| *n == 1),
+        "a job was published twice"
+    );
+
+    // The slow job is cancelled (its slot frees) and a second worker helps drain the backlog.
+    let (status, body) = post(&client, &format!("{gateway}/api/jobs/{slow}/cancel")).await;
+    assert_eq!(status, 200, "{body}");
+    let drainer = cluster.start_worker("w1", 8);
+    cluster.workers.push(drainer);
+    // Polled every 2 s: reading 40,000 ledger lines is not free on two cores.
+    let deadline = std::time::Instant::now() + Duration::from_secs(900);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ledger = cluster.ledger_lines();
+        let finished = ledger.iter().filter(|line| line.event == "finish").count();
+        if finished >= N_JOBS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{finished} of {N_JOBS} jobs finished"
+        );
+    }
+    let ledger = cluster.ledger_lines();
+    ids.push(slow);
+    scenarios::each_started_once(&ids, &ledger);
+    no_attempt_finished_twice(&ledger);
+}

@@ -445,3 +445,64 @@ async fn cancel_of_running_job_stops_its_handler_and_frees_the_slot() {
     let (_, job) = get(&client, &format!("{}/api/jobs/{sleeper}", serve.gateway)).await;
     assert_eq!(job["jobStatus"], "CANCELLED", "{job}");
 }
+
+/// Issue 13, item 5: with `--retention 4s`, finished jobs leave the read model once they ended
+/// more than 4 s ago while new jobs keep flowing; a running job stays whatever its age, and the
+/// statistics still count every job.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_removes_finished_jobs_past_the_window_and_statistics_keep_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(dir.path(), &["--retention", "4s"]);
+    let client = http();
+    let gateway = serve.gateway.clone();
+    let running = submit_ok(&client, &gateway, &sleep_job(120_000, "LOW")).await;
+    let mut old = Vec::new();
+    for n in 0..20 {
+        old.push(submit_ok(&client, &gateway, &echo_job("MEDIUM", n)).await);
+    }
+    for id in &old {
+        let job = wait_terminal(&client, &gateway, id, Duration::from_secs(60)).await;
+        assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    }
+    // Jobs keep flowing while the finished ones age out.
+    let flowing = {
+        let client = client.clone();
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..60 {
+                ids.push(submit_ok(&client, &gateway, &echo_job("HIGH", n)).await);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            ids
+        })
+    };
+    wait_until(Duration::from_secs(90), "the old jobs to leave", || {
+        let client = client.clone();
+        let url = format!("{gateway}/api/jobs/{}", old[old.len() - 1]);
+        async move { get(&client, &url).await.0 == 404 }
+    })
+    .await;
+    let flowing = flowing.await.expect("submitter");
+    for id in &old {
+        let (status, body) = get(&client, &format!("{gateway}/api/jobs/{id}")).await;
+        assert_eq!(status, 404, "{id} stayed: {body}");
+    }
+    let (status, body) = get(&client, &format!("{gateway}/api/jobs/{running}")).await;
+    assert_eq!(
+        (status, body["jobStatus"].as_str()),
+        (200, Some("RUNNING")),
+        "{body}"
+    );
+    // The jobs submitted last ended less than the window ago: still there.
+    let last = flowing.last().expect("flowing jobs");
+    let job = wait_terminal(&client, &gateway, last, Duration::from_secs(60)).await;
+    assert_eq!(job["jobStatus"], "COMPLETED", "{job}");
+    let (_, stats) = get(&client, &format!("{gateway}/api/jobs/statistics")).await;
+    assert_eq!(
+        stats["totalJobs"].as_u64(),
+        Some(1 + old.len() as u64 + flowing.len() as u64),
+        "{stats}"
+    );
+    assert_eq!(stats["runningJobs"], 1, "{stats}");
+}

@@ -126,6 +126,10 @@ def config_from_env():
             host=os.environ.get("RABBITMQ_HOST", "127.0.0.1"),
             port=int(os.environ.get("RABBITMQ_PORT", "5672")),
             virtual_host=os.environ.get("RABBITMQ_VHOST", "/"),
+            # A short AMQP heartbeat: if this process freezes, RabbitMQ closes its connection
+            # within about 20 s and the message it holds goes to another worker
+            # (docs/protocol.md).
+            heartbeat=int(os.environ.get("RABBITMQ_HEARTBEAT_S", "10")),
             credentials=pika.PlainCredentials(
                 os.environ.get("RABBITMQ_USERNAME", "guest"),
                 os.environ.get("RABBITMQ_PASSWORD", "guest"),

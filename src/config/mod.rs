@@ -38,7 +38,7 @@ pub use self::flags::{
 pub use self::load::{load, ConfigError, Loaded, Sources};
 pub use self::render::{effective, example_file};
 use self::setting::parse_value;
-pub use self::setting::{redact_url, Cmd, FromText, Redact, Setting};
+pub use self::setting::{redact_url, Cmd, FromText, Redact, Setting, Span};
 
 /// Declares the settings: [`Config`] and its sections (with `Default`), and [`SETTINGS`].
 macro_rules! settings {
@@ -194,6 +194,13 @@ settings! {
             env ["DQ_RECONCILE_EVERY"]
             flags [Serve "reconcile-every", Run "reconcile-every", Gateway "reconcile-every"]
             redact No;
+        /// How long finished jobs (COMPLETED, FAILED, TIMEOUT, CANCELLED) stay in the read
+        /// model after they ended; older ones leave it in small batches, and the statistics keep
+        /// counting them. `0`: keep every job.
+        retention: Span = Span(GatewayConfig::default().retention.unwrap_or_default());
+            env ["DQ_RETENTION"]
+            flags [Serve "retention", Run "retention", Gateway "retention"]
+            redact No;
         /// Seconds between two keep-alive comments on an open SSE stream.
         sse_keep_alive: u64 = GatewayConfig::default().sse_keep_alive.as_secs();
             env ["DQ_SSE_KEEP_ALIVE"]
@@ -237,7 +244,9 @@ settings! {
             env ["DQ_SNAPSHOT_EVERY"]
             flags [Serve "snapshot-every", Run "snapshot-every", Orchestrator "snapshot-every"]
             redact No;
-        /// Seconds a QUEUED attempt may wait unstarted before it is published again.
+        /// Seconds a job message that left its queue may stay unstarted, once a job queued after
+        /// it at its priority started, before it is published again (a job waiting its turn in
+        /// its queue is never published again).
         dispatch_timeout: u64 = OrchestratorConfig::default().dispatch_timeout.as_secs();
             env ["DQ_DISPATCH_TIMEOUT"]
             flags [Serve "dispatch-timeout", Run "dispatch-timeout", Orchestrator "dispatch-timeout"]
@@ -686,6 +695,7 @@ impl Config {
             batch_body_limit_bytes: settings.max_batch_body_bytes,
             sse_keep_alive: Duration::from_secs(settings.sse_keep_alive),
             reconcile_every: Duration::from_secs(settings.reconcile_every),
+            retention: settings.retention.non_zero(),
             prometheus: None,
             api_keys: ApiKeys::default(),
             tls: None,

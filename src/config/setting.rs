@@ -214,6 +214,54 @@ impl<T: FromText> FromText for Vec<T> {
     }
 }
 
+/// A span of time: whole seconds (`2592000`) or humantime's units (`30d`, `12h`, `90s`,
+/// `1h 30m`); `0` for none. Written back in humantime's form (`30days`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub std::time::Duration);
+
+impl Span {
+    /// `None` for a zero span (the setting is off), the duration otherwise.
+    pub fn non_zero(self) -> Option<std::time::Duration> {
+        (!self.0.is_zero()).then_some(self.0)
+    }
+}
+
+impl FromText for Span {
+    const KIND: &'static str = "a span of time (30d, 12h, 90s, or whole seconds; 0 for none)";
+
+    fn from_text(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(seconds) = text.parse::<u64>() {
+            return Ok(Span(std::time::Duration::from_secs(seconds)));
+        }
+        humantime::parse_duration(text)
+            .map(Span)
+            .map_err(|error| format!("{text:?} is not {}: {error}", Self::KIND))
+    }
+}
+
+impl serde::Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Span {
+    /// A string in any form [`FromText`] reads, or whole seconds as a number.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Seconds(u64),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Seconds(seconds) => Ok(Span(std::time::Duration::from_secs(seconds))),
+            Written::Text(text) => Span::from_text(&text).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// `url` with its password (if any) replaced by `***`, for messages and listings.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -245,6 +293,28 @@ mod tests {
         assert_eq!(
             redact_url("postgres://root@127.0.0.1:5432/test"),
             "postgres://root@127.0.0.1:5432/test"
+        );
+    }
+
+    #[test]
+    fn spans_read_seconds_and_units_and_write_units() {
+        let day = std::time::Duration::from_secs(86_400);
+        assert_eq!(Span::from_text("30d"), Ok(Span(day * 30)));
+        assert_eq!(Span::from_text(" 2592000 "), Ok(Span(day * 30)));
+        assert_eq!(
+            Span::from_text("1h 30m").map(|span| span.0.as_secs()),
+            Ok(5_400)
+        );
+        assert_eq!(Span::from_text("0").map(Span::non_zero), Ok(None));
+        let error = Span::from_text("soon").expect_err("soon is not a span");
+        assert!(error.contains("is not a span of time"), "{error}");
+        let written = serde_json::to_string(&Span(day * 30)).expect("serialize");
+        assert_eq!(written, "\"30days\"");
+        let read: Span = serde_json::from_str(&written).expect("deserialize");
+        assert_eq!(read, Span(day * 30));
+        assert_eq!(
+            serde_json::from_str::<Span>("90").ok(),
+            Some(Span(std::time::Duration::from_secs(90)))
         );
     }
 

@@ -13,7 +13,9 @@ use distriqueue_testkit::{TestDatabase, TestVhost};
 /// at once, and two roles told the same port make one of them fail to listen.
 pub fn free_port() -> u16 {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -364,9 +366,14 @@ impl Cluster {
             self.heartbeat_timeout_s.to_string(),
             "--retry-backoff-base-ms".into(),
             "100".into(),
-            "--dispatch-timeout".into(),
-            "10".into(),
         ];
+        if !self
+            .orchestrator_flags
+            .iter()
+            .any(|flag| flag == "--dispatch-timeout")
+        {
+            args.extend(["--dispatch-timeout".into(), "10".into()]);
+        }
         if self.orchestrator_ports.len() > 1 {
             let peers: Vec<String> = (0..self.initial_members)
                 .map(|node| format!("{}={}", node + 1, self.peer_url(node)))

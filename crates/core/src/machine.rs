@@ -5,8 +5,10 @@
 //! node (DESIGN.md, "Who owns what"). Maps are `BTreeMap`s so iteration order is fixed; time and
 //! randomness (backoff jitter) come in the [`Batch`], stamped by the leader.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
+use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -358,10 +360,29 @@ pub struct MachineConfig {
     /// How long an idempotency key answers with its first job, in milliseconds (default 24 h).
     #[serde(default = "default_idempotency_retention_ms")]
     pub idempotency_retention_ms: i64,
+    /// Most tombstones kept (default 200,000), whatever their age: past it the oldest go first,
+    /// so finished jobs cost a bounded number of bytes (issue 13, item 4; about 200 bytes each,
+    /// at most about 700 with a 255-byte type and worker id). At 3,000 jobs/s the window is
+    /// then about a minute rather than 15: still far past the gateway's 10 s of register
+    /// retries, and a late report refused with 404 instead of 409 is refused all the same.
+    #[serde(default = "default_max_tombstones")]
+    pub max_tombstones: usize,
+    /// Most idempotency keys kept (default 1,000,000), whatever their age: past it the oldest
+    /// go first (about 100 bytes each with a 20-byte key, at most about 350).
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
 }
 
 fn default_idempotency_retention_ms() -> i64 {
     24 * 3600 * 1000
+}
+
+fn default_max_tombstones() -> usize {
+    200_000
+}
+
+fn default_max_keys() -> usize {
+    1_000_000
 }
 
 impl Default for MachineConfig {
@@ -369,6 +390,8 @@ impl Default for MachineConfig {
         MachineConfig {
             tombstone_retention_ms: 15 * 60 * 1000,
             idempotency_retention_ms: default_idempotency_retention_ms(),
+            max_tombstones: default_max_tombstones(),
+            max_keys: default_max_keys(),
         }
     }
 }
@@ -643,16 +666,19 @@ pub struct Tombstone {
     pub completed_at: Millis,
 }
 
-/// The replicated lifecycle state.
+/// The replicated lifecycle state. Its collections are persistent (imbl: structure shared
+/// between clones), so a snapshot clones it in O(1) under the state lock instead of copying a
+/// million jobs (issue 13, item 4); serialized they are plain maps and lists, as before. Large
+/// values sit behind an `Arc` (copied on write), so a tree node stays small.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct State {
     config: MachineConfig,
     /// Non-terminal jobs.
-    jobs: BTreeMap<JobId, JobRecord>,
+    jobs: OrdMap<JobId, Arc<JobRecord>>,
     /// Terminal jobs within the retention window.
-    tombstones: BTreeMap<JobId, Tombstone>,
+    tombstones: OrdMap<JobId, Arc<Tombstone>>,
     /// Tombstones by completion time, oldest first, for pruning.
-    tombstone_order: VecDeque<(Millis, JobId)>,
+    tombstone_order: Vector<(Millis, JobId)>,
     /// Number of PENDING + QUEUED jobs: the admission cap's measure.
     n_waiting: u64,
     /// Bytes of payload the PENDING + QUEUED jobs hold: the admission cap in bytes' measure.
@@ -663,17 +689,17 @@ pub struct State {
     /// Every event up to here reached the read model.
     published_upto: u64,
     /// Events past `published_upto`, oldest first, kept to publish again after a restart.
-    unpublished: VecDeque<StatusEvent>,
+    unpublished: Vector<Arc<StatusEvent>>,
     /// The latest leader time applied: a new leader never stamps an earlier one.
     #[serde(default)]
     leader_time: Millis,
     /// Idempotency keys within their retention window: the first job's id and when the key
     /// expires.
     #[serde(default)]
-    keys: BTreeMap<String, (JobId, Millis)>,
+    keys: OrdMap<String, (JobId, Millis)>,
     /// Keys by expiry, oldest first, for pruning.
     #[serde(default)]
-    key_order: VecDeque<(Millis, String)>,
+    key_order: Vector<(Millis, String)>,
 }
 
 /// A job's place in the machine: live, finished (tombstone) or unknown.
@@ -815,10 +841,10 @@ impl State {
 
     fn find(&mut self, id: JobId) -> Found<'_> {
         if let Some(record) = self.jobs.get_mut(&id) {
-            return Found::Live(record);
+            return Found::Live(Arc::make_mut(record));
         }
         match self.tombstones.get(&id) {
-            Some(tombstone) => Found::Finished(tombstone),
+            Some(tombstone) => Found::Finished(tombstone.as_ref()),
             None => Found::Unknown,
         }
     }
@@ -860,7 +886,7 @@ impl State {
             effects.push(Effect::ArmTimer(timer));
         }
         self.start_waiting(record.payload_bytes);
-        self.jobs.insert(id, record);
+        self.jobs.insert(id, Arc::new(record));
         let dispatch = due.is_none().then_some(batch.seed);
         let job = self.changed(now, id, dispatch, effects);
         Ok(Applied {
@@ -1245,7 +1271,7 @@ impl State {
             })
             .collect();
         self.start_waiting(record.payload_bytes);
-        self.jobs.insert(id, record);
+        self.jobs.insert(id, Arc::new(record));
         let job = self.changed(batch.now, id, Some(batch.seed), effects);
         Ok(Applied {
             job,
@@ -1296,7 +1322,7 @@ impl State {
             .map(|record| record.id)
             .collect();
         for id in lost {
-            if let Some(record) = self.jobs.get_mut(&id) {
+            if let Some(record) = self.jobs.get_mut(&id).map(Arc::make_mut) {
                 // Should the worker come back, it must not go on with an attempt retried elsewhere.
                 effects.push(Effect::StopAttempt(ControlMessage::Cancel {
                     worker_id: worker_id.clone(),
@@ -1324,9 +1350,12 @@ impl State {
         }
     }
 
+    /// Drops tombstones and idempotency keys past their window, and the oldest beyond the
+    /// caps of [`MachineConfig`] (counted by their order queues, which bound both).
     fn prune(&mut self, now: Millis) {
         while let Some(&(completed_at, id)) = self.tombstone_order.front() {
-            if now.since(completed_at) <= self.config.tombstone_retention_ms {
+            let expired = now.since(completed_at) > self.config.tombstone_retention_ms;
+            if !expired && self.tombstone_order.len() <= self.config.max_tombstones {
                 break;
             }
             self.tombstone_order.pop_front();
@@ -1340,7 +1369,7 @@ impl State {
             }
         }
         while let Some((expires, _)) = self.key_order.front() {
-            if *expires > now {
+            if *expires > now && self.key_order.len() <= self.config.max_keys {
                 break;
             }
             if let Some((expires, key)) = self.key_order.pop_front() {
@@ -1357,22 +1386,22 @@ impl State {
 
     /// The live (non-terminal) job, if held.
     pub fn job(&self, id: JobId) -> Option<&JobRecord> {
-        self.jobs.get(&id)
+        self.jobs.get(&id).map(Arc::as_ref)
     }
 
     /// The tombstone of a terminal job still within the retention window.
     pub fn tombstone(&self, id: JobId) -> Option<&Tombstone> {
-        self.tombstones.get(&id)
+        self.tombstones.get(&id).map(Arc::as_ref)
     }
 
     /// Non-terminal jobs, by id.
     pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
-        self.jobs.values()
+        self.jobs.values().map(Arc::as_ref)
     }
 
     /// Terminal jobs still held, by id.
     pub fn tombstones(&self) -> impl Iterator<Item = &Tombstone> {
-        self.tombstones.values()
+        self.tombstones.values().map(Arc::as_ref)
     }
 
     /// PENDING + QUEUED jobs: what the admission cap counts.
@@ -1414,24 +1443,29 @@ impl State {
 
     /// Events past the watermark, oldest first: what a restarted host publishes again.
     pub fn unpublished(&self) -> impl Iterator<Item = &StatusEvent> {
-        self.unpublished.iter()
+        self.unpublished.iter().map(Arc::as_ref)
     }
 
-    /// The dispatches a restarted host must publish again: every QUEUED attempt, in the order
-    /// they were queued (the broker then orders them by priority).
-    pub fn pending_dispatches(&self) -> Vec<JobMessage> {
+    /// Every QUEUED attempt, in the order they were queued (`queued_seq`): what a new leader
+    /// publishes again (those past the watermark, or all of them when the transport kept
+    /// nothing) or watches for (the rest: RabbitMQ holds their confirmed messages).
+    pub fn queued(&self) -> Vec<&JobRecord> {
         let mut queued: Vec<&JobRecord> = self
             .jobs
             .values()
+            .map(Arc::as_ref)
             .filter(|record| record.status == JobStatus::Queued)
             .collect();
         queued.sort_by_key(|record| record.queued_seq);
-        queued.into_iter().map(JobRecord::message).collect()
+        queued
     }
 
     /// Every timer the live jobs wait on: what a restarted host (or a new leader) arms again.
     pub fn timers(&self) -> Vec<Timer> {
-        self.jobs.values().filter_map(JobRecord::timer).collect()
+        self.jobs
+            .values()
+            .filter_map(|record| record.timer())
+            .collect()
     }
 
     /// Workers holding a lease on a RUNNING attempt.
@@ -1453,7 +1487,7 @@ impl State {
         dispatch_seed: Option<u64>,
         effects: &mut Vec<Effect>,
     ) -> Option<Box<JobResponse>> {
-        let record = self.jobs.get_mut(&id)?;
+        let record = Arc::make_mut(self.jobs.get_mut(&id)?);
         record.version = record.version.saturating_add(1);
         self.last_seq += 1;
         let seq = self.last_seq;
@@ -1492,7 +1526,7 @@ impl State {
         if dispatch_seed.is_some() {
             effects.push(Effect::Dispatch(Box::new(record.message())));
         }
-        self.unpublished.push_back(event.clone());
+        self.unpublished.push_back(Arc::new(event.clone()));
         effects.push(Effect::Emit(Box::new(event)));
         if record.status.is_terminal() {
             let completed_at = record.completed_at.unwrap_or(now);
@@ -1509,7 +1543,7 @@ impl State {
                 completed_at,
             };
             self.jobs.remove(&id);
-            self.tombstones.insert(id, tombstone);
+            self.tombstones.insert(id, Arc::new(tombstone));
             self.tombstone_order.push_back((completed_at, id));
         }
         Some(Box::new(job))

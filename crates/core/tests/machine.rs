@@ -458,6 +458,7 @@ fn idempotency_key_answers_with_the_first_job_within_the_window() {
     let mut state = State::new(MachineConfig {
         tombstone_retention_ms: 1_000,
         idempotency_retention_ms: 10_000,
+        ..MachineConfig::default()
     });
     step(
         &mut state,
@@ -704,9 +705,9 @@ fn lost_worker_fails_its_attempts_which_retry_by_policy() {
     );
     assert_eq!(
         state
-            .pending_dispatches()
+            .queued()
             .iter()
-            .map(|m| m.attempt)
+            .map(|record| record.attempt)
             .collect::<Vec<_>>(),
         [2]
     );
@@ -743,6 +744,44 @@ fn tombstones_expire_after_retention() {
     assert!(state.tombstone(job_id(0)).is_some());
     step(&mut state, 1_011, Command::AckEvents { upto: 0 });
     assert!(state.tombstone(job_id(0)).is_none());
+}
+
+#[test]
+fn tombstones_and_keys_past_their_caps_go_oldest_first() {
+    let mut state = State::new(MachineConfig {
+        max_tombstones: 3,
+        max_keys: 4,
+        ..MachineConfig::default()
+    });
+    for n in 0..6 {
+        let key = format!("key-{n}");
+        step(
+            &mut state,
+            0,
+            register_with(n, json!({"idempotencyKey": key})),
+        );
+        step(&mut state, 0, Command::Cancel { id: job_id(n) });
+    }
+    // Pruning runs before each entry: the next one sees the caps held.
+    step(&mut state, 1, Command::AckEvents { upto: 0 });
+    let held: Vec<bool> = (0..6)
+        .map(|n| state.tombstone(job_id(n)).is_some())
+        .collect();
+    assert_eq!(held, [false, false, false, true, true, true]);
+    // The oldest keys went too: key-1 registers a new job, key-5 answers with job 5.
+    let (outcome, _) = apply(
+        &mut state,
+        2,
+        register_with(7, json!({"idempotencyKey": "key-1"})),
+    );
+    assert!(outcome.expect("registered").created);
+    let (outcome, _) = apply(
+        &mut state,
+        2,
+        register_with(8, json!({"idempotencyKey": "key-5"})),
+    );
+    let applied = outcome.expect("answered");
+    assert_eq!((applied.created, applied.job_id), (false, Some(job_id(5))));
 }
 
 #[test]

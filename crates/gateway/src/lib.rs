@@ -18,6 +18,7 @@ mod error;
 mod feed;
 pub mod metrics;
 mod query;
+mod retention;
 mod sse;
 mod state;
 mod writer;
@@ -134,6 +135,9 @@ pub struct GatewayConfig {
     /// How often the read model is reconciled with the orchestrator's live snapshots (also
     /// once at start). Default 60 s.
     pub reconcile_every: Duration,
+    /// How long finished jobs stay in the read model after they ended (`--retention`); older
+    /// ones leave it in batches ([`retention::run`]). `None`: kept for ever. Default 30 days.
+    pub retention: Option<Duration>,
     /// The process's Prometheus registry, served at `GET /api/actuator/prometheus`
     /// (docs/metrics.md). `None` (the default): no metrics, and that route answers 404.
     pub prometheus: Option<PrometheusText>,
@@ -153,6 +157,7 @@ impl Default for GatewayConfig {
             batch_body_limit_bytes: 16 * 1024 * 1024,
             sse_keep_alive: Duration::from_secs(15),
             reconcile_every: Duration::from_secs(60),
+            retention: Some(Duration::from_secs(30 * 86_400)),
             prometheus: None,
             api_keys: ApiKeys::default(),
             tls: None,
@@ -239,6 +244,12 @@ impl Gateway {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
         let reconciler = tokio::spawn(feed::reconcile(self.state.clone()));
         let _stop_reconciling = AbortOnDrop(reconciler);
+        let _stop_retention = self.state.config.retention.map(|window| {
+            AbortOnDrop(tokio::spawn(retention::run(
+                self.state.store.clone(),
+                window,
+            )))
+        });
         let streams_closed = self.state.streams_closed();
         let limits = ServerLimits {
             check_host_on_loopback: self.state.config.api_keys.is_empty(),

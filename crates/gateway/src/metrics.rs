@@ -14,6 +14,9 @@ pub const READMODEL_WRITE_BATCH_SIZE: &str = "distriqueue_gateway_readmodel_writ
 /// Time of one read-model write, seconds.
 pub const READMODEL_WRITE_SECONDS: &str = "distriqueue_gateway_readmodel_write_seconds";
 
+/// Finished jobs removed from the read model by retention (`--retention`).
+pub const READMODEL_JOBS_REMOVED: &str = "distriqueue_gateway_readmodel_jobs_removed_total";
+
 /// Describes every metric of the gateway (the `# HELP` lines).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -36,6 +39,16 @@ pub fn describe() {
         Unit::Seconds,
         "Time of one read-model write."
     );
+    metrics::counter!(READMODEL_JOBS_REMOVED).increment(0);
+    describe_counter!(
+        READMODEL_JOBS_REMOVED,
+        "Finished jobs that left the read model because they ended longer ago than the retention window."
+    );
+}
+
+/// Counts `n` finished jobs retention removed ([`READMODEL_JOBS_REMOVED`]).
+pub(crate) fn record_removed(n: u64) {
+    metrics::counter!(READMODEL_JOBS_REMOVED).increment(n);
 }
 
 /// Counts one open SSE stream while it lives ([`SSE_CLIENTS`]).

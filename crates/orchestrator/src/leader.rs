@@ -88,7 +88,7 @@ impl LeaderDuties {
 
     /// Commits a barrier entry (every entry before it is then applied), grants every lease
     /// holder a full heartbeat timeout, then resumes dispatches, events and timers from the
-    /// state and starts the outbox, the timers, liveness and (with RabbitMQ) the watermark.
+    /// state (job messages RabbitMQ holds are not published again) and starts the outbox, the timers, liveness and (with RabbitMQ) the watermark.
     ///
     /// Errors: the barrier entry did not commit (leadership lost meanwhile, say).
     async fn begin(
@@ -121,8 +121,13 @@ impl LeaderDuties {
             published_upto,
             backlog,
         };
+        // RabbitMQ keeps the job messages it confirmed; the in-process transport loses them
+        // with the process.
+        let waiting = self
+            .state_machine
+            .go_live(effects_sender, self.broker.confirms_events());
         let mut tasks = vec![
-            tokio::spawn(outbox.run(effects)),
+            tokio::spawn(outbox.run(effects, waiting)),
             tokio::spawn(run_liveness(
                 Arc::clone(&self.workers),
                 self.proposer.clone(),
@@ -141,7 +146,6 @@ impl LeaderDuties {
                 published,
             )));
         }
-        self.state_machine.go_live(effects_sender);
         Ok(tasks)
     }
 }

@@ -63,6 +63,9 @@ pub const LOG_ENTRY_COMMANDS: &str = "distriqueue_orchestrator_log_entry_command
 pub const OUTBOX_BACKLOG: &str = "distriqueue_orchestrator_outbox_backlog";
 /// Messages the broker refused for good, by kind (job, event, control).
 pub const OUTBOX_REFUSED: &str = "distriqueue_orchestrator_outbox_refused_total";
+/// Job messages published (confirmed), by `reason`: `dispatch` (an attempt queued, or resumed
+/// by a new leader) or `passed_over` (published again: it left its queue unstarted).
+pub const JOB_MESSAGES_PUBLISHED: &str = "distriqueue_orchestrator_job_messages_published_total";
 /// Events past the committed watermark.
 pub const EVENTS_UNACKNOWLEDGED: &str = "distriqueue_orchestrator_events_unacknowledged";
 /// Requests answered, by route, method and status.
@@ -77,6 +80,9 @@ pub fn describe() {
     metrics::counter!(WORKERS_LOST).increment(0);
     for kind in REFUSED_KINDS {
         metrics::counter!(OUTBOX_REFUSED, "kind" => kind).increment(0);
+    }
+    for reason in PUBLISH_REASONS {
+        metrics::counter!(JOB_MESSAGES_PUBLISHED, "reason" => reason).increment(0);
     }
     zero_counters("other");
     describe_counter!(
@@ -145,6 +151,10 @@ pub fn describe() {
         OUTBOX_REFUSED,
         "Messages the broker refused for good (too large for it), set aside by the outbox, by kind: a job's (the job fails), an event or a control message."
     );
+    describe_counter!(
+        JOB_MESSAGES_PUBLISHED,
+        "Job messages the transport took, by reason: dispatch (an attempt queued, or resumed by a new leader) or passed_over (published again: it left its queue and was not started within the dispatch timeout)."
+    );
     describe_gauge!(
         EVENTS_UNACKNOWLEDGED,
         "Lifecycle events past the committed watermark."
@@ -166,6 +176,14 @@ const REFUSED_KINDS: [&str; 3] = ["job", "event", "control"];
 /// Counts a message the broker refused for good (`kind`: one of [`REFUSED_KINDS`]).
 pub(crate) fn record_refused(kind: &'static str) {
     metrics::counter!(OUTBOX_REFUSED, "kind" => kind).increment(1);
+}
+
+/// The `reason` labels of [`JOB_MESSAGES_PUBLISHED`].
+pub(crate) const PUBLISH_REASONS: [&str; 2] = ["dispatch", "passed_over"];
+
+/// Counts `n` job messages the transport took (`reason`: one of [`PUBLISH_REASONS`]).
+pub(crate) fn record_published(reason: &'static str, n: usize) {
+    metrics::counter!(JOB_MESSAGES_PUBLISHED, "reason" => reason).increment(n as u64);
 }
 
 /// Most distinct job types that get their own `type` label; the types seen after them count

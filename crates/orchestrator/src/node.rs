@@ -58,8 +58,10 @@ pub struct OrchestratorConfig {
     pub max_batch: usize,
     /// Log entries between two snapshots. Default 20,000.
     pub snapshot_every: u64,
-    /// A QUEUED attempt not started this long after its publish is published again (the
-    /// lease fences the copies; DESIGN.md "Delivery", rule 2). Default 60 s.
+    /// A QUEUED attempt whose message left its queue is published again when it is still not
+    /// started this long after an attempt published after it at its priority started (the
+    /// lease fences the copies; DESIGN.md "Delivery", rule 2; issue 13: an attempt waiting its
+    /// turn is never published again). Default 60 s.
     pub dispatch_timeout: Duration,
     /// The cluster's members, node id to peer URL (`http://10.0.0.1:8091`, where each serves
     /// its `peer_addr`), this node included (a node left out waits to be added). Empty (the

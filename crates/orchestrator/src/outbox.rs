@@ -4,9 +4,17 @@
 //! backoff until the transport takes it, one message at a time after a failure: a message the
 //! broker refuses for good ([`BrokerError::is_refusal`]) is set aside, logged and counted, and
 //! its job fails (`Command::Undeliverable`), so one message never holds up the rest (issue 11).
-//! A dispatched attempt not started within the dispatch timeout is published again.
+//!
+//! A confirmed job message is not published again while it waits its turn (issue 13): a
+//! backlog of B jobs keeps B messages. RabbitMQ gives back what a closed connection held
+//! unacknowledged, and a lease recovers a started job. The one case left is a message that
+//! left its queue and was not started: taken by a worker that does not start it (frozen, or
+//! holding it while its slots are busy), or lost (a purge, a worker acking early and dying).
+//! Each queue is FIFO within one priority, so the outbox sees it: an attempt still unstarted a
+//! dispatch timeout after an attempt published later at the same priority started is published
+//! again ([`Unstarted`]); the lease fences the copies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +22,7 @@ use std::time::Duration;
 
 use distriqueue_broker::{Broker, BrokerError};
 use distriqueue_core::machine::JobRecord;
-use distriqueue_core::{Command, ControlMessage, Effect, JobId, JobMessage, JobStatus};
+use distriqueue_core::{Command, ControlMessage, Effect, JobId, JobMessage, JobStatus, Priority};
 use distriqueue_util::retry::{retry_while, Backoff};
 use tokio::sync::{mpsc, watch};
 
@@ -29,8 +37,119 @@ const PUBLISH_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Durati
 /// Most effect batches (one per applied entry) carried out together.
 const EFFECT_BATCHES: usize = 256;
 
-/// Published attempts not yet started: job -> (attempt, when published).
-type Unstarted = HashMap<JobId, (u32, tokio::time::Instant)>;
+/// A QUEUED attempt whose message a previous leader (or this node before a restart) published
+/// and RabbitMQ confirmed: [`StateMachineStore::go_live`] hands these to the new outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Waiting {
+    pub(crate) id: JobId,
+    pub(crate) attempt: u32,
+    pub(crate) priority: Priority,
+}
+
+/// One published attempt not yet started.
+struct Published {
+    attempt: u32,
+    priority: Priority,
+    /// Publish order within this outbox (0: published before it started).
+    order: u64,
+}
+
+/// The published attempts not yet started, and what shows that one of them left its queue
+/// unstarted: an attempt of its priority published after it started (each queue is FIFO within
+/// a priority). An attempt that stays unstarted a dispatch timeout after that is due to be
+/// published again; one that waits its turn never is.
+#[derive(Default)]
+struct Unstarted {
+    attempts: HashMap<JobId, Published>,
+    /// The last publish order given out.
+    last_order: u64,
+    /// By priority: the highest publish order of a started attempt.
+    started: HashMap<Priority, u64>,
+    /// `started` as it was at each sweep, oldest first, back to a dispatch timeout ago.
+    checkpoints: VecDeque<(tokio::time::Instant, HashMap<Priority, u64>)>,
+}
+
+impl Unstarted {
+    /// Watches attempts published before this outbox started: every later publish at their
+    /// priority is behind them in the queue.
+    fn new(waiting: Vec<Waiting>) -> Unstarted {
+        let attempts = waiting
+            .into_iter()
+            .map(|waiting| {
+                let published = Published {
+                    attempt: waiting.attempt,
+                    priority: waiting.priority,
+                    order: 0,
+                };
+                (waiting.id, published)
+            })
+            .collect();
+        Unstarted {
+            attempts,
+            ..Unstarted::default()
+        }
+    }
+
+    /// Records a publish of attempt `attempt` of job `id`: the latest copy is at the back of
+    /// its priority's queue.
+    fn published(&mut self, id: JobId, attempt: u32, priority: Priority) {
+        self.last_order += 1;
+        let published = Published {
+            attempt,
+            priority,
+            order: self.last_order,
+        };
+        self.attempts.insert(id, published);
+    }
+
+    /// Records that `job_id` left QUEUED (`started`: it is RUNNING).
+    fn left_queued(&mut self, job_id: JobId, started: bool) {
+        let Some(published) = self.attempts.remove(&job_id) else {
+            return;
+        };
+        if started {
+            let highest = self.started.entry(published.priority).or_default();
+            *highest = (*highest).max(published.order);
+        }
+    }
+
+    /// Takes out the attempts due to be published again at `now`: those still unstarted a
+    /// `dispatch_timeout` after an attempt published later at their priority started.
+    fn take_passed_over(
+        &mut self,
+        now: tokio::time::Instant,
+        dispatch_timeout: Duration,
+    ) -> Vec<(JobId, u32)> {
+        self.checkpoints.push_back((now, self.started.clone()));
+        // The newest checkpoint at least a dispatch timeout old says what was passed over then;
+        // older ones are of no more use.
+        let old_enough = |at: &tokio::time::Instant| now.duration_since(*at) >= dispatch_timeout;
+        while self
+            .checkpoints
+            .get(1)
+            .is_some_and(|(at, _)| old_enough(at))
+        {
+            self.checkpoints.pop_front();
+        }
+        let Some((_, passed)) = self.checkpoints.front().filter(|(at, _)| old_enough(at)) else {
+            return Vec::new();
+        };
+        let due: Vec<(JobId, u32)> = self
+            .attempts
+            .iter()
+            .filter(|(_, published)| {
+                passed
+                    .get(&published.priority)
+                    .is_some_and(|started| *started > published.order)
+            })
+            .map(|(id, published)| (*id, published.attempt))
+            .collect();
+        for (id, _) in &due {
+            self.attempts.remove(id);
+        }
+        due
+    }
+}
 
 /// The state machine's end of the channel to the outbox: counts each batch of effects sent until
 /// the outbox has carried it out (the backlog gauge of docs/metrics.md).
@@ -78,9 +197,14 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Carries out every effect batch the state machine sends, until it stops sending.
-    pub(crate) async fn run(self, mut effects: mpsc::UnboundedReceiver<Vec<Effect>>) {
-        let mut unstarted = Unstarted::new();
+    /// Carries out every effect batch the state machine sends, until it stops sending;
+    /// `waiting`: the QUEUED attempts whose messages RabbitMQ already holds.
+    pub(crate) async fn run(
+        self,
+        mut effects: mpsc::UnboundedReceiver<Vec<Effect>>,
+        waiting: Vec<Waiting>,
+    ) {
+        let mut unstarted = Unstarted::new(waiting);
         let mut sweep =
             tokio::time::interval((self.dispatch_timeout / 4).max(Duration::from_millis(50)));
         let mut batch = Vec::new();
@@ -114,15 +238,14 @@ impl Outbox {
                         let _ = self.timers.send(TimerOp::Disarm(event.job_id));
                     }
                     if event.status != JobStatus::Queued {
-                        unstarted.remove(&event.job_id);
+                        unstarted.left_queued(event.job_id, event.status == JobStatus::Running);
                     }
                     events.push(*event);
                 }
             }
         }
         if !dispatches.is_empty() {
-            self.dispatch("publish job messages", &dispatches, unstarted)
-                .await;
+            self.dispatch("dispatch", &dispatches, unstarted).await;
         }
         for control in stops {
             let routed = retry_while(
@@ -166,14 +289,9 @@ impl Outbox {
         }
     }
 
-    /// Publishes again every attempt still QUEUED a dispatch timeout after its last publish.
+    /// Publishes again every attempt [`Unstarted::take_passed_over`] finds, if still QUEUED.
     async fn publish_again(&self, unstarted: &mut Unstarted) {
-        let now = tokio::time::Instant::now();
-        let due: Vec<(JobId, u32)> = unstarted
-            .iter()
-            .filter(|(_, (_, published))| now.duration_since(*published) >= self.dispatch_timeout)
-            .map(|(job_id, (attempt, _))| (*job_id, *attempt))
-            .collect();
+        let due = unstarted.take_passed_over(tokio::time::Instant::now(), self.dispatch_timeout);
         if due.is_empty() {
             return;
         }
@@ -187,30 +305,37 @@ impl Outbox {
                 })
                 .collect()
         });
-        for (job_id, _) in &due {
-            unstarted.remove(job_id);
-        }
         if messages.is_empty() {
             return;
         }
         tracing::info!(
             n_jobs = messages.len(),
-            "attempts not started within the dispatch timeout: publishing them again"
+            "attempts left their queue but were not started within the dispatch timeout: publishing them again"
         );
-        self.dispatch("publish job messages again", &messages, unstarted)
-            .await;
+        self.dispatch("passed_over", &messages, unstarted).await;
     }
 
-    /// Publishes job messages and records them as published now; a message the broker refuses
-    /// fails its job (`Command::Undeliverable`) instead.
-    async fn dispatch(&self, what: &str, messages: &[JobMessage], unstarted: &mut Unstarted) {
+    /// Publishes job messages and records them as published now (counted under `reason`, one
+    /// of [`crate::metrics::PUBLISH_REASONS`]); a message the broker refuses fails its job
+    /// (`Command::Undeliverable`) instead.
+    async fn dispatch(
+        &self,
+        reason: &'static str,
+        messages: &[JobMessage],
+        unstarted: &mut Unstarted,
+    ) {
+        let what = if reason == "dispatch" {
+            "publish job messages"
+        } else {
+            "publish job messages again"
+        };
         let refused = publish_or_set_aside(what, messages, |messages| {
             self.broker.publish_jobs(messages)
         })
         .await;
-        let now = tokio::time::Instant::now();
+        crate::metrics::record_published(reason, messages.len() - refused.len());
         for message in messages {
-            unstarted.insert(message.id, (message.attempt, now));
+            unstarted.published(message.id, message.attempt, message.priority());
         }
         if refused.is_empty() {
             return;
@@ -218,7 +343,7 @@ impl Outbox {
         let mut commands = Vec::with_capacity(refused.len());
         for (message, error) in refused {
             set_aside("job", &error, &message.id.to_string());
-            unstarted.remove(&message.id);
+            unstarted.attempts.remove(&message.id);
             commands.push(Command::Undeliverable {
                 id: message.id,
                 attempt: message.attempt,
@@ -277,4 +402,108 @@ where
 fn set_aside(kind: &'static str, error: &BrokerError, about: &str) {
     tracing::error!(kind, about, error = %distriqueue_util::error_chain(error), "the broker refused a message for good: set aside");
     crate::metrics::record_refused(kind);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    fn job(n: u128) -> JobId {
+        JobId(uuid::Uuid::from_u128(n))
+    }
+
+    /// Sweeps at `start` and every half timeout up to `until`, returning everything due.
+    fn sweep(
+        unstarted: &mut Unstarted,
+        start: tokio::time::Instant,
+        until: Duration,
+    ) -> Vec<JobId> {
+        let mut due = Vec::new();
+        let mut elapsed = Duration::ZERO;
+        while elapsed <= until {
+            due.extend(
+                unstarted
+                    .take_passed_over(start + elapsed, TIMEOUT)
+                    .into_iter()
+                    .map(|(id, _)| id),
+            );
+            elapsed += TIMEOUT / 2;
+        }
+        due
+    }
+
+    #[test]
+    fn an_attempt_waiting_its_turn_is_never_due() {
+        let mut unstarted = Unstarted::default();
+        for n in 0..3 {
+            unstarted.published(job(n), 1, Priority::Medium);
+        }
+        // Another priority's later attempt starting does not pass the normal queue.
+        unstarted.published(job(9), 1, Priority::High);
+        unstarted.left_queued(job(9), true);
+        let start = tokio::time::Instant::now();
+        assert!(sweep(&mut unstarted, start, TIMEOUT * 10).is_empty());
+        assert_eq!(unstarted.attempts.len(), 3);
+    }
+
+    #[test]
+    fn an_attempt_passed_over_is_due_a_dispatch_timeout_later_once() {
+        let mut unstarted = Unstarted::default();
+        unstarted.published(job(1), 1, Priority::Medium);
+        unstarted.published(job(2), 1, Priority::Medium);
+        unstarted.published(job(3), 1, Priority::Medium);
+        let start = tokio::time::Instant::now();
+        assert!(unstarted.take_passed_over(start, TIMEOUT).is_empty());
+        // Job 2 starts: job 1 left the queue before it and was not started.
+        unstarted.left_queued(job(2), true);
+        let just_before = start + TIMEOUT / 2 + TIMEOUT - Duration::from_millis(1);
+        assert!(unstarted
+            .take_passed_over(start + TIMEOUT / 2, TIMEOUT)
+            .is_empty());
+        assert!(unstarted.take_passed_over(just_before, TIMEOUT).is_empty());
+        let due = unstarted.take_passed_over(start + TIMEOUT / 2 + TIMEOUT, TIMEOUT);
+        assert_eq!(due, [(job(1), 1)]);
+        // Job 3, behind job 2, is waiting its turn; job 1 is not due again by itself.
+        assert!(sweep(&mut unstarted, start + TIMEOUT * 2, TIMEOUT * 10).is_empty());
+        assert!(unstarted.attempts.contains_key(&job(3)));
+    }
+
+    #[test]
+    fn a_republished_attempt_is_at_the_back_of_its_queue() {
+        let mut unstarted = Unstarted::default();
+        unstarted.published(job(1), 1, Priority::Low);
+        unstarted.published(job(2), 1, Priority::Low);
+        unstarted.left_queued(job(2), true);
+        let start = tokio::time::Instant::now();
+        assert_eq!(sweep(&mut unstarted, start, TIMEOUT * 2), [job(1)]);
+        unstarted.published(job(1), 1, Priority::Low);
+        unstarted.published(job(3), 1, Priority::Low);
+        // Job 3 was published after the copy: its start passes the copy over.
+        unstarted.left_queued(job(3), true);
+        let later = start + TIMEOUT * 3;
+        assert_eq!(sweep(&mut unstarted, later, TIMEOUT * 2), [job(1)]);
+    }
+
+    #[test]
+    fn attempts_published_before_the_outbox_started_are_ahead_of_every_later_one() {
+        let waiting = vec![Waiting {
+            id: job(1),
+            attempt: 4,
+            priority: Priority::Critical,
+        }];
+        let mut unstarted = Unstarted::new(waiting);
+        let start = tokio::time::Instant::now();
+        assert!(sweep(&mut unstarted, start, TIMEOUT * 3).is_empty());
+        unstarted.published(job(2), 1, Priority::Critical);
+        unstarted.left_queued(job(2), true);
+        let later = start + TIMEOUT * 4;
+        assert_eq!(sweep(&mut unstarted, later, TIMEOUT * 2), [job(1)]);
+        // Cancelled while queued: it leaves without passing anything over.
+        unstarted.published(job(5), 1, Priority::Critical);
+        unstarted.published(job(6), 1, Priority::Critical);
+        unstarted.left_queued(job(6), false);
+        assert!(sweep(&mut unstarted, later + TIMEOUT * 3, TIMEOUT * 3).is_empty());
+    }
 }

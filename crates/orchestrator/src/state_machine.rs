@@ -19,7 +19,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::outbox::EffectSender;
+use crate::outbox::{EffectSender, Waiting};
 use crate::raft::{NodeId, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -116,9 +116,20 @@ impl StateMachineStore {
 
     /// Switches to live operation: from now on every applied batch's effects go to `effects`.
     /// First, in the same critical section, it sends what a restarted node must carry out again:
-    /// every event past the committed watermark (DESIGN.md, rule 6), every QUEUED attempt, and
-    /// every timer a live job waits on.
-    pub(crate) fn go_live(&self, effects: EffectSender) {
+    /// every event past the committed watermark (DESIGN.md, rule 6), every QUEUED attempt whose
+    /// message may be missing, and every timer a live job waits on.
+    ///
+    /// A QUEUED attempt's message may be missing when it was queued past the watermark (the
+    /// outbox confirms a dispatch before the events of its entry, so everything up to the
+    /// watermark was confirmed), or, with `transport_keeps_jobs` false (the in-process
+    /// transport of `serve`), always. Returns the other QUEUED attempts, oldest first: their
+    /// messages wait in RabbitMQ, and the outbox watches them (issue 13: a confirmed message is
+    /// not published again while it waits its turn).
+    pub(crate) fn go_live(
+        &self,
+        effects: EffectSender,
+        transport_keeps_jobs: bool,
+    ) -> Vec<Waiting> {
         let mut inner = self.lock();
         let mut recovery: Vec<Effect> = inner
             .state
@@ -140,13 +151,23 @@ impl StateMachineStore {
                 attempt: event.attempt,
             }))
         }));
-        recovery.extend(
-            inner
-                .state
-                .pending_dispatches()
-                .into_iter()
-                .map(|message| Effect::Dispatch(Box::new(message))),
-        );
+        let confirmed_upto = if transport_keeps_jobs {
+            inner.state.published_upto()
+        } else {
+            0
+        };
+        let mut waiting = Vec::new();
+        for record in inner.state.queued() {
+            if record.queued_seq > confirmed_upto {
+                recovery.push(Effect::Dispatch(Box::new(record.message())));
+            } else {
+                waiting.push(Waiting {
+                    id: record.id,
+                    attempt: record.attempt,
+                    priority: record.spec.priority,
+                });
+            }
+        }
         recovery.extend(inner.state.timers().into_iter().map(Effect::ArmTimer));
         if !recovery.is_empty() {
             tracing::info!(
@@ -156,6 +177,7 @@ impl StateMachineStore {
             effects.send(recovery);
         }
         inner.effects = Some(effects);
+        waiting
     }
 
     /// Stops handing effects out (this node stopped leading): effects of entries applied from

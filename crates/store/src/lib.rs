@@ -10,6 +10,7 @@
 
 mod dashboard;
 mod query;
+mod retention;
 mod statistics;
 
 use std::collections::hash_map::Entry;

@@ -706,6 +706,108 @@ async fn statistics_agree_with_a_count_of_the_rows(store: &Store) {
     }
 }
 
+/// Retention (issue 13, item 5): purging in small batches while snapshots keep arriving removes
+/// exactly the finished jobs that ended before the cutoff, keeps every other job, and leaves the
+/// statistics of whole hours as they were.
+async fn retention_removes_exactly_the_finished_jobs_older_than_the_window(store: &Store) {
+    let old: Vec<JobResponse> = (0..240)
+        .map(|n| stats_job(n, JobStatus::ALL[n as usize % JobStatus::ALL.len()], 3))
+        .collect();
+    store.upsert(&old).await.expect("old jobs");
+    let hour = 3_600_000;
+    let cutoff = Millis(BASE + 14 * hour);
+    let time = |text: &Option<String>| text.as_deref().and_then(parse_client_time);
+    let leaves = |job: &JobResponse| {
+        job.status.is_terminal() && time(&job.completed_at).is_some_and(|at| at < cutoff)
+    };
+    let n_leaving = old.iter().filter(|job| leaves(job)).count();
+    assert!(n_leaving > 20 && n_leaving < old.len() - 20, "{n_leaving}");
+
+    // New jobs keep flowing while the purge runs: 200 jobs created now, in four batches.
+    let flowing: Vec<JobResponse> = (1000..1200)
+        .map(|n| {
+            let mut job = stats_job(n, JobStatus::ALL[n as usize % JobStatus::ALL.len()], 1);
+            job.created_at = Millis(BASE + 40 * hour + i64::from(n)).to_iso();
+            job.started_at = None;
+            job.completed_at = job
+                .status
+                .is_terminal()
+                .then(|| Millis(BASE + 41 * hour).to_iso());
+            job
+        })
+        .collect();
+    let writer = {
+        let store = store.clone();
+        let flowing = flowing.clone();
+        tokio::spawn(async move {
+            for chunk in flowing.chunks(50) {
+                store.upsert(chunk).await.expect("jobs flowing in");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut n_purged = 0;
+    loop {
+        let purged = store.purge_finished(cutoff, 7).await.expect("purge");
+        assert!(purged <= 7, "{purged} rows in a batch of 7");
+        if purged == 0 {
+            break;
+        }
+        n_purged += purged;
+    }
+    writer.await.expect("writer task");
+    assert_eq!(n_purged, n_leaving as u64);
+
+    for job in old.iter().chain(&flowing) {
+        let stored = store.get(job.id).await.expect("get");
+        if leaves(job) {
+            assert_eq!(
+                stored, None,
+                "{} ({:?}) should have left",
+                job.id, job.status
+            );
+        } else {
+            assert_eq!(stored.as_ref(), Some(job), "{} should have stayed", job.id);
+        }
+    }
+    // A job that left is answered 404 by id, and its tag no longer lists it.
+    let tagged = list_ids(
+        store,
+        JobQuery {
+            tag: Some("t".to_string()),
+            ..page(0, 1000)
+        },
+    )
+    .await;
+    assert_eq!(tagged.len(), old.len() + flowing.len() - n_leaving);
+    // Whole hours still count every job, those that left included.
+    let everything: Vec<JobResponse> = old.iter().chain(&flowing).cloned().collect();
+    for query in [
+        StatsQuery::default(),
+        StatsQuery {
+            from: Some(Millis(BASE + 2 * hour)),
+            to: Some(Millis(BASE + 12 * hour - 1)),
+            job_type: Some(TYPES[2].to_string()),
+        },
+    ] {
+        let answered = store.statistics(&query).await.expect("statistics");
+        assert_eq!(
+            answered,
+            expected_statistics(&everything, &query),
+            "{query:?}"
+        );
+    }
+    // Nothing is left to purge, and a cutoff before everything purges nothing.
+    assert_eq!(store.purge_finished(cutoff, 100).await.expect("purge"), 0);
+    assert_eq!(
+        store
+            .purge_finished(Millis(BASE), 100)
+            .await
+            .expect("purge"),
+        0
+    );
+}
+
 /// Dead-letter groups and a group's ids agree with a count of the rows, on both backends.
 async fn dead_letters_group_by_type_status_and_error(store: &Store) {
     let mut jobs = Vec::new();
@@ -898,6 +1000,7 @@ macro_rules! all_checks {
             statistics_agree_with_a_count_of_the_rows,
             dead_letters_group_by_type_status_and_error,
             timeline_counts_per_bucket,
+            retention_removes_exactly_the_finished_jobs_older_than_the_window,
         );
     };
 }

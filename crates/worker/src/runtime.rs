@@ -125,6 +125,10 @@ const HANDLER_STOP_GRACE: Duration = Duration::from_millis(500);
 /// its lease goes on soon after a leader change and notices a shutdown quickly.
 const REPORT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(1));
 
+/// Tries of a `running` report before its message goes back to its queue: about 10 s with
+/// [`REPORT_BACKOFF`], longer than a leader election.
+const RUNNING_REPORT_TRIES: u32 = 12;
+
 /// Between two tries of the first heartbeat (no job is taken before it is answered).
 const FIRST_HEARTBEAT_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -516,8 +520,14 @@ impl Shared {
             return;
         };
         // The lease rule: start only after `running` is accepted; drop the message on refusal.
+        // An orchestrator out of reach for RUNNING_REPORT_TRIES tries: the message goes back to
+        // its queue (docs/protocol.md), for this or another worker, rather than wait here.
+        let mut n_tries = 0;
         let retryable = |error: &ReportError| {
-            matches!(error, ReportError::Unavailable(_)) && !shutdown.is_cancelled()
+            n_tries += 1;
+            matches!(error, ReportError::Unavailable(_))
+                && !shutdown.is_cancelled()
+                && n_tries < RUNNING_REPORT_TRIES
         };
         // Retried also when an earlier try landed with its answer lost: a repeat from the
         // holder is answered as the first.
@@ -533,8 +543,7 @@ impl Shared {
                 return;
             }
             Err(ReportError::Unavailable(_)) => {
-                // Shutting down, not started: hand it back so it is not lost before the
-                // restart resumes it.
+                // Shutting down or out of tries, not started: hand it back.
                 drop(running);
                 delivery.requeue().await;
                 return;

@@ -47,15 +47,25 @@ use crate::BrokerError;
 /// Between two tries to reconnect a consumer, or to move a message to `job.dead`.
 const RECONNECT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
-/// Opens a connection to `url` on the current Tokio runtime, with TLS for `amqps://`.
+/// The AMQP heartbeat asked for, in seconds, unless the URL asks for another
+/// (`?heartbeat=N`; the lower of the client's and the server's wins). RabbitMQ closes a
+/// connection that stayed silent for about two heartbeats: the messages a frozen worker
+/// (SIGSTOP, a long pause) holds unacknowledged go back to their queues within about 20 s
+/// rather than RabbitMQ's default 60 s heartbeat's minutes. The orchestrator does not publish
+/// them again (issue 13: no amplification), so this is how they come back.
+const AMQP_HEARTBEAT_S: u16 = 10;
+
+/// Opens a connection to `url` on the current Tokio runtime, with TLS for `amqps://`; the
+/// heartbeat is [`AMQP_HEARTBEAT_S`] unless the URL says otherwise.
 #[allow(clippy::result_large_err)] // lapin's connector returns tcp-stream's `HandshakeResult`
 async fn connect(url: &str, name: &str, tls: &RustlsConnector) -> Result<Connection, lapin::Error> {
-    let uri: AMQPUri = url.parse().map_err(|problem: String| {
+    let mut uri: AMQPUri = url.parse().map_err(|problem: String| {
         lapin::Error::IOError(Arc::new(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             problem,
         )))
     })?;
+    uri.query.heartbeat.get_or_insert(AMQP_HEARTBEAT_S);
     let properties = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio)
