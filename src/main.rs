@@ -126,8 +126,9 @@ enum Verb {
         #[command(subcommand)]
         command: ClusterVerb,
     },
-    /// Measure throughput (default) or submit-to-start latency (--rate) against a gateway, or
-    /// the dashboard's queries on a read model of N jobs (--read-model N).
+    /// Measure throughput (default) or submit-to-start latency (--rate) against a gateway, the
+    /// dashboard's queries on a read model of N jobs (--read-model N), or the replicated
+    /// state's snapshot at N jobs (--state N).
     Bench {
         #[command(flatten)]
         client: ClientFlags,
