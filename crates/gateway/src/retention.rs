@@ -20,11 +20,11 @@ const BETWEEN_BATCHES: Duration = Duration::from_millis(50);
 const BETWEEN_PASSES: Duration = Duration::from_secs(60);
 
 /// Removes finished jobs that ended more than `window` ago, for ever: a pass at start, then one
-/// every minute (every half window for a window under two minutes). A failed batch is logged
-/// and tried again at the next pass.
+/// every minute (every half window for a window under two minutes, at least a second apart). A
+/// failed batch is logged and tried again at the next pass.
 pub(crate) async fn run(store: Store, window: Duration) {
     let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-    let between_passes = BETWEEN_PASSES.min(window / 2);
+    let between_passes = BETWEEN_PASSES.min(window / 2).max(Duration::from_secs(1));
     loop {
         let cutoff = Millis(clock::now().0.saturating_sub(window_ms));
         let mut removed: u64 = 0;

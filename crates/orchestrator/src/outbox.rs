@@ -50,8 +50,11 @@ pub(crate) struct Waiting {
 struct Published {
     attempt: u32,
     priority: Priority,
-    /// Publish order within this outbox (0: published before it started).
+    /// Publish order of its latest copy within this outbox (0: published before it started).
     order: u64,
+    /// Publish order of its first copy. When the attempt starts, which copy started is unknown:
+    /// only what was published before the first copy is known to have left the queue.
+    first_order: u64,
 }
 
 /// The published attempts not yet started, and what shows that one of them left its queue
@@ -80,6 +83,7 @@ impl Unstarted {
                     attempt: waiting.attempt,
                     priority: waiting.priority,
                     order: 0,
+                    first_order: 0,
                 };
                 (waiting.id, published)
             })
@@ -94,10 +98,16 @@ impl Unstarted {
     /// its priority's queue.
     fn published(&mut self, id: JobId, attempt: u32, priority: Priority) {
         self.last_order += 1;
+        let first_order = self
+            .attempts
+            .get(&id)
+            .filter(|earlier| earlier.attempt == attempt)
+            .map_or(self.last_order, |earlier| earlier.first_order);
         let published = Published {
             attempt,
             priority,
             order: self.last_order,
+            first_order,
         };
         self.attempts.insert(id, published);
     }
@@ -109,12 +119,13 @@ impl Unstarted {
         };
         if started {
             let highest = self.started.entry(published.priority).or_default();
-            *highest = (*highest).max(published.order);
+            *highest = (*highest).max(published.first_order);
         }
     }
 
-    /// Takes out the attempts due to be published again at `now`: those still unstarted a
-    /// `dispatch_timeout` after an attempt published later at their priority started.
+    /// The attempts due to be published again at `now`: those still unstarted a
+    /// `dispatch_timeout` after an attempt published later at their priority started. They stay
+    /// recorded: publishing again keeps their first order ([`Unstarted::published`]).
     fn take_passed_over(
         &mut self,
         now: tokio::time::Instant,
@@ -144,9 +155,6 @@ impl Unstarted {
             })
             .map(|(id, published)| (*id, published.attempt))
             .collect();
-        for (id, _) in &due {
-            self.attempts.remove(id);
-        }
         due
     }
 }
@@ -228,7 +236,11 @@ impl Outbox {
         let mut events = Vec::new();
         for effect in effects {
             match effect {
-                Effect::Dispatch(message) => dispatches.push(*message),
+                Effect::Dispatch(message) => {
+                    // Recorded in effect order, so a later event of the same job finds it.
+                    unstarted.published(message.id, message.attempt, message.priority());
+                    dispatches.push(*message);
+                }
                 Effect::StopAttempt(control) => stops.push(control),
                 Effect::ArmTimer(timer) => {
                     let _ = self.timers.send(TimerOp::Arm(timer));
@@ -245,7 +257,7 @@ impl Outbox {
             }
         }
         if !dispatches.is_empty() {
-            self.dispatch("dispatch", &dispatches, unstarted).await;
+            self.dispatch("dispatch", &dispatches).await;
         }
         for control in stops {
             let routed = retry_while(
@@ -305,6 +317,12 @@ impl Outbox {
                 })
                 .collect()
         });
+        // An attempt no longer QUEUED left without its event reaching this outbox: forget it.
+        for (job_id, _) in &due {
+            if !messages.iter().any(|message| message.id == *job_id) {
+                unstarted.attempts.remove(job_id);
+            }
+        }
         if messages.is_empty() {
             return;
         }
@@ -312,18 +330,16 @@ impl Outbox {
             n_jobs = messages.len(),
             "attempts left their queue but were not started within the dispatch timeout: publishing them again"
         );
-        self.dispatch("passed_over", &messages, unstarted).await;
+        for message in &messages {
+            unstarted.published(message.id, message.attempt, message.priority());
+        }
+        self.dispatch("passed_over", &messages).await;
     }
 
-    /// Publishes job messages and records them as published now (counted under `reason`, one
-    /// of [`crate::metrics::PUBLISH_REASONS`]); a message the broker refuses fails its job
-    /// (`Command::Undeliverable`) instead.
-    async fn dispatch(
-        &self,
-        reason: &'static str,
-        messages: &[JobMessage],
-        unstarted: &mut Unstarted,
-    ) {
+    /// Publishes job messages, which the caller recorded in [`Unstarted`] (counted under
+    /// `reason`, one of [`crate::metrics::PUBLISH_REASONS`]); a message the broker refuses
+    /// fails its job (`Command::Undeliverable`) instead.
+    async fn dispatch(&self, reason: &'static str, messages: &[JobMessage]) {
         let what = if reason == "dispatch" {
             "publish job messages"
         } else {
@@ -334,16 +350,12 @@ impl Outbox {
         })
         .await;
         crate::metrics::record_published(reason, messages.len() - refused.len());
-        for message in messages {
-            unstarted.published(message.id, message.attempt, message.priority());
-        }
         if refused.is_empty() {
             return;
         }
         let mut commands = Vec::with_capacity(refused.len());
         for (message, error) in refused {
             set_aside("job", &error, &message.id.to_string());
-            unstarted.attempts.remove(&message.id);
             commands.push(Command::Undeliverable {
                 id: message.id,
                 attempt: message.attempt,
@@ -354,7 +366,8 @@ impl Outbox {
             });
         }
         if let Err(error) = self.proposer.submit(commands).await {
-            // The next leader publishes the attempt again, and the broker refuses it again.
+            // The attempt stays QUEUED and watched: published again once passed over, it is
+            // refused again and `Undeliverable` proposed again.
             tracing::warn!(error = %distriqueue_util::error_chain(&error), "could not fail jobs whose messages the broker refused");
         }
     }
@@ -414,7 +427,8 @@ mod tests {
         JobId(uuid::Uuid::from_u128(n))
     }
 
-    /// Sweeps at `start` and every half timeout up to `until`, returning everything due.
+    /// Sweeps at `start` and every half timeout up to `until`, publishing again and returning
+    /// everything due.
     fn sweep(
         unstarted: &mut Unstarted,
         start: tokio::time::Instant,
@@ -423,12 +437,12 @@ mod tests {
         let mut due = Vec::new();
         let mut elapsed = Duration::ZERO;
         while elapsed <= until {
-            due.extend(
-                unstarted
-                    .take_passed_over(start + elapsed, TIMEOUT)
-                    .into_iter()
-                    .map(|(id, _)| id),
-            );
+            for (id, attempt) in unstarted.take_passed_over(start + elapsed, TIMEOUT) {
+                // Published again, as the outbox does.
+                let priority = unstarted.attempts[&id].priority;
+                unstarted.published(id, attempt, priority);
+                due.push(id);
+            }
             elapsed += TIMEOUT / 2;
         }
         due
@@ -465,6 +479,7 @@ mod tests {
         assert!(unstarted.take_passed_over(just_before, TIMEOUT).is_empty());
         let due = unstarted.take_passed_over(start + TIMEOUT / 2 + TIMEOUT, TIMEOUT);
         assert_eq!(due, [(job(1), 1)]);
+        unstarted.published(job(1), 1, Priority::Medium);
         // Job 3, behind job 2, is waiting its turn; job 1 is not due again by itself.
         assert!(sweep(&mut unstarted, start + TIMEOUT * 2, TIMEOUT * 10).is_empty());
         assert!(unstarted.attempts.contains_key(&job(3)));
@@ -478,12 +493,30 @@ mod tests {
         unstarted.left_queued(job(2), true);
         let start = tokio::time::Instant::now();
         assert_eq!(sweep(&mut unstarted, start, TIMEOUT * 2), [job(1)]);
-        unstarted.published(job(1), 1, Priority::Low);
         unstarted.published(job(3), 1, Priority::Low);
         // Job 3 was published after the copy: its start passes the copy over.
         unstarted.left_queued(job(3), true);
         let later = start + TIMEOUT * 3;
         assert_eq!(sweep(&mut unstarted, later, TIMEOUT * 2), [job(1)]);
+    }
+
+    #[test]
+    fn the_original_of_a_republished_attempt_starting_passes_nothing_over() {
+        let mut unstarted = Unstarted::default();
+        unstarted.published(job(1), 1, Priority::Medium);
+        unstarted.published(job(2), 1, Priority::Medium);
+        // A backlog that waits its turn behind them.
+        for n in 10..20 {
+            unstarted.published(job(n), 1, Priority::Medium);
+        }
+        unstarted.left_queued(job(2), true);
+        let start = tokio::time::Instant::now();
+        // Job 1 was passed over: published again, behind the backlog.
+        assert_eq!(sweep(&mut unstarted, start, TIMEOUT * 2), [job(1)]);
+        // The worker that held its first copy starts it: the backlog was not passed over.
+        unstarted.left_queued(job(1), true);
+        assert!(sweep(&mut unstarted, start + TIMEOUT * 3, TIMEOUT * 5).is_empty());
+        assert_eq!(unstarted.attempts.len(), 10);
     }
 
     #[test]
