@@ -821,6 +821,27 @@ fn describe(mut samples: Vec<Duration>, points: &[f64]) -> (String, Value) {
     )
 }
 
+/// The median and the slowest of `samples` (ms): each timing of `--read-model` and `--state`.
+pub(crate) fn median_and_max(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let median = samples.get(samples.len() / 2).copied().unwrap_or(0.0);
+    (median, samples.last().copied().unwrap_or(0.0))
+}
+
+/// Prints one timing (`name`, median and slowest in ms) and adds it to `figures` as
+/// `{median_ms, max_ms}`, for the JSON line of `--read-model` and `--state`.
+pub(crate) fn report_timing(
+    figures: &mut serde_json::Map<String, Value>,
+    name: &str,
+    (median, max): (f64, f64),
+) {
+    println!("{name:<40} median {median:>9.2} ms   max {max:>9.2} ms");
+    figures.insert(
+        name.to_string(),
+        json!({"median_ms": median, "max_ms": max}),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,8 +91,7 @@ where
         query().await?;
         runs.push(start.elapsed().as_secs_f64() * 1000.0);
     }
-    runs.sort_by(f64::total_cmp);
-    Ok((runs[RUNS / 2], runs[RUNS - 1]))
+    Ok(crate::bench::median_and_max(runs))
 }
 
 /// Fills a read model with `n_jobs` jobs and times the dashboard's queries on it.
@@ -162,13 +161,7 @@ pub async fn run(n_jobs: usize, database: Option<&str>) -> anyhow::Result<()> {
         ),
     ];
     let mut figures = serde_json::Map::new();
-    let mut report = |name: &str, (median, max): (f64, f64)| {
-        println!("{name:<34} median {median:>8.1} ms   max {max:>8.1} ms");
-        figures.insert(
-            name.to_string(),
-            json!({"median_ms": median, "max_ms": max}),
-        );
-    };
+    let mut report = |name: &str, timing| crate::bench::report_timing(&mut figures, name, timing);
     for (name, query) in &cases {
         report(name, time(|| store.list(query)).await?);
     }

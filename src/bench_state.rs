@@ -67,15 +67,6 @@ fn apply(state: &mut State, batch: &Batch) -> f64 {
     elapsed
 }
 
-/// Median and slowest of `samples` (ms).
-fn spread(mut samples: Vec<f64>) -> (f64, f64) {
-    samples.sort_by(f64::total_cmp);
-    (
-        samples[samples.len() / 2],
-        samples.last().copied().unwrap_or(0.0),
-    )
-}
-
 /// The process's resident memory in MiB, from /proc (0 where there is none).
 fn resident_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -167,12 +158,7 @@ pub fn run(n_jobs: usize) -> anyhow::Result<()> {
         ("entry of 1000 registers", steady_entries),
         ("snapshot encoding (outside the lock)", encodings),
     ] {
-        let (median, max) = spread(samples);
-        println!("{name:<40} median {median:>9.2} ms   max {max:>9.2} ms");
-        figures.insert(
-            name.to_string(),
-            json!({"median_ms": median, "max_ms": max}),
-        );
+        crate::bench::report_timing(&mut figures, name, crate::bench::median_and_max(samples));
     }
     println!(
         "{}",
